@@ -1,0 +1,322 @@
+#pragma once
+/// @file dataset_trie.hpp
+/// @brief `DatasetTrie`: the tree formed by the path components of all datasets, as flat arrays
+/// addressed by 32-bit indices, plus the validation of dataset names.
+
+#include <fmt/format.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tasktree {
+
+/// @brief The separator between the components of a dataset name.
+inline constexpr char component_separator = '/';
+/// @brief The default barrier component name.
+inline constexpr std::string_view default_barrier_name = "~";
+
+/// @brief Throws `std::invalid_argument` unless `barrier_name` is non-empty and has no `/`.
+inline void validate_barrier_name(std::string_view barrier_name) {
+  if (barrier_name.empty()) {
+    throw std::invalid_argument("tasktree: invalid barrier_name \"\": it must not be empty");
+  }
+  if (barrier_name.find(component_separator) != std::string_view::npos) {
+    throw std::invalid_argument(
+        fmt::format("tasktree: invalid barrier_name {:?}: it must not contain '/'", barrier_name));
+  }
+}
+
+/// @brief The trie of dataset path components, built once from a sorted list of dataset names.
+///
+/// Node 0 is the root (the empty path). A node whose path is a dataset is a *job node* and knows
+/// the dataset's index in the sorted list; any other node is an *intermediate node*; a node whose
+/// component equals the barrier name is a *barrier node* (never a job).
+///
+/// Layout: one 16-byte record per node (parent, first child, next sibling, dataset or kind), in
+/// one contiguous vector sized exactly; no allocation per node. Names are not copied: the trie
+/// refers to the caller's dataset strings, which must outlive it and stay where they are.
+///
+/// Children are ordered by the smallest dataset name below them, so a pre-order walk that stops
+/// at job nodes meets jobs in lexicographic order of their names, even where a character that
+/// sorts before `/` (such as `-` or `.`) makes `a-b` sort before `a/c`. The build is iterative
+/// (no recursion whose depth follows the input) and costs O(total length of the names).
+///
+/// @code
+/// std::vector<std::string> names{"a", "a/b", "c/d"};  // sorted, unique
+/// tasktree::DatasetTrie trie(names);
+/// auto a = trie.first_child(tasktree::DatasetTrie::root);
+/// assert(trie.is_job(a) && trie.path(a) == "a");
+/// @endcode
+class DatasetTrie {
+ public:
+  /// Index of a node.
+  using NodeIndex = std::uint32_t;
+  /// "No node" (no parent, no child, no sibling) and "no dataset".
+  static constexpr NodeIndex npos = 0xFFFF'FFFFu;
+  /// The root node, whose path is empty.
+  static constexpr NodeIndex root = 0;
+  /// Largest number of datasets a trie can hold.
+  static constexpr std::size_t max_datasets = 0x7FFF'FFFFu;
+
+  /// A trie with no datasets (only the root).
+  DatasetTrie() : nodes_(1, Node{npos, npos, npos, intermediate}) {}
+
+  /// Builds the trie of `sorted_datasets`, validating every name.
+  ///
+  /// @throws std::invalid_argument naming the offending value if a name is empty, starts or ends
+  /// with `/`, has an empty component, is a duplicate, is out of order, or ends with the barrier
+  /// component; or if `barrier_name` is invalid.
+  explicit DatasetTrie(std::span<const std::string> sorted_datasets,
+                       std::string_view barrier_name = default_barrier_name)
+      : names_(sorted_datasets), barrier_name_(barrier_name) {
+    validate_barrier_name(barrier_name);
+    if (sorted_datasets.size() > max_datasets) {
+      throw std::invalid_argument(
+          fmt::format("tasktree: too many datasets: {} (at most {})", sorted_datasets.size(), max_datasets));
+    }
+    // Two passes over the same walk: the first validates and counts nodes, the second fills an
+    // exactly sized array (no growth, so peak memory is the final size).
+    const std::size_t count = walk<false>();
+    nodes_.resize(count);
+    walk<true>();
+  }
+
+  /// Number of nodes, including the root.
+  [[nodiscard]] std::size_t size() const noexcept { return nodes_.size(); }
+  /// Number of datasets (job nodes).
+  [[nodiscard]] std::size_t dataset_count() const noexcept { return names_.size(); }
+  /// The sorted dataset names the trie refers to.
+  [[nodiscard]] std::span<const std::string> datasets() const noexcept { return names_; }
+  /// The barrier component name the trie was built with.
+  [[nodiscard]] std::string_view barrier_name() const noexcept { return barrier_name_; }
+
+  [[nodiscard]] NodeIndex parent(NodeIndex node) const noexcept { return nodes_[node].parent; }
+  [[nodiscard]] NodeIndex first_child(NodeIndex node) const noexcept { return nodes_[node].first_child; }
+  [[nodiscard]] NodeIndex next_sibling(NodeIndex node) const noexcept { return nodes_[node].next_sibling; }
+  /// True if the node's path is a dataset.
+  [[nodiscard]] bool is_job(NodeIndex node) const noexcept { return nodes_[node].dataset < barrier; }
+  /// True if the node's component is the barrier name.
+  [[nodiscard]] bool is_barrier(NodeIndex node) const noexcept { return nodes_[node].dataset == barrier; }
+  /// Index of the node's dataset in `datasets()`, or `npos` for a non-job node.
+  [[nodiscard]] std::uint32_t dataset(NodeIndex node) const noexcept {
+    return is_job(node) ? nodes_[node].dataset : npos;
+  }
+  /// True if `node` is its parent's only child.
+  [[nodiscard]] bool is_only_child(NodeIndex node) const noexcept {
+    return nodes_[node].next_sibling == npos && nodes_[nodes_[node].parent].first_child == node;
+  }
+  /// Number of children of `node` (walks the sibling list).
+  [[nodiscard]] std::size_t child_count(NodeIndex node) const noexcept {
+    std::size_t count = 0;
+    for (NodeIndex child = first_child(node); child != npos; child = next_sibling(child)) ++count;
+    return count;
+  }
+
+  /// Number of job nodes strictly below `node`. Iterative; O(size of the subtree).
+  [[nodiscard]] std::size_t count_jobs_below(NodeIndex node) const noexcept {
+    std::size_t count = 0;
+    NodeIndex at = first_child(node);
+    while (at != npos) {
+      if (is_job(at)) ++count;
+      if (first_child(at) != npos) {
+        at = first_child(at);
+        continue;
+      }
+      while (at != node && next_sibling(at) == npos) at = parent(at);
+      at = at == node ? npos : next_sibling(at);
+    }
+    return count;
+  }
+
+  /// True if some node has two or more children, i.e. some jobs could run in parallel.
+  [[nodiscard]] bool has_siblings() const noexcept { return has_siblings_; }
+  /// True if some dataset has a component equal to the barrier name.
+  [[nodiscard]] bool has_barriers() const noexcept { return has_barriers_; }
+
+  /// The node's path (e.g. `"a/b"`; empty for the root), a view into one of the dataset names.
+  /// Costs O(depth + name length); meant for diagnostics, not for hot loops.
+  [[nodiscard]] std::string_view path(NodeIndex node) const noexcept {
+    if (node == root) return {};
+    std::size_t depth = 0;
+    for (NodeIndex up = node; up != root; up = parent(up)) ++depth;
+    NodeIndex down = node;
+    while (!is_job(down)) down = first_child(down);  // every leaf is a job
+    const std::string_view name = names_[nodes_[down].dataset];
+    std::size_t end = 0;
+    for (std::size_t level = 0; level < depth; ++level) {
+      end = name.find(component_separator, end + (level == 0 ? 0 : 1));
+      if (end == std::string_view::npos) return name;
+    }
+    return name.substr(0, end);
+  }
+  /// The node's own component (e.g. `"b"` for `"a/b"`).
+  [[nodiscard]] std::string_view component(NodeIndex node) const noexcept {
+    const std::string_view full = path(node);
+    const std::size_t slash = full.rfind(component_separator);
+    return slash == std::string_view::npos ? full : full.substr(slash + 1);
+  }
+  /// The node whose path is `path`, or `npos`. Walks one sibling list per component.
+  [[nodiscard]] NodeIndex find(std::string_view path) const noexcept {
+    NodeIndex node = root;
+    while (!path.empty()) {
+      const std::size_t slash = path.find(component_separator);
+      const std::string_view part = path.substr(0, slash);
+      NodeIndex child = first_child(node);
+      while (child != npos && component(child) != part) child = next_sibling(child);
+      if (child == npos) return npos;
+      node = child;
+      path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+    }
+    return node;
+  }
+
+ private:
+  static constexpr std::uint32_t barrier = 0xFFFF'FFFEu;       // `Node::dataset` of a barrier node
+  static constexpr std::uint32_t intermediate = 0xFFFF'FFFFu;  // `Node::dataset` of other non-jobs
+
+  struct Node {
+    NodeIndex parent;
+    NodeIndex first_child;
+    NodeIndex next_sibling;
+    std::uint32_t dataset;  // dataset index for a job node, else `barrier` or `intermediate`
+  };
+
+  /// True if `later` extends `earlier` with a character that sorts before '/', such as "a-b" after
+  /// "a": then names below `earlier` ("a/...") still come later in sorted order.
+  static bool extends_below_separator(std::string_view later, std::string_view earlier) noexcept {
+    return later.size() > earlier.size() && later.starts_with(earlier) &&
+           static_cast<unsigned char>(later[earlier.size()]) < static_cast<unsigned char>(component_separator);
+  }
+
+  [[noreturn]] static void reject(std::string_view name, std::string_view why) {
+    throw std::invalid_argument(fmt::format("tasktree: invalid dataset name {:?}: {}", name, why));
+  }
+
+  /// Splits `name` into `components`, validating it (the first pass only).
+  template <bool fill>
+  void split(std::string_view name, std::vector<std::string_view>& components) {
+    components.clear();
+    if constexpr (!fill) {
+      if (name.empty()) reject(name, "it is empty");
+      if (name.front() == component_separator) reject(name, "it starts with '/'");
+      if (name.back() == component_separator) reject(name, "it ends with '/'");
+    }
+    std::size_t start = 0;
+    while (true) {
+      const std::size_t slash = name.find(component_separator, start);
+      const std::string_view part =
+          name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+      if constexpr (!fill) {
+        if (part.empty()) reject(name, "it has an empty component");
+        if (part == barrier_name_) has_barriers_ = true;
+      }
+      components.push_back(part);
+      if (slash == std::string_view::npos) break;
+      start = slash + 1;
+    }
+    if constexpr (!fill) {
+      if (components.back() == barrier_name_) {
+        throw std::invalid_argument(fmt::format(
+            "tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so it could never run",
+            name, barrier_name_));
+      }
+    }
+  }
+
+  /// One pass of the build over the sorted names. Without `fill` it validates and returns the node
+  /// count; with `fill` it writes the nodes. Datasets below a node are contiguous in sorted order,
+  /// except that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
+  /// arrive; such jobs are parked on `suspended` until their children come or can no longer come.
+  template <bool fill>
+  std::size_t walk() {
+    struct Level {
+      NodeIndex node;
+      std::string_view component;
+      NodeIndex last_child;
+    };
+    struct Suspended {
+      std::size_t depth;
+      NodeIndex node;
+      std::string_view component;
+    };
+    std::vector<Level> path{{root, {}, npos}};  // path[d] is the node at depth d of the previous name
+    std::vector<Suspended> suspended;           // by non-decreasing depth
+    std::vector<std::string_view> components;
+    std::size_t count = 1;
+    if constexpr (fill) nodes_[root] = Node{npos, npos, npos, intermediate};
+
+    for (std::size_t index = 0; index < names_.size(); ++index) {
+      const std::string_view name = names_[index];
+      if constexpr (!fill) {
+        if (index > 0 && !(names_[index - 1] < names_[index])) {
+          if (names_[index - 1] == names_[index]) {
+            throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
+          }
+          throw std::invalid_argument(
+              fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, names_[index - 1]));
+        }
+      }
+      split<fill>(name, components);
+
+      // depth: the first level where this name leaves the previous name's path.
+      std::size_t depth = 1;
+      while (depth < path.size() && depth <= components.size() && path[depth].component == components[depth - 1]) {
+        ++depth;
+      }
+      while (!suspended.empty() && suspended.back().depth > depth) suspended.pop_back();
+      if (depth < path.size()) {
+        if (depth == path.size() - 1 && extends_below_separator(components[depth - 1], path[depth].component)) {
+          suspended.push_back({depth, path[depth].node, path[depth].component});
+        }
+        path.resize(depth);
+      }
+      // Resume a parked job whose children start here, dropping those that can no longer resume.
+      while (!suspended.empty() && suspended.back().depth == depth) {
+        const Suspended top = suspended.back();
+        if (top.component == components[depth - 1]) {
+          suspended.pop_back();
+          path.push_back({top.node, top.component, npos});
+          ++depth;
+          break;
+        }
+        if (extends_below_separator(components[depth - 1], top.component)) break;
+        suspended.pop_back();
+      }
+      for (; depth <= components.size(); ++depth) {
+        const std::string_view part = components[depth - 1];
+        const auto node = static_cast<NodeIndex>(count++);
+        Level& up = path.back();
+        if constexpr (fill) {
+          const std::uint32_t kind = depth == components.size() ? static_cast<std::uint32_t>(index)
+                                     : part == barrier_name_    ? barrier
+                                                                : intermediate;
+          nodes_[node] = Node{up.node, npos, npos, kind};
+          if (up.last_child == npos) {
+            nodes_[up.node].first_child = node;
+          } else {
+            nodes_[up.last_child].next_sibling = node;
+            has_siblings_ = true;
+          }
+        } else if (count > npos - 1) {
+          throw std::invalid_argument("tasktree: too many trie nodes (at most 2^32 - 2)");
+        }
+        up.last_child = node;
+        path.push_back({node, part, npos});
+      }
+    }
+    return count;
+  }
+
+  std::vector<Node> nodes_;
+  std::span<const std::string> names_;
+  std::string barrier_name_{default_barrier_name};
+  bool has_siblings_ = false;
+  bool has_barriers_ = false;
+};
+
+}  // namespace tasktree

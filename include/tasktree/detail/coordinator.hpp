@@ -1,0 +1,361 @@
+#pragma once
+/// @file detail/coordinator.hpp
+/// @brief One run of the scheduler: the coordinator loop that submits the smallest available job
+/// while fewer than `max_workers` are in flight, paces submissions, processes completions in name
+/// order, and on a stop or an error drains every in-flight job before returning or rethrowing.
+
+#include <tasktree/clock.hpp>
+#include <tasktree/completion.hpp>
+#include <tasktree/dataset_trie.hpp>
+#include <tasktree/detail/completion_queue.hpp>
+#include <tasktree/detail/ready_queue.hpp>
+#include <tasktree/executor.hpp>
+#include <tasktree/log.hpp>
+#include <tasktree/observer.hpp>
+#include <tasktree/options.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tasktree::detail {
+
+/// A short description of an exception for log messages.
+inline std::string describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+/// What one run needs from the tree; all references outlive the run.
+struct RunConfig {
+  const DatasetTrie& trie;
+  const ProcessDataset& process_dataset;
+  const IntervalNanos& interval_nanos;  // empty: no pacing
+  Clock& clock;
+  const Logger& log;
+  RunObserver* observer;  // null: none
+  std::size_t max_workers;
+};
+
+/// The part of a run that worker threads touch: the job slots, the completion queue and the
+/// run's stop source. Everything else belongs to the coordinator alone.
+class JobContext {
+ public:
+  struct Slot {
+    std::uint32_t dataset = 0;
+    DatasetTrie::NodeIndex node = 0;
+    std::int64_t submit_count = 0;
+    CompletionCallback callback;     // written by the worker
+    std::exception_ptr error;        // written by the worker
+    std::int64_t elapsed_nanos = 0;  // written by the worker, if timed
+    bool ran = false;                // written by the worker: process_dataset was called
+  };
+
+  JobContext(const ProcessDataset& process_dataset, std::span<const std::string> names, std::size_t slots,
+             Clock* timing_clock)
+      : process_dataset_(&process_dataset),
+        names_(names),
+        timing_clock_(timing_clock),
+        slots_(slots),
+        completions_(slots) {}
+
+  /// The function behind every `Job` of this run: runs the user's job unless the run is
+  /// stopping, then reports to the coordinator. Never throws.
+  static void execute(void* context, std::uint32_t index) noexcept {
+    auto& self = *static_cast<JobContext*>(context);
+    Slot& slot = self.slots_[index];
+    if (!self.token_.stop_requested()) {
+      slot.ran = true;
+      try {
+        const std::int64_t start = self.timing_clock_ != nullptr ? self.timing_clock_->now_nanos() : 0;
+        slot.callback = (*self.process_dataset_)(self.names_[slot.dataset], slot.submit_count, self.token_);
+        if (self.timing_clock_ != nullptr) slot.elapsed_nanos = self.timing_clock_->now_nanos() - start;
+      } catch (...) {
+        slot.error = std::current_exception();
+      }
+    }
+    self.completions_.push(index);  // last touch of `self` by this thread
+  }
+
+ protected:
+  const ProcessDataset* process_dataset_;
+  std::span<const std::string> names_;
+  Clock* timing_clock_;  // null: jobs are not timed
+  std::vector<Slot> slots_;
+  CompletionQueue completions_;
+  std::stop_source stop_;
+  std::stop_token token_ = stop_.get_token();
+};
+
+/// One run. `Queue` is the ready queue type (`IndexReadyQueue` or `ErasedReadyQueue`),
+/// `Algorithm` the enqueue algorithm (`SimpleEnqueue` or `BarrierEnqueue`).
+template <class Queue, class Algorithm>
+class Coordinator : private JobContext {
+ public:
+  Coordinator(const RunConfig& config, Queue& ready, Algorithm& algorithm)
+      : JobContext(config.process_dataset, config.trie.datasets(), slot_count(config),
+                   config.observer != nullptr ? &config.clock : nullptr),
+        config_(config),
+        ready_(ready),
+        algorithm_(algorithm),
+        in_flight_datasets_(slots_.size(), InFlight::free_slot) {
+    free_slots_.reserve(slots_.size());
+    for (std::size_t i = slots_.size(); i-- > 0;) free_slots_.push_back(static_cast<std::uint32_t>(i));
+    batch_.reserve(slots_.size());
+  }
+
+  /// Runs to the end: returns true if any completion said `fail` or the run stopped with work
+  /// left; rethrows the first exception after every in-flight job has returned. Either token
+  /// stops the run. `stats` is kept up to date throughout and is final when this returns or throws.
+  template <class ExecutorFactory>
+  bool run(ExecutorFactory& make_executor, std::stop_token tree_stop, std::stop_token run_stop, RunStats& stats) {
+    stats_ = &stats;
+    stats = RunStats{.total = config_.trie.dataset_count()};
+    auto executor = make_executor_counting_cancelled(make_executor);  // may throw: nothing has started yet
+    std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
+    std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
+    std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
+    config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
+                    config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
+
+    const bool pacing = static_cast<bool>(config_.interval_nanos);
+    std::int64_t next_update = 0;
+    guard([&] {
+      if (config_.observer != nullptr) config_.observer->on_start(stats.total);
+      algorithm_.start(push_ready_);
+      if (pacing) next_update = config_.clock.now_nanos();
+    });
+    while (!stop_.stop_requested()) {
+      if (completions_.has_items()) {
+        process_completions();
+      } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
+        if (pacing && !wait_for_pacing(next_update)) continue;
+        submit_next(executor, pacing, next_update);
+      } else if (in_flight_ > 0) {
+        completions_.wait();
+      } else {
+        break;  // nothing available, nothing in flight: done
+      }
+    }
+    if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
+    drain();
+    stats.cancelled = stats.total - stats.started - stats.skipped;
+    guard([&] {
+      config_.log.log(LogLevel::debug,
+                      "run finished: {} started, {} completed, {} failed, {} skipped, {} cancelled{}{}", stats.started,
+                      stats.completed, stats.failed, stats.skipped, stats.cancelled,
+                      stop_.stop_requested() ? ", stopped" : "", error_ ? ", aborted by an exception" : "");
+      if (config_.observer != nullptr) config_.observer->on_finish(stats);
+    });
+    if (error_) std::rethrow_exception(error_);
+    return failed_ || work_left_;
+  }
+
+ private:
+  /// `time + delay`, with a negative delay counting as zero and no overflow past the far future.
+  static std::int64_t add_saturated(std::int64_t time, std::int64_t delay) noexcept {
+    if (delay <= 0) return time;
+    return time > std::numeric_limits<std::int64_t>::max() - delay ? std::numeric_limits<std::int64_t>::max()
+                                                                   : time + delay;
+  }
+
+  static std::size_t slot_count(const RunConfig& config) {
+    return std::max<std::size_t>(1, std::min(config.max_workers, config.trie.dataset_count()));
+  }
+
+  /// Creates the run's executor; if that throws, every dataset counts as cancelled.
+  template <class ExecutorFactory>
+  auto make_executor_counting_cancelled(ExecutorFactory& make_executor) {
+    try {
+      return make_executor();
+    } catch (...) {
+      stats_->cancelled = stats_->total;
+      throw;
+    }
+  }
+
+  /// Makes the job at `node` available (computes its priority key).
+  struct PushReady {
+    Coordinator* self;
+    void operator()(DatasetTrie::NodeIndex node) const {
+      const std::uint32_t dataset = self->config_.trie.dataset(node);
+      self->ready_.push(ReadyJob{dataset, node}, self->names_[dataset]);
+    }
+  };
+
+  /// Counts (and reports) the jobs below `node` that will never start because of a skip.
+  struct Skipped {
+    Coordinator* self;
+    void operator()(DatasetTrie::NodeIndex node) const {
+      const std::size_t jobs = self->config_.trie.count_jobs_below(node);
+      self->stats_->skipped += jobs;
+      if (self->config_.observer != nullptr && jobs > 0) {
+        self->config_.observer->on_skip(self->config_.trie.path(node), jobs);
+      }
+    }
+  };
+
+  /// Runs `step`; an exception becomes the run's error (if it is the first) and stops the run.
+  template <class Step>
+  void guard(Step&& step) noexcept {
+    try {
+      step();
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  }
+
+  void fail(std::exception_ptr error) noexcept {
+    if (!error_) {
+      error_ = std::move(error);
+      if (config_.log.enabled(LogLevel::error)) {
+        try {
+          config_.log.log(LogLevel::error, "run aborted: {}", describe(error_));
+        } catch (...) {  // a failing log sink must not hide the real error
+        }
+      }
+    }
+    stop_.request_stop();
+  }
+
+  /// True if the next submission may happen now; otherwise sleeps until its time, a completion
+  /// or a stop (whichever is first) and returns false so the loop re-examines the state.
+  bool wait_for_pacing(std::int64_t next_update) {
+    bool due = false;
+    guard([&] {
+      if (config_.clock.now_nanos() >= next_update) {
+        due = true;
+      } else {
+        config_.clock.wait_until(next_update, completions_);
+      }
+    });
+    return due;
+  }
+
+  template <class Executor>
+  void submit_next(Executor& executor, bool pacing, std::int64_t& next_update) {
+    guard([&] {
+      const ReadyJob job = ready_.pop();
+      ++submit_count_;
+      const std::string_view name = names_[job.dataset];
+      if (pacing) next_update = add_saturated(next_update, config_.interval_nanos(next_update, name, submit_count_));
+      const std::uint32_t index = free_slots_.back();
+      Slot& slot = slots_[index];
+      slot.dataset = job.dataset;
+      slot.node = job.node;
+      slot.submit_count = submit_count_;
+      free_slots_.pop_back();
+      in_flight_datasets_[index] = job.dataset;
+      ++in_flight_;
+      config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
+      try {
+        executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
+      } catch (...) {
+        --in_flight_;  // not taken by the executor, so it will never report back
+        release(index);
+        throw;
+      }
+      if (config_.observer != nullptr) config_.observer->on_submit(name, submit_count_);
+    });
+  }
+
+  /// Processes every finished job found at once, in name order.
+  void process_completions() {
+    completions_.take(batch_);
+    std::sort(batch_.begin(), batch_.end(),
+              [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
+    for (const std::uint32_t index : batch_) {
+      Slot& slot = slots_[index];
+      in_flight_datasets_[index] = InFlight::free_slot;
+      --in_flight_;
+      if (slot.ran) ++stats_->started;
+      if (slot.error) {
+        fail(slot.error);
+      } else if (stop_.stop_requested()) {
+        work_left_ = true;  // finished, but its completion will not be processed
+      } else {
+        guard([&] { complete(slot); });
+      }
+      release(index);
+    }
+  }
+
+  void complete(Slot& slot) {
+    const std::string_view name = names_[slot.dataset];
+    CompletionCallback callback = std::move(slot.callback);
+    if (!callback) {
+      throw std::logic_error(
+          fmt::format("tasktree: process_dataset returned an empty CompletionCallback for dataset {:?}", name));
+    }
+    InFlight in_flight(in_flight_datasets_, in_flight_, names_, &stop_);
+    const CompletionCallbackResult result = callback(in_flight);
+    config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
+    ++stats_->completed;
+    ++(result.fail ? stats_->failed : stats_->succeeded);
+    failed_ = failed_ || result.fail;
+    if (config_.observer != nullptr) {
+      config_.observer->on_complete(name, std::chrono::nanoseconds(slot.elapsed_nanos), result);
+    }
+    algorithm_.complete(slot.node, result.no_skip, push_ready_, skipped_);
+  }
+
+  /// Waits for every job still in flight; their completions are not processed, but their
+  /// exceptions still count.
+  void drain() {
+    if (in_flight_ == 0) return;
+    stop_.request_stop();
+    while (in_flight_ > 0) {
+      completions_.wait_for_completion();
+      completions_.take(batch_);
+      for (const std::uint32_t index : batch_) {
+        in_flight_datasets_[index] = InFlight::free_slot;
+        --in_flight_;
+        if (slots_[index].ran) ++stats_->started;
+        if (slots_[index].error) fail(slots_[index].error);
+        release(index);
+      }
+    }
+  }
+
+  void release(std::uint32_t index) noexcept {
+    Slot& slot = slots_[index];
+    slot.callback.reset();
+    slot.error = nullptr;
+    slot.ran = false;
+    slot.elapsed_nanos = 0;
+    in_flight_datasets_[index] = InFlight::free_slot;
+    free_slots_.push_back(index);  // never reallocates: capacity is the slot count
+  }
+
+  const RunConfig& config_;
+  Queue& ready_;
+  Algorithm& algorithm_;
+  PushReady push_ready_{this};
+  Skipped skipped_{this};
+  RunStats* stats_ = nullptr;
+  std::vector<std::uint32_t> in_flight_datasets_;  // per slot: dataset index, or free (for `InFlight`)
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<std::uint32_t> batch_;
+  std::size_t in_flight_ = 0;
+  std::int64_t submit_count_ = 0;
+  std::exception_ptr error_;
+  bool failed_ = false;
+  bool work_left_ = false;
+};
+
+}  // namespace tasktree::detail
