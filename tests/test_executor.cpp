@@ -1,0 +1,278 @@
+// Tests for include/tasktree/executor.hpp: the shipped executors, the default choice (SPEC 4.11),
+// user-supplied executors and factories, and executor failures.
+
+#include "catch.hpp"
+#include "support.hpp"
+
+#include <tasktree/tasktree.hpp>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+using namespace tasktree_test;
+using tasktree::CompletionCallbackResult;
+using tasktree::Job;
+using tasktree::ParallelTaskTree;
+
+namespace {
+
+/// A Job that increments `counter` (the context) when called.
+Job counting_job(std::atomic<int>& counter) {
+  return Job(
+      [](void* context, std::uint32_t amount) noexcept {
+        *static_cast<std::atomic<int>*>(context) += static_cast<int>(amount);
+      },
+      &counter, 1);
+}
+
+/// Records which threads ran jobs of a run.
+struct ThreadRecorder {
+  std::mutex mutex;
+  std::set<std::thread::id> ids;
+  void record() {
+    std::lock_guard lock(mutex);
+    ids.insert(std::this_thread::get_id());
+  }
+};
+
+std::set<std::thread::id> job_threads(std::vector<std::string> datasets, int max_workers) {
+  ThreadRecorder recorder;
+  ParallelTaskTree tree({
+      .datasets = std::move(datasets),
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            recorder.record();
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            return CompletionCallbackResult{};
+          },
+      .max_workers = max_workers,
+  });
+  tree.process_datasets_in_parallel();
+  return recorder.ids;
+}
+
+}  // namespace
+
+TEST_CASE("SynchronousExecutor runs the job inside submit") {
+  std::atomic<int> counter = 0;
+  tasktree::SynchronousExecutor executor;
+  executor.submit(counting_job(counter));
+  CHECK(counter == 1);
+}
+
+TEST_CASE("ThreadPoolExecutor runs every job once, and its destructor runs what is queued and joins") {
+  std::atomic<int> counter = 0;
+  {
+    tasktree::ThreadPoolExecutor pool(3);
+    CHECK(pool.thread_count() == 3);
+    for (int i = 0; i < 1000; ++i) pool.submit(counting_job(counter));
+  }
+  CHECK(counter == 1000);
+  SECTION("zero threads means one") {
+    tasktree::ThreadPoolExecutor one(0);
+    CHECK(one.thread_count() == 1);
+  }
+  SECTION("a moved pool keeps working") {
+    tasktree::ThreadPoolExecutor first(2);
+    tasktree::ThreadPoolExecutor second(std::move(first));
+    std::atomic<int> more = 0;
+    second.submit(counting_job(more));
+    tasktree::ThreadPoolExecutor third(1);
+    third = std::move(second);
+    third.submit(counting_job(more));
+    CHECK(eventually([&] { return more.load() == 2; }));
+  }
+}
+
+TEST_CASE("the default executor is a thread pool only if max_workers > 1 and some node has siblings") {
+  const auto coordinator = std::this_thread::get_id();
+  SECTION("siblings and several workers: jobs run on pool threads") {
+    const auto ids = job_threads({"a", "b", "c", "d"}, 2);
+    CHECK_FALSE(ids.contains(coordinator));
+    CHECK_FALSE(ids.empty());
+  }
+  SECTION("one worker: inline") {
+    CHECK(job_threads({"a", "b", "c", "d"}, 1) == std::set<std::thread::id>{coordinator});
+  }
+  SECTION("a chain cannot run in parallel: inline") {
+    CHECK(job_threads({"a", "a/b", "a/b/c"}, 8) == std::set<std::thread::id>{coordinator});
+  }
+  SECTION("siblings below an intermediate node count") {
+    CHECK_FALSE(job_threads({"x/a", "x/b"}, 2).contains(coordinator));
+  }
+  CHECK(tasktree::DefaultExecutor(4, true).is_parallel());
+  CHECK_FALSE(tasktree::DefaultExecutor(4, false).is_parallel());
+  CHECK_FALSE(tasktree::DefaultExecutor().is_parallel());
+}
+
+namespace {
+
+/// A stand-in for a user's own thread pool with its own API.
+class UserPool {
+ public:
+  explicit UserPool(int threads) {
+    for (int i = 0; i < threads; ++i) {
+      workers_.emplace_back([this](std::stop_token stop) {
+        while (true) {
+          std::function<void()> task;
+          {
+            std::unique_lock lock(mutex_);
+            ready_.wait(lock, stop, [this] { return !tasks_.empty(); });
+            if (tasks_.empty()) return;
+            task = std::move(tasks_.front());
+            tasks_.erase(tasks_.begin());
+          }
+          task();
+          ++done_;
+        }
+      });
+    }
+  }
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+  }
+  [[nodiscard]] int done() const { return done_.load(); }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable_any ready_;
+  std::vector<std::function<void()>> tasks_;
+  std::atomic<int> done_ = 0;
+  std::vector<std::jthread> workers_;  // last: joined first
+};
+
+/// The adapter the README documents: a few lines.
+struct UserPoolExecutor {
+  UserPool* pool;
+  void submit(Job job) const {
+    pool->post([job] { job(); });
+  }
+};
+static_assert(tasktree::Executor<UserPoolExecutor>);
+
+}  // namespace
+
+TEST_CASE("a user's own pool runs the jobs through a small adapter; the factory is called once per run") {
+  UserPool pool(3);
+  int factory_calls = 0;
+  EventLog log;
+  ParallelTaskTree<UserPoolExecutor> tree({
+      .datasets = {"a", "a/b", "a/c", "d", "d/e"},
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            log.start(dataset);
+            log.end(dataset);
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 3,
+      .executors =
+          [&] {
+            ++factory_calls;
+            return UserPoolExecutor{&pool};
+          },
+  });
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK(factory_calls == 2);
+  CHECK(pool.done() == 10);
+  CHECK(log.ended_before_start("a", "a/b"));
+  CHECK(log.ended_before_start("d", "d/e"));
+}
+
+TEST_CASE("an executor type without a default constructor needs a factory") {
+  struct NoDefault {
+    explicit NoDefault(int) {}
+    void submit(Job job) const { job(); }
+  };
+  tasktree::Options<NoDefault> options{
+      .datasets = {"a"},
+      .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
+  };
+  CHECK_THROWS_WITH(ParallelTaskTree<NoDefault>(options),
+                    "tasktree: executors is not set and the executor type has no default constructor");
+  options.executors = [] { return NoDefault(1); };
+  CHECK_FALSE(ParallelTaskTree<NoDefault>(options).process_datasets_in_parallel());
+}
+
+TEST_CASE("an executor factory that throws aborts the run before anything starts") {
+  bool throwing = true;
+  int ran = 0;
+  ParallelTaskTree<tasktree::SynchronousExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++ran;
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 1,
+      .executors =
+          [&] {
+            if (throwing) throw std::runtime_error("no executor");
+            return tasktree::SynchronousExecutor{};
+          },
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "no executor");
+  CHECK(ran == 0);
+  CHECK(tree.last_run_stats().cancelled == 2);
+  throwing = false;
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK(ran == 2);
+}
+
+namespace {
+
+/// Accepts `accept` jobs onto a real pool, then (once those have started) refuses by throwing.
+struct RefusingExecutor {
+  std::shared_ptr<tasktree::ThreadPoolExecutor> pool;
+  std::shared_ptr<int> accepted;
+  const std::atomic<int>* started;
+  int accept;
+  void submit(Job job) {
+    if (*accepted == accept) {
+      CHECK(eventually([&] { return started->load() == accept; }));
+      throw std::runtime_error("executor full");
+    }
+    ++*accepted;
+    pool->submit(job);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an executor whose submit throws: the accepted jobs finish, then the exception is rethrown") {
+  std::atomic<int> started = 0;
+  std::atomic<int> returned = 0;
+  WorkerChecks workers;
+  auto accepted = std::make_shared<int>(0);
+  ParallelTaskTree<RefusingExecutor> tree({
+      .datasets = {"a", "b", "c", "d"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t, std::stop_token stop) {
+            ++started;
+            workers.eventually([&] { return stop.stop_requested(); });  // in flight until the error
+            ++returned;
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 4,
+      .executors =
+          [&] {
+            return RefusingExecutor{std::make_shared<tasktree::ThreadPoolExecutor>(4), accepted, &started, 2};
+          },
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "executor full");
+  CHECK(started == 2);
+  CHECK(returned == 2);
+  const auto stats = tree.last_run_stats();
+  CHECK(stats.started == 2);
+  CHECK(stats.cancelled == 2);
+  CHECK(workers.failures() == 0);
+}

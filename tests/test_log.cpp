@@ -1,0 +1,89 @@
+// Tests for include/tasktree/log.hpp: silent by default, levels filter before formatting, and the
+// core's messages reach the sink.
+
+#include "catch.hpp"
+
+#include <tasktree/tasktree.hpp>
+
+#include <string>
+#include <vector>
+
+using tasktree::Logger;
+using tasktree::LogLevel;
+
+namespace {
+
+struct Captured {
+  std::vector<std::pair<LogLevel, std::string>> lines;
+  Logger logger(LogLevel level) {
+    return Logger{
+        .sink = [this](LogLevel at, std::string_view message) { lines.emplace_back(at, std::string(message)); },
+        .level = level};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a default logger is silent and reports nothing enabled") {
+  const Logger logger;
+  CHECK_FALSE(logger.enabled(LogLevel::error));
+  logger.log(LogLevel::error, "ignored {}", 1);  // no sink: nothing happens
+}
+
+TEST_CASE("messages below the level are dropped before formatting") {
+  Captured captured;
+  const Logger logger = captured.logger(LogLevel::info);
+  CHECK_FALSE(logger.enabled(LogLevel::debug));
+  CHECK(logger.enabled(LogLevel::warning));
+  logger.log(LogLevel::debug, "dropped");
+  logger.log(LogLevel::info, "kept {}", 42);
+  logger.log(LogLevel::error, "{} and {}", "a", "b");
+  CHECK(captured.lines ==
+        std::vector<std::pair<LogLevel, std::string>>{{LogLevel::info, "kept 42"}, {LogLevel::error, "a and b"}});
+}
+
+TEST_CASE("level names") {
+  CHECK(tasktree::to_string(LogLevel::trace) == "trace");
+  CHECK(tasktree::to_string(LogLevel::debug) == "debug");
+  CHECK(tasktree::to_string(LogLevel::info) == "info");
+  CHECK(tasktree::to_string(LogLevel::warning) == "warning");
+  CHECK(tasktree::to_string(LogLevel::error) == "error");
+}
+
+TEST_CASE("a run logs its start and end at debug, each job at trace, and an abort at error") {
+  Captured captured;
+  tasktree::ParallelTaskTree<tasktree::SynchronousExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset = [](std::string_view dataset, std::int64_t) -> tasktree::CompletionCallback {
+        if (dataset == "b") throw std::runtime_error("b broke");
+        return tasktree::CompletionCallbackResult{};
+      },
+      .max_workers = 1,
+      .log = captured.logger(LogLevel::trace),
+  });
+  CHECK_THROWS(tree.process_datasets_in_parallel());
+  std::vector<std::string> text;
+  for (const auto& [level, line] : captured.lines)
+    text.push_back(fmt::format("{}: {}", tasktree::to_string(level), line));
+  CHECK(text ==
+        std::vector<std::string>{
+            "debug: run started: 2 datasets, 3 trie nodes, max_workers=1",
+            "trace: submit #1: a",
+            "trace: completed: a (no_skip=true, fail=false)",
+            "trace: submit #2: b",
+            "error: run aborted: b broke",
+            "debug: run finished: 2 started, 1 completed, 0 failed, 0 skipped, 0 cancelled, stopped, aborted by "
+            "an exception",
+        });
+  SECTION("at info level a normal run says nothing") {
+    Captured quiet;
+    tasktree::ParallelTaskTree<tasktree::SynchronousExecutor> calm({
+        .datasets = {"a"},
+        .process_dataset = [](std::string_view, std::int64_t) { return tasktree::CompletionCallbackResult{}; },
+        .max_workers = 1,
+        .log = quiet.logger(LogLevel::info),
+    });
+    CHECK_FALSE(calm.process_datasets_in_parallel());
+    CHECK(quiet.lines.empty());
+  }
+}

@@ -1,0 +1,157 @@
+// Tests for include/tasktree/priority.hpp (and the ready queue behind it): SPEC 4.5.
+
+#include "catch.hpp"
+#include "support.hpp"
+
+#include <tasktree/tasktree.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+using namespace tasktree_test;
+using tasktree::CompletionCallbackResult;
+using tasktree::ParallelTaskTree;
+using tasktree::SynchronousExecutor;
+
+namespace {
+
+/// Runs inline with one worker and the given priority; returns the order jobs ran in.
+std::vector<std::string> order_with(std::vector<std::string> datasets, tasktree::Priority priority) {
+  std::vector<std::string> order;
+  ParallelTaskTree<SynchronousExecutor> tree({
+      .datasets = std::move(datasets),
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            order.emplace_back(dataset);
+            return CompletionCallbackResult{};
+          },
+      .priority = std::move(priority),
+      .max_workers = 1,
+  });
+  tree.process_datasets_in_parallel();
+  return order;
+}
+
+}  // namespace
+
+TEST_CASE("the default priority is the dataset name") {
+  const tasktree::Priority priority;
+  CHECK(priority.is_name_order());
+  CHECK(order_with({"c", "b", "a", "b/a"}, priority) == std::vector<std::string>{"a", "b", "b/a", "c"});
+}
+
+TEST_CASE("a custom priority orders available jobs by key, smallest first, parents still first") {
+  const std::map<std::string, int, std::less<>> size{{"a", 1}, {"b", 5}, {"c", 3}, {"c/x", 9}, {"d", 4}};
+  const auto largest_first = [&](std::string_view dataset) { return -size.find(dataset)->second; };
+  CHECK_FALSE(tasktree::Priority(largest_first).is_name_order());
+  // c/x (9) is the largest but only becomes available after c.
+  CHECK(order_with({"a", "b", "c", "c/x", "d"}, largest_first) == std::vector<std::string>{"b", "d", "c", "c/x", "a"});
+}
+
+TEST_CASE("ties break by dataset name") {
+  CHECK(order_with({"d", "c", "b", "a"}, [](std::string_view) { return 0; }) ==
+        std::vector<std::string>{"a", "b", "c", "d"});
+  const auto by_parity = [](std::string_view dataset) { return (dataset.back() - '0') % 2; };
+  CHECK(order_with({"1", "2", "3", "4", "5"}, by_parity) == std::vector<std::string>{"2", "4", "1", "3", "5"});
+}
+
+TEST_CASE("any totally ordered key type works") {
+  const std::vector<std::string> datasets{"aa", "b", "ccc", "dddd"};
+  SECTION("double") {
+    CHECK(order_with(datasets, [](std::string_view d) { return 1.0 / static_cast<double>(d.size()); }) ==
+          std::vector<std::string>{"dddd", "ccc", "aa", "b"});
+  }
+  SECTION("std::string") {
+    CHECK(order_with(datasets, [](std::string_view d) { return std::string(d.rbegin(), d.rend()); }) ==
+          std::vector<std::string>{"aa", "b", "ccc", "dddd"});
+    CHECK(order_with({"ab", "ba"}, [](std::string_view d) { return std::string(d.rbegin(), d.rend()); }) ==
+          std::vector<std::string>{"ba", "ab"});
+  }
+  SECTION("std::tuple") {
+    CHECK(order_with(datasets, [](std::string_view d) {
+            return std::tuple<bool, std::size_t>(d.size() % 2 == 0, d.size());
+          }) == std::vector<std::string>{"b", "ccc", "aa", "dddd"});
+  }
+  SECTION("unsigned and extreme integers") {
+    CHECK(order_with({"x", "y"}, [](std::string_view d) {
+            return d == "x" ? std::numeric_limits<std::uint64_t>::max() : std::uint64_t{0};
+          }) == std::vector<std::string>{"y", "x"});
+  }
+}
+
+TEST_CASE("priority is called exactly once per job, in name order within one step") {
+  // Several jobs become available at once through intermediate nodes, including names where
+  // '-' and '.' sort before '/'.
+  const std::vector<std::string> datasets{"r",   "r/a/b",   "r/a-c",   "r/a.d/e", "r/a/f/g",
+                                          "r/b", "r/b/c-d", "r/b/c/d", "s-t",     "s/u"};
+  std::vector<std::string> calls;
+  int counter = 0;
+  const auto counting = [&](std::string_view dataset) {
+    calls.emplace_back(dataset);
+    return counter++;  // a counter as priority: jobs run in the order they became available
+  };
+  const auto order = order_with(datasets, counting);
+  CHECK(calls.size() == datasets.size());
+  // Start: roots r, s-t, s/u. After r: r/a-c, r/a.d/e, r/a/b, r/a/f/g, r/b (name order). After
+  // r/b: r/b/c-d, r/b/c/d.
+  CHECK(calls == std::vector<std::string>{"r", "s-t", "s/u", "r/a-c", "r/a.d/e", "r/a/b", "r/a/f/g", "r/b", "r/b/c-d",
+                                          "r/b/c/d"});
+  CHECK(order == calls);
+}
+
+TEST_CASE("priority runs on the coordinator thread") {
+  const auto coordinator = std::this_thread::get_id();
+  std::atomic<int> elsewhere = 0;
+  std::vector<std::string> datasets;
+  for (int i = 0; i < 100; ++i) datasets.push_back(fmt::format("p/{}", i));
+  ParallelTaskTree tree({
+      .datasets = datasets,
+      .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
+      .priority =
+          [&](std::string_view dataset) {
+            if (std::this_thread::get_id() != coordinator) ++elsewhere;
+            return dataset.size();
+          },
+      .max_workers = 4,
+  });
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK(elsewhere == 0);
+}
+
+TEST_CASE("a NaN priority is rejected naming the dataset") {
+  ParallelTaskTree<SynchronousExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
+      .priority = [](std::string_view dataset) { return dataset == "b" ? std::nan("") : 1.0; },
+      .max_workers = 1,
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "tasktree: priority of dataset \"b\" is NaN");
+}
+
+TEST_CASE("a throwing priority aborts the run before any job starts and the tree stays usable") {
+  bool throwing = true;
+  int ran = 0;
+  ParallelTaskTree<SynchronousExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++ran;
+            return CompletionCallbackResult{};
+          },
+      .priority =
+          [&](std::string_view) {
+            if (throwing) throw std::runtime_error("no key");
+            return 0;
+          },
+      .max_workers = 1,
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "no key");
+  CHECK(ran == 0);
+  throwing = false;
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK(ran == 2);
+}
