@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tasktree's build, tests and demo need, if any is missing.
+# Extra package names may be given as arguments. Uses sudo when not run as root.
+set -euo pipefail
+
+packages=(cmake ninja-build g++ clang libfmt-dev catch2 "$@")
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+  echo "scripts/deps.sh: please install: ${missing[*]}" >&2
+  exit 2
+fi
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "scripts/deps.sh: installing ${missing[*]}"
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
