@@ -9,7 +9,8 @@
 //   separated by '\n', any bytes at all (validation gets exercised); outcomes and priority keys are
 //   derived from the names' bytes.
 // - Structured (otherwise): the bytes drive `random_case` and then the interleaving executor.
-// Both kinds run inline (compared with the model's exact prediction), then interleaved.
+// Both kinds run inline (compared with the model's exact prediction), then interleaved, and that
+// run may be disturbed by a stop or by exceptions from user callables (`fuzz_disturbance`).
 
 #include "library_run.hpp"
 #include "random_case.hpp"
@@ -50,6 +51,27 @@ inline Case raw_case(ByteSource& source) {
   return c;
 }
 
+/// How the interleaved run is disturbed: a stop at some moment, or one or two exceptions from
+/// user callables (then the tree runs a second time, undisturbed), or nothing; sometimes paced.
+inline CheckOptions fuzz_disturbance(ByteSource& source, std::size_t jobs) {
+  CheckOptions options{.mode = Mode::interleaved, .runs = 2, .pacing = source.chance(25), .logging = source.chance(10)};
+  const std::size_t kind = source.pick(4);
+  if (kind == 1) {
+    static constexpr StopAt kinds[] = {StopAt::before_run, StopAt::in_job, StopAt::in_callback, StopAt::in_priority,
+                                       StopAt::in_clock_wait};
+    options.stop = {kinds[source.pick(5)], 1 + source.pick(jobs + 1)};
+    options.pacing = options.pacing || options.stop.at == StopAt::in_clock_wait;
+  }
+  for (std::size_t i = 0; kind >= 2 && i < kind - 1; ++i) {
+    const auto site = static_cast<Site>(source.pick(site_count));
+    options.faults.push_back(
+        Fault{.site = site, .call = 1 + source.pick(2 * jobs + 2), .std_exception = source.pick(5) != 0});
+    options.pacing = options.pacing || site == Site::interval || site == Site::clock_wait;
+    options.logging = options.logging || site == Site::log;
+  }
+  return options;
+}
+
 /// Decodes `data`, runs the case through the library and returns every disagreement with the
 /// model, each prefixed with the case.
 inline std::vector<std::string> check_fuzz_input(const std::uint8_t* data, std::size_t size) {
@@ -60,10 +82,16 @@ inline std::vector<std::string> check_fuzz_input(const std::uint8_t* data, std::
   limits.max_depth = 6;
   limits.invalid_percent = 5;
   const Case c = raw ? raw_case(source) : random_case(source, limits);
+  const CheckOptions disturbed = fuzz_disturbance(source, c.datasets.size());
   const Decide decide = [&source](std::size_t n) { return source.pick(n); };
   std::vector<std::string> problems = check_case(c, CheckOptions{.mode = Mode::inline_jobs}, decide);
-  if (problems.empty()) problems = check_case(c, CheckOptions{.mode = Mode::interleaved}, decide);
-  if (!problems.empty()) problems.insert(problems.begin(), describe(c));
+  if (problems.empty()) problems = check_case(c, disturbed, decide);
+  if (!problems.empty()) {
+    std::string how = "interleaved";
+    if (disturbed.stop.at != StopAt::never) how += ", stop kind " + std::to_string(static_cast<int>(disturbed.stop.at));
+    for (const Fault& fault : disturbed.faults) how += std::string(", fault in ") + to_string(fault.site);
+    problems.insert(problems.begin(), describe(c) + "\n" + how);
+  }
   return problems;
 }
 
