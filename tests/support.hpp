@@ -185,3 +185,34 @@ struct BatchingExecutor {
 };
 
 }  // namespace tasktree_test
+
+namespace tasktree_test {
+
+/// True when built with ThreadSanitizer, which slows even single-threaded code down 5x to 15x.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool under_thread_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool under_thread_sanitizer = true;
+#else
+inline constexpr bool under_thread_sanitizer = false;
+#endif
+#else
+inline constexpr bool under_thread_sanitizer = false;
+#endif
+
+/// True when built with AddressSanitizer or ThreadSanitizer: the randomized and stress tests then
+/// use smaller sizes (the full sizes run in the other builds).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool under_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool under_sanitizer = true;
+#else
+inline constexpr bool under_sanitizer = under_thread_sanitizer;
+#endif
+#else
+inline constexpr bool under_sanitizer = under_thread_sanitizer;
+#endif
+
+}  // namespace tasktree_test

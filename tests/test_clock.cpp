@@ -217,3 +217,30 @@ TEST_CASE("an exception from interval_nanos is rethrown after in-flight jobs ret
   CHECK(returned == 2);
   CHECK(workers.failures() == 0);
 }
+
+TEST_CASE("a clock that throws while timing a job: the job did not start and the error reaches the caller") {
+  // With an observer, jobs are timed on the clock. Regression: a job whose timing failed before
+  // process_dataset was called used to count as started.
+  struct BrokenClock final : tasktree::Clock {
+    [[nodiscard]] std::int64_t now_nanos() override { throw std::runtime_error("clock broke"); }
+    void wait_until(std::int64_t, tasktree::Wakeup&) override {}
+  };
+  struct Watching final : tasktree::RunObserver {};
+  int ran = 0;
+  ParallelTaskTree<SynchronousExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++ran;
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 1,
+      .clock = std::make_shared<BrokenClock>(),
+      .observer = std::make_shared<Watching>(),
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "clock broke");
+  CHECK(ran == 0);
+  const tasktree::RunStats stats = tree.last_run_stats();
+  CHECK(stats.started == 0);
+  CHECK(stats.cancelled == 2);
+}

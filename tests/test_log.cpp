@@ -5,6 +5,8 @@
 
 #include <tasktree/tasktree.hpp>
 
+#include <atomic>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -85,5 +87,41 @@ TEST_CASE("a run logs its start and end at debug, each job at trace, and an abor
     });
     CHECK_FALSE(calm.process_datasets_in_parallel());
     CHECK(quiet.lines.empty());
+  }
+}
+
+TEST_CASE("a log sink that throws ends the run like any other error, wherever it throws") {
+  // Regression: a sink throwing from the "submit" message left a phantom job in flight that the
+  // run then waited for forever; one throwing after a completion callback left `completed`
+  // uncounted; one throwing at the start escaped before the statistics were made to add up.
+  for (int throw_at = 1; throw_at <= 6; ++throw_at) {  // a normal run logs 6 messages
+    CAPTURE(throw_at);
+    int messages = 0;
+    std::atomic<int> callbacks = 0;
+    tasktree::ParallelTaskTree tree({
+        .datasets = {"a", "b"},
+        .process_dataset =
+            [&](std::string_view, std::int64_t) {
+              return tasktree::CompletionCallback([&](tasktree::InFlight&) {
+                ++callbacks;
+                return tasktree::CompletionCallbackResult{};
+              });
+            },
+        .max_workers = 2,
+        .log = Logger{.sink =
+                          [&](LogLevel, std::string_view message) {
+                            if (++messages == throw_at)
+                              throw std::runtime_error(fmt::format("sink broke: {}", message));
+                          },
+                      .level = LogLevel::trace},
+    });
+    CHECK(tree.default_executor_is_parallel());
+    CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), Catch::Matchers::StartsWith("sink broke: "));
+    const tasktree::RunStats stats = tree.last_run_stats();
+    CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
+    CHECK(stats.completed == static_cast<std::size_t>(callbacks.load()));
+    messages = -1'000;  // the sink works again: the tree runs normally
+    CHECK_FALSE(tree.process_datasets_in_parallel());
+    CHECK(tree.last_run_stats().completed == 2);
   }
 }

@@ -80,9 +80,9 @@ class JobContext {
     auto& self = *static_cast<JobContext*>(context);
     Slot& slot = self.slots_[index];
     if (!self.token_.stop_requested()) {
-      slot.ran = true;
       try {
         const std::int64_t start = self.timing_clock_ != nullptr ? self.timing_clock_->now_nanos() : 0;
+        slot.ran = true;  // only now: a clock that throws above means the job never started
         slot.callback = (*self.process_dataset_)(self.names_[slot.dataset], slot.submit_count, self.token_);
         if (self.timing_clock_ != nullptr) slot.elapsed_nanos = self.timing_clock_->now_nanos() - start;
       } catch (...) {
@@ -130,12 +130,11 @@ class Coordinator : private JobContext {
     std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
     std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
-    config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
-                    config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
-
     const bool pacing = static_cast<bool>(config_.interval_nanos);
     std::int64_t next_update = 0;
     guard([&] {
+      config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
+                      config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
       if (config_.observer != nullptr) config_.observer->on_start(stats.total);
       algorithm_.start(push_ready_);
       if (pacing) next_update = config_.clock.now_nanos();
@@ -254,6 +253,8 @@ class Coordinator : private JobContext {
       ++submit_count_;
       const std::string_view name = names_[job.dataset];
       if (pacing) next_update = add_saturated(next_update, config_.interval_nanos(next_update, name, submit_count_));
+      // Before the job takes a slot: a log sink that throws must not leave a phantom job in flight.
+      config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
       const std::uint32_t index = free_slots_.back();
       Slot& slot = slots_[index];
       slot.dataset = job.dataset;
@@ -262,7 +263,6 @@ class Coordinator : private JobContext {
       free_slots_.pop_back();
       in_flight_datasets_[index] = job.dataset;
       ++in_flight_;
-      config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
       try {
         executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
       } catch (...) {
@@ -304,10 +304,11 @@ class Coordinator : private JobContext {
     }
     InFlight in_flight(in_flight_datasets_, in_flight_, names_, &stop_);
     const CompletionCallbackResult result = callback(in_flight);
-    config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
+    // Counted before anything else can throw: the callback has run, so the job has completed.
     ++stats_->completed;
     ++(result.fail ? stats_->failed : stats_->succeeded);
     failed_ = failed_ || result.fail;
+    config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
     if (config_.observer != nullptr) {
       config_.observer->on_complete(name, std::chrono::nanoseconds(slot.elapsed_nanos), result);
     }
