@@ -2,6 +2,7 @@
 // flow graph running the same dependencies, in the same process on the same machine.
 //
 //   tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N]
+//                  [--no-tbb]
 //
 // W1-W3 run jobs that do nothing, at each size, inline (max_workers = 1) and on the thread pool
 // (max_workers 2 and 4); each figure is the best of several repetitions of construct + run. The
@@ -48,10 +49,11 @@ struct Arguments {
   std::vector<std::size_t> sizes;      // empty: the mode's default
   std::vector<int> workers;            // empty: 1, 2, 4
   int repeat = 0;                      // 0: by size
+  bool tbb = true;                     // false: tasktree only (for profiling)
 };
 
 constexpr std::string_view usage =
-    "usage: tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N]\n";
+    "usage: tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N] [--no-tbb]\n";
 
 template <class Int>
 std::optional<Int> parse_number(std::string_view text) {
@@ -67,6 +69,10 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
     const std::string_view option = argv[i];
     if (option == "--quick") {
       arguments.quick = true;
+      continue;
+    }
+    if (option == "--no-tbb") {
+      arguments.tbb = false;
       continue;
     }
     if (i + 1 == argc) {
@@ -213,11 +219,13 @@ void run_scheduler_workloads(const Arguments& arguments, std::vector<Row>& rows)
           best = std::min(best, run_tasktree(names, worker_count, job));
         row.seconds = best;
 #if TASKTREE_BENCH_HAVE_TBB
-        double tbb_best = 1e300;
-        for (int r = 0; r < repetitions(arguments, size); ++r) {
-          tbb_best = std::min(tbb_best, bench::run_tbb_flow_graph(workload, names, worker_count));
+        if (arguments.tbb) {
+          double tbb_best = 1e300;
+          for (int r = 0; r < repetitions(arguments, size); ++r) {
+            tbb_best = std::min(tbb_best, bench::run_tbb_flow_graph(workload, names, worker_count));
+          }
+          row.tbb_seconds = tbb_best;
         }
-        row.tbb_seconds = tbb_best;
 #endif
         const auto n = static_cast<double>(size);
         fmt::print(stderr, "  {} {:>5} {:<7} tasktree {:8.4f} s {:>9}/s {:6.1f} B/dataset{}\n", bench::label(workload),
@@ -299,6 +307,7 @@ void run_real_work(const Arguments& arguments) {
     const double cpu = process_cpu_seconds() - cpu_start;
     report("tasktree", wall, cpu, static_cast<double>(job_nanos.load()) * 1e-9 / workers);
 #if TASKTREE_BENCH_HAVE_TBB
+    if (!arguments.tbb) continue;
     const double tbb_cpu_start = process_cpu_seconds();
     const double tbb_wall = bench::run_tbb_flow_graph(Workload::tree, names, workers,
                                                       sleeping ? bench::JobKind::sleep : bench::JobKind::spin, micros);

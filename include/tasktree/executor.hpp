@@ -3,11 +3,13 @@
 /// @brief Where jobs run: the `Job` handle, the `Executor` concept, and the executors the library
 /// ships (`SynchronousExecutor`, `ThreadPoolExecutor`, `DefaultExecutor`).
 
+#include <tasktree/detail/spin_wait.hpp>
+
+#include <atomic>
 #include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,6 +70,10 @@ class SynchronousExecutor {
 
 /// @brief A fixed pool of threads with a FIFO queue. The destructor runs every job still queued,
 /// then joins all threads.
+///
+/// Threads that run out of work spin briefly before they sleep (see `detail::SpinWait`), and
+/// `submit` wakes a sleeping thread only when no thread is spinning, so handing a job to a busy
+/// pool costs a lock and no system call, while an idle pool costs no CPU.
 class ThreadPoolExecutor {
  public:
   /// Starts `threads` threads (at least one).
@@ -97,34 +103,94 @@ class ThreadPoolExecutor {
 
   /// Queues `job` for the next free thread.
   void submit(Job job) {
+    State& state = *state_;
+    bool wake = false;
     {
-      std::lock_guard lock(state_->mutex);
-      state_->queue.push_back(job);
+      std::lock_guard lock(state.mutex);
+      state.queue.push(job);
+      state.queued.store(state.queue.size(), std::memory_order_release);
+      wake = state.must_wake();
     }
-    state_->ready.notify_one();
+    if (wake) state.ready.notify_one();
   }
 
   /// Number of threads in the pool.
   [[nodiscard]] std::size_t thread_count() const noexcept { return state_ ? state_->threads.size() : 0; }
 
  private:
+  /// A FIFO ring of jobs that grows by doubling and never shrinks, so a pool in steady use does
+  /// not allocate.
+  class JobRing {
+   public:
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    void push(Job job) {
+      if (size_ == jobs_.size()) grow();
+      jobs_[(head_ + size_) & (jobs_.size() - 1)] = job;
+      ++size_;
+    }
+    Job pop() noexcept {
+      const Job job = jobs_[head_];
+      head_ = (head_ + 1) & (jobs_.size() - 1);
+      --size_;
+      return job;
+    }
+
+   private:
+    void grow() {
+      std::vector<Job> larger(jobs_.empty() ? 64 : 2 * jobs_.size());
+      for (std::size_t i = 0; i < size_; ++i) larger[i] = jobs_[(head_ + i) & (jobs_.size() - 1)];
+      jobs_.swap(larger);
+      head_ = 0;
+    }
+    std::vector<Job> jobs_;  // capacity a power of two
+    std::size_t head_ = 0;
+    std::size_t size_ = 0;
+  };
+
+  // Who sleeps and who wakes. Every thread is running a job, spinning (counted in `spinning`), or
+  // sleeping on `ready` (counted in `sleeping`). `submit` pushes under the mutex, then wakes a
+  // sleeper only if nobody spins: a spinner sees the job on its next poll, or, if its budget runs
+  // out first, when it takes the mutex to go to sleep, since it leaves `spinning` and checks the
+  // queue under the mutex. So no job waits while a thread sleeps, and a thread that takes a job
+  // while more are queued and nobody spins wakes another (a burst of submissions fans out).
   struct State {
     std::mutex mutex;
     std::condition_variable ready;
-    std::deque<Job> queue;
-    bool closing = false;
+    JobRing queue;                     // guarded by `mutex`
+    std::size_t sleeping = 0;          // guarded by `mutex`
+    bool closing = false;              // guarded by `mutex`
+    std::atomic<std::size_t> queued{0};  // `queue.size()`, readable without the mutex, for spinners
+    std::atomic<bool> closing_flag{false};
+    std::atomic<std::size_t> spinning{0};
     std::vector<std::thread> threads;
 
+    /// True if a sleeping thread must be woken for the jobs queued. Called under the mutex.
+    [[nodiscard]] bool must_wake() const noexcept {
+      return !queue.empty() && sleeping > 0 && spinning.load(std::memory_order_relaxed) == 0;
+    }
+
     void work() noexcept {
-      std::unique_lock lock(mutex);
+      detail::SpinWait spin;
       while (true) {
-        ready.wait(lock, [this] { return closing || !queue.empty(); });
+        spinning.fetch_add(1, std::memory_order_relaxed);
+        spin.spin([this] {
+          return queued.load(std::memory_order_relaxed) > 0 || closing_flag.load(std::memory_order_relaxed);
+        });
+        std::unique_lock lock(mutex);
+        spinning.fetch_sub(1, std::memory_order_relaxed);
+        if (queue.empty() && !closing) {
+          ++sleeping;
+          ready.wait(lock, [this] { return closing || !queue.empty(); });
+          --sleeping;
+        }
         if (queue.empty()) return;  // closing, and nothing left to run
-        const Job job = queue.front();
-        queue.pop_front();
+        const Job job = queue.pop();
+        queued.store(queue.size(), std::memory_order_relaxed);
+        const bool wake_another = must_wake();
         lock.unlock();
+        if (wake_another) ready.notify_one();
         job();
-        lock.lock();
       }
     }
   };
@@ -134,6 +200,7 @@ class ThreadPoolExecutor {
     {
       std::lock_guard lock(state_->mutex);
       state_->closing = true;
+      state_->closing_flag.store(true, std::memory_order_relaxed);
     }
     state_->ready.notify_all();
     for (std::thread& thread : state_->threads) {
