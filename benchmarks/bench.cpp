@@ -53,7 +53,8 @@ struct Arguments {
 };
 
 constexpr std::string_view usage =
-    "usage: tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N] [--no-tbb]\n";
+    "usage: tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N] "
+    "[--no-tbb]\n";
 
 template <class Int>
 std::optional<Int> parse_number(std::string_view text) {

@@ -5,8 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -43,7 +45,9 @@ inline void validate_barrier_name(std::string_view barrier_name) {
 ///
 /// Children are ordered by the smallest dataset name below them, so a pre-order walk that stops
 /// at job nodes meets jobs in lexicographic order of their names, even where a character that
-/// sorts before `/` (such as `-` or `.`) makes `a-b` sort before `a/c`. The build is iterative
+/// sorts before `/` (such as `-` or `.`) makes `a-b` sort before `a/c`. Job nodes are numbered in
+/// name order too (a larger dataset index has a larger node index), since each job's node is
+/// created when its own name is read; the default ready queue relies on this. The build is iterative
 /// (no recursion whose depth follows the input) and costs O(total length of the names).
 ///
 /// @code
@@ -197,46 +201,52 @@ class DatasetTrie {
     throw std::invalid_argument(fmt::format("tasktree: invalid dataset name {:?}: {}", name, why));
   }
 
-  /// Splits `name` into `components`, validating it (the first pass only).
-  template <bool fill>
-  void split(std::string_view name, std::vector<std::string_view>& components) {
-    components.clear();
-    if constexpr (!fill) {
-      if (name.empty()) reject(name, "it is empty");
-      if (name.front() == component_separator) reject(name, "it starts with '/'");
-      if (name.back() == component_separator) reject(name, "it ends with '/'");
+  /// Length of the common prefix of `a` and `b`, comparing eight bytes at a time.
+  static std::size_t common_prefix(std::string_view a, std::string_view b) noexcept {
+    const std::size_t size = a.size() < b.size() ? a.size() : b.size();
+    std::size_t at = 0;
+    for (; at + 8 <= size; at += 8) {
+      std::uint64_t x = 0;
+      std::uint64_t y = 0;
+      std::memcpy(&x, a.data() + at, 8);
+      std::memcpy(&y, b.data() + at, 8);
+      if (x != y) break;
     }
-    std::size_t start = 0;
-    while (true) {
-      const std::size_t slash = name.find(component_separator, start);
-      const std::string_view part =
-          name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-      if constexpr (!fill) {
-        if (part.empty()) reject(name, "it has an empty component");
-        if (part == barrier_name_) has_barriers_ = true;
-      }
-      components.push_back(part);
-      if (slash == std::string_view::npos) break;
-      start = slash + 1;
+    while (at < size && a[at] == b[at]) ++at;
+    return at;
+  }
+
+  /// Validates what can be checked of `name` alone (the first pass only).
+  static void validate_ends(std::string_view name) {
+    if (name.empty()) reject(name, "it is empty");
+    if (name.front() == component_separator) reject(name, "it starts with '/'");
+    if (name.back() == component_separator) reject(name, "it ends with '/'");
+  }
+
+  /// Validates the order of `name` after `previous`, given their common prefix (the first pass).
+  static void validate_order(std::string_view previous, std::string_view name, std::size_t common) {
+    if (common < name.size() && (common == previous.size() || static_cast<unsigned char>(name[common]) >
+                                                                  static_cast<unsigned char>(previous[common]))) {
+      return;
     }
-    if constexpr (!fill) {
-      if (components.back() == barrier_name_) {
-        throw std::invalid_argument(fmt::format(
-            "tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so it could never run",
-            name, barrier_name_));
-      }
-    }
+    if (previous == name) throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
+    throw std::invalid_argument(
+        fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, previous));
   }
 
   /// One pass of the build over the sorted names. Without `fill` it validates and returns the node
-  /// count; with `fill` it writes the nodes. Datasets below a node are contiguous in sorted order,
-  /// except that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
+  /// count; with `fill` it writes the nodes.
+  ///
+  /// Each name is compared with the previous one once, byte-wise: the components that end inside
+  /// their common prefix are shared (already in the trie, on `path`), and only the rest of the
+  /// name is split into new nodes. Datasets below a node are contiguous in sorted order, except
+  /// that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
   /// arrive; such jobs are parked on `suspended` until their children come or can no longer come.
   template <bool fill>
   std::size_t walk() {
     struct Level {
       NodeIndex node;
-      std::string_view component;
+      std::size_t end;  // where the node's component ends in the previous name ('/' or the end)
       NodeIndex last_child;
     };
     struct Suspended {
@@ -244,57 +254,78 @@ class DatasetTrie {
       NodeIndex node;
       std::string_view component;
     };
-    std::vector<Level> path{{root, {}, npos}};  // path[d] is the node at depth d of the previous name
-    std::vector<Suspended> suspended;           // by non-decreasing depth
-    std::vector<std::string_view> components;
+    std::vector<Level> path{{root, 0, npos}};  // path[d] is the node at depth d of the previous name
+    std::vector<Suspended> suspended;          // by non-decreasing depth
     std::size_t count = 1;
     if constexpr (fill) nodes_[root] = Node{npos, npos, npos, intermediate};
 
+    std::string_view previous;
     for (std::size_t index = 0; index < names_.size(); ++index) {
       const std::string_view name = names_[index];
+      const std::size_t common = common_prefix(previous, name);
       if constexpr (!fill) {
-        if (index > 0 && !(names_[index - 1] < names_[index])) {
-          if (names_[index - 1] == names_[index]) {
-            throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
-          }
-          throw std::invalid_argument(
-              fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, names_[index - 1]));
-        }
+        if (index > 0) validate_order(previous, name, common);
+        validate_ends(name);
       }
-      split<fill>(name, components);
 
-      // depth: the first level where this name leaves the previous name's path.
+      // depth: the first level where this name leaves the previous name's path. A component is
+      // shared if it ends inside the common prefix, or if it is the previous name's last one and
+      // this name goes on below it.
       std::size_t depth = 1;
-      while (depth < path.size() && depth <= components.size() && path[depth].component == components[depth - 1]) {
-        ++depth;
-      }
+      while (depth < path.size() && path[depth].end < common) ++depth;
+      if (depth == path.size() - 1 && common == previous.size() && name[common] == component_separator) ++depth;
+
       while (!suspended.empty() && suspended.back().depth > depth) suspended.pop_back();
       if (depth < path.size()) {
-        if (depth == path.size() - 1 && extends_below_separator(components[depth - 1], path[depth].component)) {
-          suspended.push_back({depth, path[depth].node, path[depth].component});
+        // The previous name is a job "p/a" and this one "p/a-x": park "p/a" for its children.
+        if (depth == path.size() - 1 && common == previous.size() &&
+            static_cast<unsigned char>(name[common]) < static_cast<unsigned char>(component_separator)) {
+          const std::size_t start = path[depth - 1].end + (depth == 1 ? 0 : 1);
+          suspended.push_back({depth, path[depth].node, previous.substr(start, path[depth].end - start)});
         }
         path.resize(depth);
       }
+
+      std::size_t start = path[depth - 1].end + (depth == 1 ? 0 : 1);
+      std::size_t end = std::min(name.find(component_separator, start), name.size());
       // Resume a parked job whose children start here, dropping those that can no longer resume.
       while (!suspended.empty() && suspended.back().depth == depth) {
         const Suspended top = suspended.back();
-        if (top.component == components[depth - 1]) {
+        const std::string_view part = name.substr(start, end - start);
+        if (top.component == part) {
           suspended.pop_back();
-          path.push_back({top.node, top.component, npos});
+          path.push_back({top.node, end, npos});
           ++depth;
+          start = end + 1;
+          end = std::min(name.find(component_separator, start), name.size());
           break;
         }
-        if (extends_below_separator(components[depth - 1], top.component)) break;
+        if (extends_below_separator(part, top.component)) break;
         suspended.pop_back();
       }
-      for (; depth <= components.size(); ++depth) {
-        const std::string_view part = components[depth - 1];
+
+      // The remaining components become new nodes.
+      for (;; ++depth) {
+        const std::string_view part = name.substr(start, end - start);
+        const bool last = end == name.size();
+        if constexpr (!fill) {
+          if (part.empty()) reject(name, "it has an empty component");
+          if (part == barrier_name_) {
+            if (last) {
+              throw std::invalid_argument(
+                  fmt::format("tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so "
+                              "it could never run",
+                              name, barrier_name_));
+            }
+            has_barriers_ = true;
+          }
+        }
         const auto node = static_cast<NodeIndex>(count++);
         Level& up = path.back();
         if constexpr (fill) {
-          const std::uint32_t kind = depth == components.size() ? static_cast<std::uint32_t>(index)
-                                     : part == barrier_name_    ? barrier
-                                                                : intermediate;
+          const std::uint32_t kind = last                    ? static_cast<std::uint32_t>(index)
+                                     : part == barrier_name_ ? barrier
+                                                             : intermediate;
           nodes_[node] = Node{up.node, npos, npos, kind};
           if (up.last_child == npos) {
             nodes_[up.node].first_child = node;
@@ -306,8 +337,12 @@ class DatasetTrie {
           throw std::invalid_argument("tasktree: too many trie nodes (at most 2^32 - 2)");
         }
         up.last_child = node;
-        path.push_back({node, part, npos});
+        path.push_back({node, end, npos});
+        if (last) break;
+        start = end + 1;
+        end = std::min(name.find(component_separator, start), name.size());
       }
+      previous = name;
     }
     return count;
   }

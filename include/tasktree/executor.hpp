@@ -157,9 +157,9 @@ class ThreadPoolExecutor {
   struct State {
     std::mutex mutex;
     std::condition_variable ready;
-    JobRing queue;                     // guarded by `mutex`
-    std::size_t sleeping = 0;          // guarded by `mutex`
-    bool closing = false;              // guarded by `mutex`
+    JobRing queue;                       // guarded by `mutex`
+    std::size_t sleeping = 0;            // guarded by `mutex`
+    bool closing = false;                // guarded by `mutex`
     std::atomic<std::size_t> queued{0};  // `queue.size()`, readable without the mutex, for spinners
     std::atomic<bool> closing_flag{false};
     std::atomic<std::size_t> spinning{0};

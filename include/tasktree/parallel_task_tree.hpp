@@ -171,7 +171,7 @@ class ParallelTaskTree {
         .max_workers = static_cast<std::size_t>(options_.max_workers),
     };
     if (options_.priority.is_name_order()) {
-      detail::IndexReadyQueue ready;
+      detail::IndexReadyQueue ready(trie_);
       return run_with(config, ready, std::move(stop));
     }
     detail::ErasedReadyQueue ready(options_.priority.make_queue());

@@ -277,8 +277,10 @@ class Coordinator : private JobContext {
   /// Processes every finished job found at once, in name order.
   void process_completions() {
     completions_.take(batch_);
-    std::sort(batch_.begin(), batch_.end(),
-              [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
+    if (batch_.size() > 1) {
+      std::sort(batch_.begin(), batch_.end(),
+                [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
+    }
     for (const std::uint32_t index : batch_) {
       Slot& slot = slots_[index];
       in_flight_datasets_[index] = InFlight::free_slot;
@@ -297,13 +299,13 @@ class Coordinator : private JobContext {
 
   void complete(Slot& slot) {
     const std::string_view name = names_[slot.dataset];
-    CompletionCallback callback = std::move(slot.callback);
-    if (!callback) {
+    if (!slot.callback) {
       throw std::logic_error(
           fmt::format("tasktree: process_dataset returned an empty CompletionCallback for dataset {:?}", name));
     }
     InFlight in_flight(in_flight_datasets_, in_flight_, names_, &stop_);
-    const CompletionCallbackResult result = callback(in_flight);
+    // Called in place; `release` destroys it once the slot is done with (even if this throws).
+    const CompletionCallbackResult result = slot.callback(in_flight);
     config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
     ++stats_->completed;
     ++(result.fail ? stats_->failed : stats_->succeeded);
@@ -335,7 +337,7 @@ class Coordinator : private JobContext {
   void release(std::uint32_t index) noexcept {
     Slot& slot = slots_[index];
     slot.callback.reset();
-    slot.error = nullptr;
+    if (slot.error) slot.error = nullptr;  // the exception_ptr's destructor is not inline
     slot.ran = false;
     slot.elapsed_nanos = 0;
     in_flight_datasets_[index] = InFlight::free_slot;
