@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -83,11 +84,28 @@ class DatasetTrie {
       throw std::invalid_argument(
           fmt::format("tasktree: too many datasets: {} (at most {})", sorted_datasets.size(), max_datasets));
     }
-    // Two passes over the same walk: the first validates and counts nodes, the second fills an
-    // exactly sized array (no growth, so peak memory is the final size).
-    const std::size_t count = walk<false>();
-    nodes_.resize(count);
-    walk<true>();
+    // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
+    // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
+    // array. Otherwise the pass stops before a name that might not fit, a second walk counts the
+    // nodes of the rest, the array grows once to its exact final size, and the first pass goes
+    // on. (While it grows, the old and the new array exist at once: peak memory is then the
+    // final size plus 16 bytes per dataset.)
+    nodes_.resize(sorted_datasets.size() + 1);
+    BuildState state;
+    walk<true>(state, nodes_.size());
+    if (state.index < names_.size()) {
+      BuildState rest = state;
+      walk<false>(rest, npos);
+      if (rest.count > nodes_.size()) {
+        std::vector<Node> larger;
+        larger.reserve(rest.count);
+        larger.assign(nodes_.begin(), nodes_.end());
+        larger.resize(rest.count);
+        nodes_.swap(larger);
+      }
+      walk<true>(state, npos);
+    }
+    nodes_.resize(state.count);
   }
 
   /// Number of nodes, including the root.
@@ -210,7 +228,12 @@ class DatasetTrie {
       std::uint64_t y = 0;
       std::memcpy(&x, a.data() + at, 8);
       std::memcpy(&y, b.data() + at, 8);
-      if (x != y) break;
+      if (x != y) {
+        if constexpr (std::endian::native == std::endian::little) {
+          return at + static_cast<std::size_t>(std::countr_zero(x ^ y)) / 8;  // the first differing byte
+        }
+        break;
+      }
     }
     while (at < size && a[at] == b[at]) ++at;
     return at;
@@ -234,8 +257,28 @@ class DatasetTrie {
         fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, previous));
   }
 
-  /// One pass of the build over the sorted names. Without `fill` it validates and returns the node
-  /// count; with `fill` it writes the nodes.
+  struct Level {
+    NodeIndex node;
+    std::size_t end;  // where the node's component ends in the previous name ('/' or the end)
+    NodeIndex last_child;
+  };
+  struct Suspended {
+    std::size_t depth;
+    NodeIndex node;
+    std::string_view component;
+  };
+  /// Where a walk over the sorted names stands, so that it can stop and go on later.
+  struct BuildState {
+    std::size_t index = 0;                     // the next name
+    std::size_t count = 1;                     // nodes so far (the root)
+    std::vector<Level> path{{root, 0, npos}};  // path[d] is the node at depth d of the previous name
+    std::vector<Suspended> suspended;          // by non-decreasing depth
+    std::string_view previous;                 // the previous name
+  };
+
+  /// Walks the sorted names from `state`, validating each. With `fill` it writes the nodes, and
+  /// stops before a name whose nodes might not fit in `capacity` (a name has at most one node per
+  /// component, and at most `size / 2 + 1` components); without, it only counts them.
   ///
   /// Each name is compared with the previous one once, byte-wise: the components that end inside
   /// their common prefix are shared (already in the trie, on `path`), and only the rest of the
@@ -243,30 +286,24 @@ class DatasetTrie {
   /// that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
   /// arrive; such jobs are parked on `suspended` until their children come or can no longer come.
   template <bool fill>
-  std::size_t walk() {
-    struct Level {
-      NodeIndex node;
-      std::size_t end;  // where the node's component ends in the previous name ('/' or the end)
-      NodeIndex last_child;
-    };
-    struct Suspended {
-      std::size_t depth;
-      NodeIndex node;
-      std::string_view component;
-    };
-    std::vector<Level> path{{root, 0, npos}};  // path[d] is the node at depth d of the previous name
-    std::vector<Suspended> suspended;          // by non-decreasing depth
-    std::size_t count = 1;
-    if constexpr (fill) nodes_[root] = Node{npos, npos, npos, intermediate};
+  void walk(BuildState& state, std::size_t capacity) {
+    std::vector<Level>& path = state.path;
+    std::vector<Suspended>& suspended = state.suspended;
+    std::size_t count = state.count;
+    std::string_view previous = state.previous;
+    if constexpr (fill) {
+      if (count == 1) nodes_[root] = Node{npos, npos, npos, intermediate};
+    }
 
-    std::string_view previous;
-    for (std::size_t index = 0; index < names_.size(); ++index) {
+    std::size_t index = state.index;
+    for (; index < names_.size(); ++index) {
       const std::string_view name = names_[index];
-      const std::size_t common = common_prefix(previous, name);
-      if constexpr (!fill) {
-        if (index > 0) validate_order(previous, name, common);
-        validate_ends(name);
+      if constexpr (fill) {
+        if (capacity - count < name.size() / 2 + 1) break;  // might not fit
       }
+      const std::size_t common = common_prefix(previous, name);
+      if (index > 0) validate_order(previous, name, common);
+      validate_ends(name);
 
       // depth: the first level where this name leaves the previous name's path. A component is
       // shared if it ends inside the common prefix, or if it is the previous name's last one and
@@ -308,7 +345,7 @@ class DatasetTrie {
       for (;; ++depth) {
         const std::string_view part = name.substr(start, end - start);
         const bool last = end == name.size();
-        if constexpr (!fill) {
+        {
           if (part.empty()) reject(name, "it has an empty component");
           if (part == barrier_name_) {
             if (last) {
@@ -344,7 +381,9 @@ class DatasetTrie {
       }
       previous = name;
     }
-    return count;
+    state.index = index;
+    state.count = count;
+    state.previous = previous;
   }
 
   std::vector<Node> nodes_;

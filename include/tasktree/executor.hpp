@@ -73,7 +73,7 @@ class SynchronousExecutor {
 ///
 /// Threads that run out of work spin briefly before they sleep (see `detail::SpinWait`), and
 /// `submit` wakes a sleeping thread only when no thread is spinning, so handing a job to a busy
-/// pool costs a lock and no system call, while an idle pool costs no CPU.
+/// pool costs no system call, while an idle pool costs no CPU.
 class ThreadPoolExecutor {
  public:
   /// Starts `threads` threads (at least one).
@@ -104,14 +104,12 @@ class ThreadPoolExecutor {
   /// Queues `job` for the next free thread.
   void submit(Job job) {
     State& state = *state_;
-    bool wake = false;
     {
-      std::lock_guard lock(state.mutex);
+      QueueLock lock(state);
       state.queue.push(job);
-      state.queued.store(state.queue.size(), std::memory_order_release);
-      wake = state.must_wake();
+      state.queued.store(state.queue.size(), std::memory_order_seq_cst);
     }
-    if (wake) state.ready.notify_one();
+    state.wake_one_if_needed();
   }
 
   /// Number of threads in the pool.
@@ -148,59 +146,107 @@ class ThreadPoolExecutor {
     std::size_t size_ = 0;
   };
 
+  // The queue is guarded by a spin lock: its critical sections are a few instructions, and a
+  // std::mutex that three threads hit a million times a second puts them to sleep in the kernel.
+  //
   // Who sleeps and who wakes. Every thread is running a job, spinning (counted in `spinning`), or
-  // sleeping on `ready` (counted in `sleeping`). `submit` pushes under the mutex, then wakes a
-  // sleeper only if nobody spins: a spinner sees the job on its next poll, or, if its budget runs
-  // out first, when it takes the mutex to go to sleep, since it leaves `spinning` and checks the
-  // queue under the mutex. So no job waits while a thread sleeps, and a thread that takes a job
-  // while more are queued and nobody spins wakes another (a burst of submissions fans out).
+  // sleeping on `ready` (counted in `sleeping`). Going to sleep, a thread takes `sleep_mutex`,
+  // counts itself sleeping and no longer spinning, and only then checks `queued`; `submit` stores
+  // `queued` and only then reads the two counts. All four accesses are sequentially consistent,
+  // so either the thread sees the job, or `submit` sees the thread asleep and, if nobody spins,
+  // wakes one (taking `sleep_mutex`, so the wake cannot fall between the check and the wait). A
+  // spinner that `submit` relied on sees the job on its next poll or, if its budget runs out
+  // first, on its check before sleeping. A thread that takes a job while more are queued and
+  // nobody spins wakes another, so a burst of submissions fans out.
   struct State {
-    std::mutex mutex;
+    alignas(64) std::atomic<bool> locked{false};  // the queue's spin lock
+    JobRing queue;
+    alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
+    std::atomic<bool> closing{false};
+    alignas(64) std::atomic<std::size_t> spinning{0};
+    std::atomic<std::size_t> sleeping{0};
+    std::mutex sleep_mutex;
     std::condition_variable ready;
-    JobRing queue;                       // guarded by `mutex`
-    std::size_t sleeping = 0;            // guarded by `mutex`
-    bool closing = false;                // guarded by `mutex`
-    std::atomic<std::size_t> queued{0};  // `queue.size()`, readable without the mutex, for spinners
-    std::atomic<bool> closing_flag{false};
-    std::atomic<std::size_t> spinning{0};
     std::vector<std::thread> threads;
 
-    /// True if a sleeping thread must be woken for the jobs queued. Called under the mutex.
-    [[nodiscard]] bool must_wake() const noexcept {
-      return !queue.empty() && sleeping > 0 && spinning.load(std::memory_order_relaxed) == 0;
+    void wake_one_if_needed() {
+      if (queued.load(std::memory_order_seq_cst) > 0 && sleeping.load(std::memory_order_seq_cst) > 0 &&
+          spinning.load(std::memory_order_seq_cst) == 0) {
+        std::lock_guard lock(sleep_mutex);
+        ready.notify_one();
+      }
+    }
+
+    /// Takes the oldest job, if any.
+    bool try_take(Job& job) noexcept {
+      if (queued.load(std::memory_order_acquire) == 0) return false;
+      QueueLock lock(*this);
+      if (queue.empty()) return false;
+      job = queue.pop();
+      queued.store(queue.size(), std::memory_order_seq_cst);
+      return true;
     }
 
     void work() noexcept {
       detail::SpinWait spin;
+      Job job;
       while (true) {
-        spinning.fetch_add(1, std::memory_order_relaxed);
-        spin.spin([this] {
-          return queued.load(std::memory_order_relaxed) > 0 || closing_flag.load(std::memory_order_relaxed);
-        });
-        std::unique_lock lock(mutex);
-        spinning.fetch_sub(1, std::memory_order_relaxed);
-        if (queue.empty() && !closing) {
-          ++sleeping;
-          ready.wait(lock, [this] { return closing || !queue.empty(); });
-          --sleeping;
+        if (try_take(job)) {
+          wake_one_if_needed();
+          job();
+          continue;
         }
-        if (queue.empty()) return;  // closing, and nothing left to run
-        const Job job = queue.pop();
-        queued.store(queue.size(), std::memory_order_relaxed);
-        const bool wake_another = must_wake();
-        lock.unlock();
-        if (wake_another) ready.notify_one();
-        job();
+        spinning.fetch_add(1, std::memory_order_seq_cst);
+        const bool woken = spin.spin(
+            [this] { return queued.load(std::memory_order_relaxed) > 0 || closing.load(std::memory_order_relaxed); });
+        if (woken) {
+          spinning.fetch_sub(1, std::memory_order_seq_cst);
+        } else {
+          std::unique_lock lock(sleep_mutex);
+          sleeping.fetch_add(1, std::memory_order_seq_cst);
+          spinning.fetch_sub(1, std::memory_order_seq_cst);
+          ready.wait(lock, [this] {
+            return queued.load(std::memory_order_seq_cst) > 0 || closing.load(std::memory_order_seq_cst);
+          });
+          sleeping.fetch_sub(1, std::memory_order_seq_cst);
+        }
+        if (closing.load(std::memory_order_acquire) && queued.load(std::memory_order_acquire) == 0) {
+          // Nothing left to run. (`closing` is set only by the destructor, after which nobody
+          // submits, so the queue stays empty.)
+          return;
+        }
       }
     }
+  };
+
+  /// Holds the queue's spin lock; yields now and then so a preempted holder can finish.
+  class QueueLock {
+   public:
+    explicit QueueLock(State& state) noexcept : locked_(state.locked) {
+      for (std::uint32_t round = 1; locked_.exchange(true, std::memory_order_acquire); ++round) {
+        while (locked_.load(std::memory_order_relaxed)) {
+          if (round % 64 == 0) {
+            std::this_thread::yield();
+          } else {
+            detail::cpu_relax();
+          }
+          ++round;
+        }
+      }
+    }
+    ~QueueLock() { locked_.store(false, std::memory_order_release); }
+    QueueLock(const QueueLock&) = delete;
+    QueueLock& operator=(const QueueLock&) = delete;
+
+   private:
+    std::atomic<bool>& locked_;
   };
 
   void shutdown() noexcept {
     if (!state_) return;
     {
-      std::lock_guard lock(state_->mutex);
-      state_->closing = true;
-      state_->closing_flag.store(true, std::memory_order_relaxed);
+      std::lock_guard lock(state_->sleep_mutex);
+      state_->closing.store(true, std::memory_order_seq_cst);
     }
     state_->ready.notify_all();
     for (std::thread& thread : state_->threads) {

@@ -56,7 +56,8 @@ struct RunConfig {
 /// run's stop source. Everything else belongs to the coordinator alone.
 class JobContext {
  public:
-  struct Slot {
+  // A cache line each: the workers of neighbouring slots write them at the same time.
+  struct alignas(64) Slot {
     std::uint32_t dataset = 0;
     DatasetTrie::NodeIndex node = 0;
     std::int64_t submit_count = 0;
