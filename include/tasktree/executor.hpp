@@ -19,6 +19,12 @@
 
 namespace tasktree {
 
+class DefaultExecutor;
+
+namespace detail {
+void wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept;
+}  // namespace detail
+
 /// @brief One unit of work handed to an executor: call it exactly once, on any thread.
 ///
 /// A `Job` is two pointers and an index, trivially copyable, and never throws when called: the
@@ -109,7 +115,11 @@ class ThreadPoolExecutor {
       state.queue.push(job);
       state.queued.store(state.queue.size(), std::memory_order_seq_cst);
     }
-    state.wake_one_if_needed();
+    if (state.coordinated) {
+      state.wake_one_if_all_asleep();
+    } else {
+      state.wake_one_if_needed();
+    }
   }
 
   /// Number of threads in the pool.
@@ -168,12 +178,42 @@ class ThreadPoolExecutor {
     std::mutex sleep_mutex;
     std::condition_variable ready;
     std::vector<std::thread> threads;
+    // Set for the scheduler's own pool. Its submitter, the coordinator, waits for the jobs it
+    // submitted and calls `wake_for_queued_jobs()` before it blocks; so `submit` wakes a thread
+    // only when all sleep, and a thread that takes a job does not wake another. Jobs that take
+    // nanoseconds then run on the one thread that is awake, next to the coordinator, instead of
+    // waking the others on every submission to compete for the cores; jobs that take long still
+    // fan out, as soon as the coordinator has nothing to do but wait. Set right after
+    // construction, before any job is submitted.
+    std::atomic<bool> coordinated{false};
 
     void wake_one_if_needed() {
       if (queued.load(std::memory_order_seq_cst) > 0 && sleeping.load(std::memory_order_seq_cst) > 0 &&
           spinning.load(std::memory_order_seq_cst) == 0) {
         std::lock_guard lock(sleep_mutex);
         ready.notify_one();
+      }
+    }
+
+    void wake_one_if_all_asleep() {
+      if (sleeping.load(std::memory_order_seq_cst) == threads.size()) {
+        std::lock_guard lock(sleep_mutex);
+        ready.notify_one();
+      }
+    }
+
+    /// Wakes as many sleeping threads as jobs are queued, unless a thread spins (it will take
+    /// them).
+    void wake_for_queued_jobs() noexcept {
+      const std::size_t jobs = queued.load(std::memory_order_seq_cst);
+      if (jobs == 0 || spinning.load(std::memory_order_seq_cst) > 0) return;
+      const std::size_t asleep = sleeping.load(std::memory_order_seq_cst);
+      if (asleep == 0) return;
+      std::lock_guard lock(sleep_mutex);
+      if (jobs >= asleep) {
+        ready.notify_all();
+      } else {
+        for (std::size_t i = 0; i < jobs; ++i) ready.notify_one();
       }
     }
 
@@ -192,7 +232,7 @@ class ThreadPoolExecutor {
       Job job;
       while (true) {
         if (try_take(job)) {
-          wake_one_if_needed();
+          if (!coordinated.load(std::memory_order_relaxed)) wake_one_if_needed();
           job();
           continue;
         }
@@ -255,6 +295,17 @@ class ThreadPoolExecutor {
     state_.reset();
   }
 
+  friend class DefaultExecutor;
+
+  struct Coordinated {};
+  /// A pool whose submitter promises to call `wake_for_queued_jobs()` before it blocks (see
+  /// `State::coordinated`).
+  ThreadPoolExecutor(std::size_t threads, Coordinated) : ThreadPoolExecutor(threads) {
+    state_->coordinated.store(true, std::memory_order_relaxed);
+  }
+
+  void wake_for_queued_jobs() noexcept { state_->wake_for_queued_jobs(); }
+
   std::unique_ptr<State> state_;
 };
 
@@ -267,7 +318,7 @@ class DefaultExecutor {
   DefaultExecutor() = default;
   /// A pool of `threads` threads if `parallel`, inline execution otherwise.
   DefaultExecutor(std::size_t threads, bool parallel) {
-    if (parallel) pool_.emplace(threads);
+    if (parallel) pool_.emplace(ThreadPoolExecutor(threads, ThreadPoolExecutor::Coordinated{}));
   }
 
   void submit(Job job) {
@@ -282,8 +333,19 @@ class DefaultExecutor {
   [[nodiscard]] bool is_parallel() const noexcept { return pool_.has_value(); }
 
  private:
+  friend void detail::wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept;
+  void wake_for_queued_jobs() noexcept {
+    if (pool_) pool_->wake_for_queued_jobs();
+  }
+
   std::optional<ThreadPoolExecutor> pool_;
 };
+
+namespace detail {
+/// Called by the coordinator before it blocks: the default pool wakes threads only then (see
+/// `ThreadPoolExecutor::State::coordinated`).
+inline void wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept { executor.wake_for_queued_jobs(); }
+}  // namespace detail
 
 static_assert(Executor<SynchronousExecutor>);
 static_assert(Executor<ThreadPoolExecutor>);

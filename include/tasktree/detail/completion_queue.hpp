@@ -92,15 +92,20 @@ class CompletionQueue final : public Wakeup {
   /// Blocks until a completion is queued, a stop is requested, or `deadline` passes.
   void wait_until(std::chrono::steady_clock::time_point deadline) override { park(true, deadline); }
 
-  /// Blocks until a completion is queued or a stop is requested; spins briefly first.
-  void wait() {
+  /// Blocks until a completion is queued or a stop is requested; spins briefly first, and calls
+  /// `before_sleep()` if it has to sleep.
+  template <class BeforeSleep>
+  void wait(BeforeSleep&& before_sleep) {
     if (spin_.spin([this] { return signalled(); })) return;
+    before_sleep();
     park(true, std::nullopt);
   }
 
   /// Blocks until a completion is queued, ignoring stop requests (for draining after a stop).
-  void wait_for_completion() {
+  template <class BeforeSleep>
+  void wait_for_completion(BeforeSleep&& before_sleep) {
     if (spin_.spin([this] { return has_items(); })) return;
+    before_sleep();
     park(false, std::nullopt);
   }
 

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -26,6 +27,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace tasktree::detail {
@@ -134,6 +136,12 @@ class Coordinator : private JobContext {
     config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
                     config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
 
+    // The default pool wakes its sleeping threads when the coordinator is about to block.
+    const auto before_blocking = [&executor]() noexcept {
+      if constexpr (std::same_as<std::remove_cvref_t<decltype(executor)>, DefaultExecutor>) {
+        wake_workers_for_queued_jobs(executor);
+      }
+    };
     const bool pacing = static_cast<bool>(config_.interval_nanos);
     std::int64_t next_update = 0;
     guard([&] {
@@ -145,16 +153,16 @@ class Coordinator : private JobContext {
       if (completions_.has_items()) {
         process_completions();
       } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
-        if (pacing && !wait_for_pacing(next_update)) continue;
+        if (pacing && !wait_for_pacing(next_update, before_blocking)) continue;
         submit_next(executor, pacing, next_update);
       } else if (in_flight_ > 0) {
-        completions_.wait();
+        completions_.wait(before_blocking);
       } else {
         break;  // nothing available, nothing in flight: done
       }
     }
     if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
-    drain();
+    drain(before_blocking);
     stats.cancelled = stats.total - stats.started - stats.skipped;
     guard([&] {
       config_.log.log(LogLevel::debug,
@@ -236,12 +244,14 @@ class Coordinator : private JobContext {
 
   /// True if the next submission may happen now; otherwise sleeps until its time, a completion
   /// or a stop (whichever is first) and returns false so the loop re-examines the state.
-  bool wait_for_pacing(std::int64_t next_update) {
+  template <class BeforeBlocking>
+  bool wait_for_pacing(std::int64_t next_update, const BeforeBlocking& before_blocking) {
     bool due = false;
     guard([&] {
       if (config_.clock.now_nanos() >= next_update) {
         due = true;
       } else {
+        before_blocking();
         config_.clock.wait_until(next_update, completions_);
       }
     });
@@ -319,11 +329,12 @@ class Coordinator : private JobContext {
 
   /// Waits for every job still in flight; their completions are not processed, but their
   /// exceptions still count.
-  void drain() {
+  template <class BeforeBlocking>
+  void drain(const BeforeBlocking& before_blocking) {
     if (in_flight_ == 0) return;
     stop_.request_stop();
     while (in_flight_ > 0) {
-      completions_.wait_for_completion();
+      completions_.wait_for_completion(before_blocking);
       completions_.take(batch_);
       for (const std::uint32_t index : batch_) {
         in_flight_datasets_[index] = InFlight::free_slot;
