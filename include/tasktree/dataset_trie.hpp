@@ -86,10 +86,12 @@ class DatasetTrie {
     }
     // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
     // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
-    // array. Otherwise the pass stops before a name that might not fit, a second walk counts the
-    // nodes of the rest, the array grows once to its exact final size, and the first pass goes
-    // on. (While it grows, the old and the new array exist at once: peak memory is then the
-    // final size plus 16 bytes per dataset.)
+    // array. Otherwise the pass stops at the first intermediate node (or before a name that might
+    // not fit), and a second walk counts the nodes of the remaining names; if they fit after all,
+    // the first pass goes on, else the build starts over in an array of exactly the final size.
+    // So a trie with intermediate nodes costs what counting first and filling afterwards costs,
+    // and peak memory stays the final size (growing the array would hold the old and the new one
+    // at once).
     nodes_.resize(sorted_datasets.size() + 1);
     BuildState state;
     walk<true>(state, nodes_.size());
@@ -97,13 +99,11 @@ class DatasetTrie {
       BuildState rest = state;
       walk<false>(rest, npos);
       if (rest.count > nodes_.size()) {
-        std::vector<Node> larger;
-        larger.reserve(rest.count);
-        larger.assign(nodes_.begin(), nodes_.end());
-        larger.resize(rest.count);
-        nodes_.swap(larger);
+        nodes_ = std::vector<Node>();  // free the first array before allocating the second
+        nodes_.resize(rest.count);
+        state = BuildState();
       }
-      walk<true>(state, npos);
+      walk<true>(state, npos);  // fits: the count is exact
     }
     nodes_.resize(state.count);
   }
@@ -276,9 +276,10 @@ class DatasetTrie {
     std::string_view previous;                 // the previous name
   };
 
-  /// Walks the sorted names from `state`, validating each. With `fill` it writes the nodes, and
-  /// stops before a name whose nodes might not fit in `capacity` (a name has at most one node per
-  /// component, and at most `size / 2 + 1` components); without, it only counts them.
+  /// Walks the sorted names from `state`, validating each. With `fill` it writes the nodes; given
+  /// a `capacity` (not `npos`), it stops as soon as some node is not a job, or before a name whose
+  /// nodes might not fit (a name has at most one node per component, and at most `size / 2 + 1`
+  /// components). Without `fill` it only counts the nodes.
   ///
   /// Each name is compared with the previous one once, byte-wise: the components that end inside
   /// their common prefix are shared (already in the trie, on `path`), and only the rest of the
@@ -299,7 +300,9 @@ class DatasetTrie {
     for (; index < names_.size(); ++index) {
       const std::string_view name = names_[index];
       if constexpr (fill) {
-        if (capacity - count < name.size() / 2 + 1) break;  // might not fit
+        // Stop once an intermediate node exists (the names so far have made more nodes than jobs:
+        // the trie cannot fit one node per dataset), or before a name that might not fit.
+        if (capacity != npos && (count > index + 1 || capacity - count < name.size() / 2 + 1)) break;
       }
       const std::size_t common = common_prefix(previous, name);
       if (index > 0) validate_order(previous, name, common);
