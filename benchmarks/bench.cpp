@@ -303,6 +303,23 @@ void run_real_work(const Arguments& arguments) {
                  micros, runner, wall, ideal, wall / ideal, measured ? fmt::format("{:.4f} s", *measured) : "n/a",
                  measured ? fmt::format("{:.3f}", wall / *measured) : "n/a", 100 * cpu / wall);
     };
+    // The floor on this machine: the same jobs on `workers` plain threads, no scheduling at all.
+    {
+      job_nanos = 0;
+      const double cpu_start = process_cpu_seconds();
+      const auto start = Stopwatch::now();
+      std::vector<std::thread> threads;
+      for (int t = 0; t < workers; ++t) {
+        threads.emplace_back([&, t] {
+          for (std::size_t i = static_cast<std::size_t>(t); i < count; i += workers) job(names[i]);
+        });
+      }
+      for (std::thread& thread : threads) thread.join();
+      const double wall = seconds_since(start);
+      report("plain threads, no scheduler", wall, process_cpu_seconds() - cpu_start,
+             static_cast<double>(job_nanos.load()) * 1e-9 / workers);
+    }
+    job_nanos = 0;
     const double cpu_start = process_cpu_seconds();
     const double wall = run_tasktree(names, workers, job);
     const double cpu = process_cpu_seconds() - cpu_start;

@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tasktree::detail {
@@ -92,7 +93,11 @@ class JobContext {
         slot.error = std::current_exception();
       }
     }
-    self.completions_.push(index);  // last touch of `self` by this thread
+    if (self.runs_inline_) {
+      self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
+    } else {
+      self.completions_.push(index);  // last touch of `self` by this thread
+    }
   }
 
  protected:
@@ -101,6 +106,12 @@ class JobContext {
   Clock* timing_clock_;  // null: jobs are not timed
   std::vector<Slot> slots_;
   CompletionQueue completions_;
+  // For executors known to run each job inside `submit` (SynchronousExecutor, an inline
+  // DefaultExecutor), a finished job skips the completion queue and its atomics: `execute` leaves
+  // its slot here, on the same thread, for the coordinator to process next. Set before the first
+  // submission.
+  bool runs_inline_ = false;
+  std::uint32_t finished_inline_ = InFlight::free_slot;
   std::stop_source stop_;
   std::stop_token token_ = stop_.get_token();
 };
@@ -130,6 +141,7 @@ class Coordinator : private JobContext {
     stats_ = &stats;
     stats = RunStats{.total = config_.trie.dataset_count()};
     auto executor = make_executor_counting_cancelled(make_executor);  // may throw: nothing has started yet
+    runs_inline_ = runs_jobs_inside_submit(executor);
     std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
     std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
@@ -150,7 +162,9 @@ class Coordinator : private JobContext {
       if (pacing) next_update = config_.clock.now_nanos();
     });
     while (!stop_.stop_requested()) {
-      if (completions_.has_items()) {
+      if (finished_inline_ != InFlight::free_slot) {
+        process_finished(std::exchange(finished_inline_, InFlight::free_slot));
+      } else if (completions_.has_items()) {
         process_completions();
       } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
         if (pacing && !wait_for_pacing(next_update, before_blocking)) continue;
@@ -292,19 +306,32 @@ class Coordinator : private JobContext {
       std::sort(batch_.begin(), batch_.end(),
                 [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
     }
-    for (const std::uint32_t index : batch_) {
-      Slot& slot = slots_[index];
-      in_flight_datasets_[index] = InFlight::free_slot;
-      --in_flight_;
-      if (slot.ran) ++stats_->started;
-      if (slot.error) {
-        fail(slot.error);
-      } else if (stop_.stop_requested()) {
-        work_left_ = true;  // finished, but its completion will not be processed
-      } else {
-        guard([&] { complete(slot); });
-      }
-      release(index);
+    for (const std::uint32_t index : batch_) process_finished(index);
+  }
+
+  void process_finished(std::uint32_t index) {
+    Slot& slot = slots_[index];
+    in_flight_datasets_[index] = InFlight::free_slot;
+    --in_flight_;
+    if (slot.ran) ++stats_->started;
+    if (slot.error) {
+      fail(slot.error);
+    } else if (stop_.stop_requested()) {
+      work_left_ = true;  // finished, but its completion will not be processed
+    } else {
+      guard([&] { complete(slot); });
+    }
+    release(index);
+  }
+
+  template <class Executor>
+  static bool runs_jobs_inside_submit(const Executor& executor) noexcept {
+    if constexpr (std::same_as<Executor, SynchronousExecutor>) {
+      return true;
+    } else if constexpr (std::same_as<Executor, DefaultExecutor>) {
+      return !executor.is_parallel();
+    } else {
+      return false;
     }
   }
 
@@ -334,8 +361,12 @@ class Coordinator : private JobContext {
     if (in_flight_ == 0) return;
     stop_.request_stop();
     while (in_flight_ > 0) {
-      completions_.wait_for_completion(before_blocking);
-      completions_.take(batch_);
+      if (finished_inline_ != InFlight::free_slot) {
+        batch_.assign(1, std::exchange(finished_inline_, InFlight::free_slot));  // room for every slot
+      } else {
+        completions_.wait_for_completion(before_blocking);
+        completions_.take(batch_);
+      }
       for (const std::uint32_t index : batch_) {
         in_flight_datasets_[index] = InFlight::free_slot;
         --in_flight_;
