@@ -201,6 +201,16 @@ std::string machine() {
   return fmt::format("{}, {} hardware threads; compiler {}", model, std::thread::hardware_concurrency(), __VERSION__);
 }
 
+/// The 1, 5 and 15 minute load averages: other processes on the machine skew every figure.
+std::string load_average() {
+  std::ifstream file("/proc/loadavg");
+  double one = 0;
+  double five = 0;
+  double fifteen = 0;
+  if (!(file >> one >> five >> fifteen)) return "unknown";
+  return fmt::format("{:.2f} {:.2f} {:.2f}", one, five, fifteen);
+}
+
 void run_scheduler_workloads(const Arguments& arguments, std::vector<Row>& rows) {
   const std::vector<std::size_t> sizes = !arguments.sizes.empty() ? arguments.sizes
                                          : arguments.quick
@@ -347,7 +357,8 @@ int main(int argc, char** argv) {
   const std::optional<Arguments> arguments = parse_arguments(argc, argv);
   if (!arguments) return 2;
   const auto start = Stopwatch::now();
-  fmt::print("## tasktree-bench{}\n\nMachine: {}.\n", arguments->quick ? " --quick" : "", machine());
+  fmt::print("## tasktree-bench{}\n\nMachine: {}.\nLoad average at the start: {}.\n",
+             arguments->quick ? " --quick" : "", machine(), load_average());
 #if TASKTREE_BENCH_HAVE_TBB
   fmt::print("Comparison: oneTBB {} flow graph.\n", bench::tbb_version());
 #else
@@ -358,6 +369,6 @@ int main(int argc, char** argv) {
   run_scheduler_workloads(*arguments, rows);
   print_scheduler_tables(rows);
   if (wanted(*arguments, "W4")) run_real_work(*arguments);
-  fmt::print("\nTotal benchmark time: {:.1f} s.\n", seconds_since(start));
+  fmt::print("\nLoad average at the end: {}. Total benchmark time: {:.1f} s.\n", load_average(), seconds_since(start));
   return EXIT_SUCCESS;
 }
