@@ -35,9 +35,11 @@ class Wakeup {
 /// sleep until a point on it.
 ///
 /// The clock is consulted for pacing only when `interval_nanos` is set (unpaced runs never read it
-/// for that), and for timing jobs only when an observer is set. `wait_until` is called on the
-/// coordinator thread only; `now_nanos` may also be called on worker threads (to time jobs), so it
-/// must be thread-safe.
+/// for that), and for timing jobs only when an observer is set. In a `ParallelTaskTree` run,
+/// `wait_until` is called on the coordinator thread only; `now_nanos` may also be called on worker
+/// threads (to time jobs), so it must be thread-safe. The policy layer (policy.hpp) also times every
+/// job and sleeps through retry backoffs on worker threads, with a `Wakeup` that a stop request
+/// signals, so there both functions must be thread-safe.
 class Clock {
  public:
   virtual ~Clock() = default;
