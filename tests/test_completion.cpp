@@ -45,8 +45,8 @@ TEST_CASE("small callables are stored inline and large ones on the heap; both be
     CHECK(callback(view) == CompletionCallbackResult{.no_skip = true, .fail = true});
   }
   SECTION("small and trivially copyable: moves keep the captured values") {
-    const int expected = 42;
-    const bool fail = true;
+    int expected = 42;  // not const: a constant would not need capturing
+    bool fail = true;
     CompletionCallback first(
         [expected, fail](InFlight&) { return CompletionCallbackResult{.no_skip = expected == 42, .fail = fail}; });
     CompletionCallback second(std::move(first));

@@ -85,7 +85,7 @@ class CompletionQueue final : public Wakeup {
     }
   }
 
-  [[nodiscard]] bool signalled() const noexcept {
+  [[nodiscard]] bool signalled() const noexcept override {
     return has_items() || stopping_flag_.load(std::memory_order_acquire);
   }
 

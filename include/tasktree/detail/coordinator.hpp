@@ -149,7 +149,7 @@ class Coordinator : private JobContext {
                     config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
 
     // The default pool wakes its sleeping threads when the coordinator is about to block.
-    const auto before_blocking = [&executor]() noexcept {
+    const auto before_blocking = [&]() noexcept {
       if constexpr (std::same_as<std::remove_cvref_t<decltype(executor)>, DefaultExecutor>) {
         wake_workers_for_queued_jobs(executor);
       }
