@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # libclang-rt-dev: Clang's runtimes, among them libFuzzer (the "fuzz" preset).
-packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 "$@")
+# libtbb-dev: oneTBB, the comparison in benchmarks/.
+packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

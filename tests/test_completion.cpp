@@ -44,6 +44,17 @@ TEST_CASE("small callables are stored inline and large ones on the heap; both be
     CHECK(callback(view) == CompletionCallbackResult{.no_skip = true, .fail = false});
     CHECK(callback(view) == CompletionCallbackResult{.no_skip = true, .fail = true});
   }
+  SECTION("small and trivially copyable: moves keep the captured values") {
+    int expected = 42;  // not const: a constant would not need capturing
+    bool fail = true;
+    CompletionCallback first(
+        [expected, fail](InFlight&) { return CompletionCallbackResult{.no_skip = expected == 42, .fail = fail}; });
+    CompletionCallback second(std::move(first));
+    CompletionCallback third;
+    third = std::move(second);
+    CHECK_FALSE(static_cast<bool>(second));  // NOLINT(bugprone-use-after-move): checking the moved-from state
+    CHECK(third(view) == CompletionCallbackResult{.no_skip = true, .fail = true});
+  }
   SECTION("large") {
     std::array<char, 200> big{};
     big[199] = 1;

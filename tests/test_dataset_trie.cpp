@@ -4,6 +4,8 @@
 
 #include <tasktree/dataset_trie.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -130,6 +132,19 @@ TEST_CASE("children are ordered by the smallest dataset below them, so '-' and '
     CHECK(trie.first_child(trie.find("r/a")) == DatasetTrie::npos);
     CHECK(children(trie, trie.find("r/a0/d")) == std::vector<std::string>{"r/a0/d/e", "r/a0/d/f"});
   }
+}
+
+TEST_CASE("job nodes are numbered in name order, also where parked jobs resume") {
+  // The default ready queue pops the smallest node index and relies on this.
+  const std::vector<std::string> names{"a",     "a-",  "a--",   "a--/x", "a-/y", "a/b/c",
+                                       "a/b/d", "a/z", "b/c/d", "b/c/e", "b/d",  "b0"};
+  const DatasetTrie trie(names);
+  std::vector<std::uint32_t> datasets_by_node;
+  for (Node node = 0; node < trie.size(); ++node) {
+    if (trie.is_job(node)) datasets_by_node.push_back(trie.dataset(node));
+  }
+  CHECK(datasets_by_node.size() == names.size());
+  CHECK(std::is_sorted(datasets_by_node.begin(), datasets_by_node.end()));
 }
 
 TEST_CASE("barrier nodes are marked, never jobs, and detected") {

@@ -7,6 +7,7 @@
 #include <tasktree/tasktree.hpp>
 
 #include <atomic>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -87,6 +88,34 @@ TEST_CASE("ThreadPoolExecutor runs every job once, and its destructor runs what 
     third.submit(counting_job(more));
     CHECK(eventually([&] { return more.load() == 2; }));
   }
+}
+
+TEST_CASE("a ThreadPoolExecutor runs a burst of jobs on all its threads at once") {
+  // Each job waits until all have started: this finishes only if the pool wakes every thread.
+  constexpr int threads = 4;
+  std::latch all_running(threads);
+  WorkerChecks checks;
+  std::atomic<int> done = 0;
+  {
+    tasktree::ThreadPoolExecutor pool(threads);
+    struct Context {
+      std::latch* all_running;
+      WorkerChecks* checks;
+      std::atomic<int>* done;
+    } context{&all_running, &checks, &done};
+    for (int i = 0; i < threads; ++i) {
+      pool.submit(Job(
+          [](void* raw, std::uint32_t) noexcept {
+            auto& c = *static_cast<Context*>(raw);
+            c.all_running->count_down();
+            c.checks->eventually([&] { return c.all_running->try_wait(); });
+            ++*c.done;
+          },
+          &context, 0));
+    }
+  }
+  CHECK(done == threads);
+  CHECK(checks.failures() == 0);
 }
 
 TEST_CASE("the default executor is a thread pool only if max_workers > 1 and some node has siblings") {

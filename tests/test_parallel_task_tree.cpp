@@ -580,6 +580,29 @@ TEST_CASE("a callback's request_stop cancels in-flight jobs and ends the run wit
   CHECK(stats.cancelled == 3);
 }
 
+TEST_CASE("a stop requested by a job running inline leaves its completion unprocessed") {
+  std::stop_source source;
+  std::vector<std::string> completed;
+  ParallelTaskTree<tasktree::SynchronousExecutor> tree({
+      .datasets = {"a", "b", "c"},
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            if (dataset == "b") source.request_stop();
+            return CompletionCallback([&completed, name = std::string(dataset)](InFlight&) {
+              completed.push_back(name);
+              return CompletionCallbackResult{};
+            });
+          },
+      .max_workers = 1,
+  });
+  CHECK(tree.process_datasets_in_parallel(source.get_token()));
+  CHECK(completed == std::vector<std::string>{"a"});
+  const auto stats = tree.last_run_stats();
+  CHECK(stats.started == 2);
+  CHECK(stats.completed == 1);
+  CHECK(stats.cancelled == 1);
+}
+
 TEST_CASE("jobs submitted but not yet started when a stop comes never run") {
   // One pool thread, two slots: while "a" runs, "b" waits in the pool's queue.
   std::atomic<int> ran_b = 0;

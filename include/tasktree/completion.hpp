@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -164,16 +165,12 @@ class CompletionCallback {
     }
   }
 
-  CompletionCallback(CompletionCallback&& other) noexcept : ops_(other.ops_) {
-    if (ops_ != nullptr) ops_->relocate(storage_, other.storage_);
-    other.ops_ = nullptr;
-  }
+  CompletionCallback(CompletionCallback&& other) noexcept : ops_(other.ops_) { relocate_from(other); }
   CompletionCallback& operator=(CompletionCallback&& other) noexcept {
     if (this != &other) {
       reset();
       ops_ = other.ops_;
-      if (ops_ != nullptr) ops_->relocate(storage_, other.storage_);
-      other.ops_ = nullptr;
+      relocate_from(other);
     }
     return *this;
   }
@@ -190,7 +187,7 @@ class CompletionCallback {
   /// Destroys the wrapped callable, leaving the callback empty.
   void reset() noexcept {
     if (ops_ != nullptr) {
-      ops_->destroy(storage_);
+      if (ops_->destroy != nullptr) ops_->destroy(storage_);
       ops_ = nullptr;
     }
   }
@@ -198,27 +195,44 @@ class CompletionCallback {
  private:
   static constexpr std::size_t inline_size = 4 * sizeof(void*);
 
+  // `relocate` and `destroy` are null for trivially copyable callables (the common small lambda,
+  // and a plain result), which then move by copying the bytes and need no destruction: the
+  // scheduler moves and destroys one callback per job, so this saves two indirect calls per job.
   struct Ops {
     CompletionCallbackResult (*invoke)(void* storage, InFlight& in_flight);
     void (*relocate)(void* to, void* from) noexcept;  // move-construct into `to`, destroy `from`
     void (*destroy)(void* storage) noexcept;
   };
 
+  void relocate_from(CompletionCallback& other) noexcept {
+    if (ops_ == nullptr) return;
+    if (ops_->relocate != nullptr) {
+      ops_->relocate(storage_, other.storage_);
+    } else {
+      std::memcpy(storage_, other.storage_, inline_size);
+    }
+    other.ops_ = nullptr;
+  }
+
   template <class Fn>
   static constexpr bool fits_inline = sizeof(Fn) <= inline_size &&
                                       alignof(Fn) <= alignof(void*) && std::is_nothrow_move_constructible_v<Fn>;
+
+  template <class Fn>
+  static constexpr bool trivial = std::is_trivially_copyable_v<Fn>&& std::is_trivially_destructible_v<Fn>;
 
   template <class Fn>
   static constexpr Ops inline_ops{
       [](void* storage, InFlight& in_flight) -> CompletionCallbackResult {
         return std::invoke(*std::launder(static_cast<Fn*>(storage)), in_flight);
       },
-      [](void* to, void* from) noexcept {
-        Fn* source = std::launder(static_cast<Fn*>(from));
-        ::new (to) Fn(std::move(*source));
-        source->~Fn();
-      },
-      [](void* storage) noexcept { std::launder(static_cast<Fn*>(storage))->~Fn(); },
+      trivial<Fn> ? nullptr
+                  : +[](void* to, void* from) noexcept {
+                      Fn* source = std::launder(static_cast<Fn*>(from));
+                      ::new (to) Fn(std::move(*source));
+                      source->~Fn();
+                    },
+      trivial<Fn> ? nullptr : +[](void* storage) noexcept { std::launder(static_cast<Fn*>(storage))->~Fn(); },
   };
 
   template <class Fn>
@@ -226,7 +240,7 @@ class CompletionCallback {
       [](void* storage, InFlight& in_flight) -> CompletionCallbackResult {
         return std::invoke(**std::launder(static_cast<Fn**>(storage)), in_flight);
       },
-      [](void* to, void* from) noexcept { ::new (to) Fn*(*std::launder(static_cast<Fn**>(from))); },
+      nullptr,  // the pointer moves by copying
       [](void* storage) noexcept { delete *std::launder(static_cast<Fn**>(storage)); },
   };
 
@@ -234,10 +248,8 @@ class CompletionCallback {
       [](void* storage, InFlight&) -> CompletionCallbackResult {
         return *std::launder(static_cast<CompletionCallbackResult*>(storage));
       },
-      [](void* to, void* from) noexcept {
-        ::new (to) CompletionCallbackResult(*std::launder(static_cast<CompletionCallbackResult*>(from)));
-      },
-      [](void*) noexcept {},
+      nullptr,
+      nullptr,
   };
 
   alignas(void*) unsigned char storage_[inline_size];

@@ -5,8 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -43,7 +46,9 @@ inline void validate_barrier_name(std::string_view barrier_name) {
 ///
 /// Children are ordered by the smallest dataset name below them, so a pre-order walk that stops
 /// at job nodes meets jobs in lexicographic order of their names, even where a character that
-/// sorts before `/` (such as `-` or `.`) makes `a-b` sort before `a/c`. The build is iterative
+/// sorts before `/` (such as `-` or `.`) makes `a-b` sort before `a/c`. Job nodes are numbered in
+/// name order too (a larger dataset index has a larger node index), since each job's node is
+/// created when its own name is read; the default ready queue relies on this. The build is iterative
 /// (no recursion whose depth follows the input) and costs O(total length of the names).
 ///
 /// @code
@@ -79,11 +84,28 @@ class DatasetTrie {
       throw std::invalid_argument(
           fmt::format("tasktree: too many datasets: {} (at most {})", sorted_datasets.size(), max_datasets));
     }
-    // Two passes over the same walk: the first validates and counts nodes, the second fills an
-    // exactly sized array (no growth, so peak memory is the final size).
-    const std::size_t count = walk<false>();
-    nodes_.resize(count);
-    walk<true>();
+    // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
+    // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
+    // array. Otherwise the pass stops at the first intermediate node (or before a name that might
+    // not fit), and a second walk counts the nodes of the remaining names; if they fit after all,
+    // the first pass goes on, else the build starts over in an array of exactly the final size.
+    // So a trie with intermediate nodes costs what counting first and filling afterwards costs,
+    // and peak memory stays the final size (growing the array would hold the old and the new one
+    // at once).
+    nodes_.resize(sorted_datasets.size() + 1);
+    BuildState state;
+    walk<true>(state, nodes_.size());
+    if (state.index < names_.size()) {
+      BuildState rest = state;
+      walk<false>(rest, npos);
+      if (rest.count > nodes_.size()) {
+        nodes_ = std::vector<Node>();  // free the first array before allocating the second
+        nodes_.resize(rest.count);
+        state = BuildState();
+      }
+      walk<true>(state, npos);  // fits: the count is exact
+    }
+    nodes_.resize(state.count);
   }
 
   /// Number of nodes, including the root.
@@ -197,104 +219,153 @@ class DatasetTrie {
     throw std::invalid_argument(fmt::format("tasktree: invalid dataset name {:?}: {}", name, why));
   }
 
-  /// Splits `name` into `components`, validating it (the first pass only).
-  template <bool fill>
-  void split(std::string_view name, std::vector<std::string_view>& components) {
-    components.clear();
-    if constexpr (!fill) {
-      if (name.empty()) reject(name, "it is empty");
-      if (name.front() == component_separator) reject(name, "it starts with '/'");
-      if (name.back() == component_separator) reject(name, "it ends with '/'");
-    }
-    std::size_t start = 0;
-    while (true) {
-      const std::size_t slash = name.find(component_separator, start);
-      const std::string_view part =
-          name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-      if constexpr (!fill) {
-        if (part.empty()) reject(name, "it has an empty component");
-        if (part == barrier_name_) has_barriers_ = true;
-      }
-      components.push_back(part);
-      if (slash == std::string_view::npos) break;
-      start = slash + 1;
-    }
-    if constexpr (!fill) {
-      if (components.back() == barrier_name_) {
-        throw std::invalid_argument(fmt::format(
-            "tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so it could never run",
-            name, barrier_name_));
+  /// Length of the common prefix of `a` and `b`, comparing eight bytes at a time.
+  static std::size_t common_prefix(std::string_view a, std::string_view b) noexcept {
+    const std::size_t size = a.size() < b.size() ? a.size() : b.size();
+    std::size_t at = 0;
+    for (; at + 8 <= size; at += 8) {
+      std::uint64_t x = 0;
+      std::uint64_t y = 0;
+      std::memcpy(&x, a.data() + at, 8);
+      std::memcpy(&y, b.data() + at, 8);
+      if (x != y) {
+        if constexpr (std::endian::native == std::endian::little) {
+          return at + static_cast<std::size_t>(std::countr_zero(x ^ y)) / 8;  // the first differing byte
+        }
+        break;
       }
     }
+    while (at < size && a[at] == b[at]) ++at;
+    return at;
   }
 
-  /// One pass of the build over the sorted names. Without `fill` it validates and returns the node
-  /// count; with `fill` it writes the nodes. Datasets below a node are contiguous in sorted order,
-  /// except that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
+  /// Validates what can be checked of `name` alone (the first pass only).
+  static void validate_ends(std::string_view name) {
+    if (name.empty()) reject(name, "it is empty");
+    if (name.front() == component_separator) reject(name, "it starts with '/'");
+    if (name.back() == component_separator) reject(name, "it ends with '/'");
+  }
+
+  /// Validates the order of `name` after `previous`, given their common prefix (the first pass).
+  static void validate_order(std::string_view previous, std::string_view name, std::size_t common) {
+    if (common < name.size() && (common == previous.size() || static_cast<unsigned char>(name[common]) >
+                                                                  static_cast<unsigned char>(previous[common]))) {
+      return;
+    }
+    if (previous == name) throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
+    throw std::invalid_argument(
+        fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, previous));
+  }
+
+  struct Level {
+    NodeIndex node;
+    std::size_t end;  // where the node's component ends in the previous name ('/' or the end)
+    NodeIndex last_child;
+  };
+  struct Suspended {
+    std::size_t depth;
+    NodeIndex node;
+    std::string_view component;
+  };
+  /// Where a walk over the sorted names stands, so that it can stop and go on later.
+  struct BuildState {
+    std::size_t index = 0;                     // the next name
+    std::size_t count = 1;                     // nodes so far (the root)
+    std::vector<Level> path{{root, 0, npos}};  // path[d] is the node at depth d of the previous name
+    std::vector<Suspended> suspended;          // by non-decreasing depth
+    std::string_view previous;                 // the previous name
+  };
+
+  /// Walks the sorted names from `state`, validating each. With `fill` it writes the nodes; given
+  /// a `capacity` (not `npos`), it stops as soon as some node is not a job, or before a name whose
+  /// nodes might not fit (a name has at most one node per component, and at most `size / 2 + 1`
+  /// components). Without `fill` it only counts the nodes.
+  ///
+  /// Each name is compared with the previous one once, byte-wise: the components that end inside
+  /// their common prefix are shared (already in the trie, on `path`), and only the rest of the
+  /// name is split into new nodes. Datasets below a node are contiguous in sorted order, except
+  /// that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
   /// arrive; such jobs are parked on `suspended` until their children come or can no longer come.
   template <bool fill>
-  std::size_t walk() {
-    struct Level {
-      NodeIndex node;
-      std::string_view component;
-      NodeIndex last_child;
-    };
-    struct Suspended {
-      std::size_t depth;
-      NodeIndex node;
-      std::string_view component;
-    };
-    std::vector<Level> path{{root, {}, npos}};  // path[d] is the node at depth d of the previous name
-    std::vector<Suspended> suspended;           // by non-decreasing depth
-    std::vector<std::string_view> components;
-    std::size_t count = 1;
-    if constexpr (fill) nodes_[root] = Node{npos, npos, npos, intermediate};
+  void walk(BuildState& state, std::size_t capacity) {
+    std::vector<Level>& path = state.path;
+    std::vector<Suspended>& suspended = state.suspended;
+    std::size_t count = state.count;
+    std::string_view previous = state.previous;
+    if constexpr (fill) {
+      if (count == 1) nodes_[root] = Node{npos, npos, npos, intermediate};
+    }
 
-    for (std::size_t index = 0; index < names_.size(); ++index) {
+    std::size_t index = state.index;
+    for (; index < names_.size(); ++index) {
       const std::string_view name = names_[index];
-      if constexpr (!fill) {
-        if (index > 0 && !(names_[index - 1] < names_[index])) {
-          if (names_[index - 1] == names_[index]) {
-            throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
-          }
-          throw std::invalid_argument(
-              fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, names_[index - 1]));
-        }
+      if constexpr (fill) {
+        // Stop once an intermediate node exists (the names so far have made more nodes than jobs:
+        // the trie cannot fit one node per dataset), or before a name that might not fit.
+        if (capacity != npos && (count > index + 1 || capacity - count < name.size() / 2 + 1)) break;
       }
-      split<fill>(name, components);
+      const std::size_t common = common_prefix(previous, name);
+      if (index > 0) validate_order(previous, name, common);
+      validate_ends(name);
 
-      // depth: the first level where this name leaves the previous name's path.
+      // depth: the first level where this name leaves the previous name's path. A component is
+      // shared if it ends inside the common prefix, or if it is the previous name's last one and
+      // this name goes on below it.
       std::size_t depth = 1;
-      while (depth < path.size() && depth <= components.size() && path[depth].component == components[depth - 1]) {
-        ++depth;
-      }
+      while (depth < path.size() && path[depth].end < common) ++depth;
+      if (depth == path.size() - 1 && common == previous.size() && name[common] == component_separator) ++depth;
+
       while (!suspended.empty() && suspended.back().depth > depth) suspended.pop_back();
       if (depth < path.size()) {
-        if (depth == path.size() - 1 && extends_below_separator(components[depth - 1], path[depth].component)) {
-          suspended.push_back({depth, path[depth].node, path[depth].component});
+        // The previous name is a job "p/a" and this one "p/a-x": park "p/a" for its children.
+        if (depth == path.size() - 1 && common == previous.size() &&
+            static_cast<unsigned char>(name[common]) < static_cast<unsigned char>(component_separator)) {
+          const std::size_t start = path[depth - 1].end + (depth == 1 ? 0 : 1);
+          suspended.push_back({depth, path[depth].node, previous.substr(start, path[depth].end - start)});
         }
         path.resize(depth);
       }
+
+      std::size_t start = path[depth - 1].end + (depth == 1 ? 0 : 1);
+      std::size_t end = std::min(name.find(component_separator, start), name.size());
       // Resume a parked job whose children start here, dropping those that can no longer resume.
       while (!suspended.empty() && suspended.back().depth == depth) {
         const Suspended top = suspended.back();
-        if (top.component == components[depth - 1]) {
+        const std::string_view part = name.substr(start, end - start);
+        if (top.component == part) {
           suspended.pop_back();
-          path.push_back({top.node, top.component, npos});
+          path.push_back({top.node, end, npos});
           ++depth;
+          start = end + 1;
+          end = std::min(name.find(component_separator, start), name.size());
           break;
         }
-        if (extends_below_separator(components[depth - 1], top.component)) break;
+        if (extends_below_separator(part, top.component)) break;
         suspended.pop_back();
       }
-      for (; depth <= components.size(); ++depth) {
-        const std::string_view part = components[depth - 1];
+
+      // The remaining components become new nodes.
+      for (;; ++depth) {
+        const std::string_view part = name.substr(start, end - start);
+        const bool last = end == name.size();
+        {
+          if (part.empty()) reject(name, "it has an empty component");
+          if (part == barrier_name_) {
+            if (last) {
+              throw std::invalid_argument(
+                  fmt::format("tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so "
+                              "it could never run",
+                              name, barrier_name_));
+            }
+            has_barriers_ = true;
+          }
+        }
         const auto node = static_cast<NodeIndex>(count++);
         Level& up = path.back();
         if constexpr (fill) {
-          const std::uint32_t kind = depth == components.size() ? static_cast<std::uint32_t>(index)
-                                     : part == barrier_name_    ? barrier
-                                                                : intermediate;
+          const std::uint32_t kind = last                    ? static_cast<std::uint32_t>(index)
+                                     : part == barrier_name_ ? barrier
+                                                             : intermediate;
           nodes_[node] = Node{up.node, npos, npos, kind};
           if (up.last_child == npos) {
             nodes_[up.node].first_child = node;
@@ -306,10 +377,16 @@ class DatasetTrie {
           throw std::invalid_argument("tasktree: too many trie nodes (at most 2^32 - 2)");
         }
         up.last_child = node;
-        path.push_back({node, part, npos});
+        path.push_back({node, end, npos});
+        if (last) break;
+        start = end + 1;
+        end = std::min(name.find(component_separator, start), name.size());
       }
+      previous = name;
     }
-    return count;
+    state.index = index;
+    state.count = count;
+    state.previous = previous;
   }
 
   std::vector<Node> nodes_;

@@ -87,8 +87,16 @@ class ParallelTaskTree {
       throw std::invalid_argument("tasktree: executors is not set and the executor type has no default constructor");
     }
     std::vector<std::string>& datasets = options_.datasets;
-    if (!std::is_sorted(datasets.begin(), datasets.end())) std::sort(datasets.begin(), datasets.end());
-    trie_ = DatasetTrie(datasets, options_.barrier_name);
+    // Sorted input (the usual case) is validated and built in one walk over the names; only if
+    // that fails is the order checked, and unsorted input sorted and built again (reporting the
+    // same error a sorted list would, if any).
+    try {
+      trie_ = DatasetTrie(datasets, options_.barrier_name);
+    } catch (const std::invalid_argument&) {
+      if (std::is_sorted(datasets.begin(), datasets.end())) throw;
+      std::sort(datasets.begin(), datasets.end());
+      trie_ = DatasetTrie(datasets, options_.barrier_name);
+    }
     if (options_.enable_barriers == false && trie_.has_barriers()) {
       const auto offending = std::find_if(datasets.begin(), datasets.end(), [&](const std::string& name) {
         return has_component(name, options_.barrier_name);
@@ -171,7 +179,7 @@ class ParallelTaskTree {
         .max_workers = static_cast<std::size_t>(options_.max_workers),
     };
     if (options_.priority.is_name_order()) {
-      detail::IndexReadyQueue ready;
+      detail::IndexReadyQueue ready(trie_);
       return run_with(config, ready, std::move(stop));
     }
     detail::ErasedReadyQueue ready(options_.priority.make_queue());

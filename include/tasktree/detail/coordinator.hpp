@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -26,6 +27,8 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tasktree::detail {
@@ -56,7 +59,8 @@ struct RunConfig {
 /// run's stop source. Everything else belongs to the coordinator alone.
 class JobContext {
  public:
-  struct Slot {
+  // A cache line each: the workers of neighbouring slots write them at the same time.
+  struct alignas(64) Slot {
     std::uint32_t dataset = 0;
     DatasetTrie::NodeIndex node = 0;
     std::int64_t submit_count = 0;
@@ -89,7 +93,11 @@ class JobContext {
         slot.error = std::current_exception();
       }
     }
-    self.completions_.push(index);  // last touch of `self` by this thread
+    if (self.runs_inline_) {
+      self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
+    } else {
+      self.completions_.push(index);  // last touch of `self` by this thread
+    }
   }
 
  protected:
@@ -98,6 +106,12 @@ class JobContext {
   Clock* timing_clock_;  // null: jobs are not timed
   std::vector<Slot> slots_;
   CompletionQueue completions_;
+  // For executors known to run each job inside `submit` (SynchronousExecutor, an inline
+  // DefaultExecutor), a finished job skips the completion queue and its atomics: `execute` leaves
+  // its slot here, on the same thread, for the coordinator to process next. Set before the first
+  // submission.
+  bool runs_inline_ = false;
+  std::uint32_t finished_inline_ = InFlight::free_slot;
   std::stop_source stop_;
   std::stop_token token_ = stop_.get_token();
 };
@@ -127,9 +141,16 @@ class Coordinator : private JobContext {
     stats_ = &stats;
     stats = RunStats{.total = config_.trie.dataset_count()};
     auto executor = make_executor_counting_cancelled(make_executor);  // may throw: nothing has started yet
+    runs_inline_ = runs_jobs_inside_submit(executor);
     std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
     std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
+    // The default pool wakes its sleeping threads when the coordinator is about to block.
+    const auto before_blocking = [&]() noexcept {
+      if constexpr (std::same_as<std::remove_cvref_t<decltype(executor)>, DefaultExecutor>) {
+        wake_workers_for_queued_jobs(executor);
+      }
+    };
     const bool pacing = static_cast<bool>(config_.interval_nanos);
     std::int64_t next_update = 0;
     guard([&] {
@@ -140,19 +161,21 @@ class Coordinator : private JobContext {
       if (pacing) next_update = config_.clock.now_nanos();
     });
     while (!stop_.stop_requested()) {
-      if (completions_.has_items()) {
+      if (finished_inline_ != InFlight::free_slot) {
+        process_finished(std::exchange(finished_inline_, InFlight::free_slot));
+      } else if (completions_.has_items()) {
         process_completions();
       } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
-        if (pacing && !wait_for_pacing(next_update)) continue;
+        if (pacing && !wait_for_pacing(next_update, before_blocking)) continue;
         submit_next(executor, pacing, next_update);
       } else if (in_flight_ > 0) {
-        completions_.wait();
+        completions_.wait(before_blocking);
       } else {
         break;  // nothing available, nothing in flight: done
       }
     }
     if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
-    drain();
+    drain(before_blocking);
     stats.cancelled = stats.total - stats.started - stats.skipped;
     guard([&] {
       config_.log.log(LogLevel::debug,
@@ -234,12 +257,14 @@ class Coordinator : private JobContext {
 
   /// True if the next submission may happen now; otherwise sleeps until its time, a completion
   /// or a stop (whichever is first) and returns false so the loop re-examines the state.
-  bool wait_for_pacing(std::int64_t next_update) {
+  template <class BeforeBlocking>
+  bool wait_for_pacing(std::int64_t next_update, const BeforeBlocking& before_blocking) {
     bool due = false;
     guard([&] {
       if (config_.clock.now_nanos() >= next_update) {
         due = true;
       } else {
+        before_blocking();
         config_.clock.wait_until(next_update, completions_);
       }
     });
@@ -277,33 +302,48 @@ class Coordinator : private JobContext {
   /// Processes every finished job found at once, in name order.
   void process_completions() {
     completions_.take(batch_);
-    std::sort(batch_.begin(), batch_.end(),
-              [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
-    for (const std::uint32_t index : batch_) {
-      Slot& slot = slots_[index];
-      in_flight_datasets_[index] = InFlight::free_slot;
-      --in_flight_;
-      if (slot.ran) ++stats_->started;
-      if (slot.error) {
-        fail(slot.error);
-      } else if (stop_.stop_requested()) {
-        work_left_ = true;  // finished, but its completion will not be processed
-      } else {
-        guard([&] { complete(slot); });
-      }
-      release(index);
+    if (batch_.size() > 1) {
+      std::sort(batch_.begin(), batch_.end(),
+                [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
+    }
+    for (const std::uint32_t index : batch_) process_finished(index);
+  }
+
+  void process_finished(std::uint32_t index) {
+    Slot& slot = slots_[index];
+    in_flight_datasets_[index] = InFlight::free_slot;
+    --in_flight_;
+    if (slot.ran) ++stats_->started;
+    if (slot.error) {
+      fail(slot.error);
+    } else if (stop_.stop_requested()) {
+      work_left_ = true;  // finished, but its completion will not be processed
+    } else {
+      guard([&] { complete(slot); });
+    }
+    release(index);
+  }
+
+  template <class Executor>
+  static bool runs_jobs_inside_submit(const Executor& executor) noexcept {
+    if constexpr (std::same_as<Executor, SynchronousExecutor>) {
+      return true;
+    } else if constexpr (std::same_as<Executor, DefaultExecutor>) {
+      return !executor.is_parallel();
+    } else {
+      return false;
     }
   }
 
   void complete(Slot& slot) {
     const std::string_view name = names_[slot.dataset];
-    CompletionCallback callback = std::move(slot.callback);
-    if (!callback) {
+    if (!slot.callback) {
       throw std::logic_error(
           fmt::format("tasktree: process_dataset returned an empty CompletionCallback for dataset {:?}", name));
     }
     InFlight in_flight(in_flight_datasets_, in_flight_, names_, &stop_);
-    const CompletionCallbackResult result = callback(in_flight);
+    // Called in place; `release` destroys it once the slot is done with (even if this throws).
+    const CompletionCallbackResult result = slot.callback(in_flight);
     // Counted before anything else can throw: the callback has run, so the job has completed.
     ++stats_->completed;
     ++(result.fail ? stats_->failed : stats_->succeeded);
@@ -317,12 +357,17 @@ class Coordinator : private JobContext {
 
   /// Waits for every job still in flight; their completions are not processed, but their
   /// exceptions still count.
-  void drain() {
+  template <class BeforeBlocking>
+  void drain(const BeforeBlocking& before_blocking) {
     if (in_flight_ == 0) return;
     stop_.request_stop();
     while (in_flight_ > 0) {
-      completions_.wait_for_completion();
-      completions_.take(batch_);
+      if (finished_inline_ != InFlight::free_slot) {
+        batch_.assign(1, std::exchange(finished_inline_, InFlight::free_slot));  // room for every slot
+      } else {
+        completions_.wait_for_completion(before_blocking);
+        completions_.take(batch_);
+      }
       for (const std::uint32_t index : batch_) {
         in_flight_datasets_[index] = InFlight::free_slot;
         --in_flight_;
@@ -336,7 +381,7 @@ class Coordinator : private JobContext {
   void release(std::uint32_t index) noexcept {
     Slot& slot = slots_[index];
     slot.callback.reset();
-    slot.error = nullptr;
+    if (slot.error) slot.error = nullptr;  // the exception_ptr's destructor is not inline
     slot.ran = false;
     slot.elapsed_nanos = 0;
     in_flight_datasets_[index] = InFlight::free_slot;

@@ -3,7 +3,11 @@
 /// @brief The priority queue of available jobs: binary min-heaps keyed by (priority key, dataset
 /// index), with the default key being the dataset index itself.
 
+#include <tasktree/dataset_trie.hpp>
+
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -23,27 +27,60 @@ struct ReadyJob {
   std::uint32_t node;
 };
 
-/// Default priority: the dataset's index in sorted order, which orders exactly like comparing
-/// the names but costs one integer comparison.
+/// Default priority: name order. Job nodes are numbered in name order (see `DatasetTrie`), so the
+/// available job with the smallest name is the one with the smallest node index, and the queue is
+/// a set of node indices: a bitset with one bit per trie node, plus summary levels in which a bit
+/// says whether a 64-bit word of the level below has any bit set. Push sets a bit (and its summary
+/// bits up to the first word that already had one); pop follows the first set bit down from the
+/// top. Both cost a few word operations per level (four levels for 16M nodes), instead of a heap's
+/// cache misses along a path of log2(n) entries; the set takes an eighth of a byte per node.
 class IndexReadyQueue {
  public:
-  void reserve(std::size_t capacity) { heap_.reserve(capacity); }
+  explicit IndexReadyQueue(const DatasetTrie& trie) : trie_(&trie) {
+    std::size_t bits = trie.size();
+    std::size_t words = 0;
+    do {
+      offsets_[levels_++] = words;
+      bits = (bits + 63) / 64;
+      words += bits;
+    } while (bits > 1);
+    words_.assign(words, 0);
+  }
+  /// The set is sized for every node on construction.
+  void reserve(std::size_t /*capacity*/) {}
   void push(ReadyJob job, std::string_view /*name*/) {
-    heap_.push_back(job);
-    std::push_heap(heap_.begin(), heap_.end(), later);
+    std::size_t index = job.node;
+    for (std::size_t level = 0; level < levels_; ++level, index /= 64) {
+      std::uint64_t& word = words_[offsets_[level] + index / 64];
+      const bool had_bits = word != 0;
+      word |= std::uint64_t{1} << (index % 64);
+      if (had_bits) break;  // the levels above already know this word is not empty
+    }
+    ++size_;
   }
   ReadyJob pop() {
-    std::pop_heap(heap_.begin(), heap_.end(), later);
-    const ReadyJob job = heap_.back();
-    heap_.pop_back();
-    return job;
+    std::size_t index = 0;
+    for (std::size_t level = levels_; level-- > 0;) {
+      index = index * 64 + static_cast<std::size_t>(std::countr_zero(words_[offsets_[level] + index]));
+    }
+    const auto node = static_cast<std::uint32_t>(index);
+    for (std::size_t level = 0; level < levels_; ++level, index /= 64) {
+      std::uint64_t& word = words_[offsets_[level] + index / 64];
+      word &= ~(std::uint64_t{1} << (index % 64));
+      if (word != 0) break;  // the word still has bits: the levels above stay as they are
+    }
+    --size_;
+    return ReadyJob{trie_->dataset(node), node};
   }
-  [[nodiscard]] bool empty() const noexcept { return heap_.empty(); }
-  [[nodiscard]] std::size_t size() const noexcept { return heap_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
  private:
-  static bool later(const ReadyJob& a, const ReadyJob& b) noexcept { return a.dataset > b.dataset; }
-  std::vector<ReadyJob> heap_;
+  const DatasetTrie* trie_;
+  std::vector<std::uint64_t> words_;      // all levels, the node bits first
+  std::array<std::size_t, 8> offsets_{};  // where each level starts in `words_`
+  std::size_t levels_ = 0;                // 2^32 nodes need 6 levels
+  std::size_t size_ = 0;
 };
 
 /// The interface a custom-priority queue is used through; one virtual call per push and pop.
