@@ -1,0 +1,355 @@
+#include "run.hpp"
+
+#include <tasktree/tasktree.hpp>
+
+#include <fmt/format.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+extern char** environ;
+
+namespace tasktree_run {
+
+std::string_view to_string(JobStatus status) noexcept {
+  switch (status) {
+    case JobStatus::not_run: return "not_run";
+    case JobStatus::succeeded: return "succeeded";
+    case JobStatus::failed: return "failed";
+    case JobStatus::skipped: return "skipped";
+    case JobStatus::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+std::size_t RunReport::count(JobStatus status) const noexcept {
+  return static_cast<std::size_t>(
+      std::count_if(jobs.begin(), jobs.end(), [status](const JobRecord& job) { return job.status == status; }));
+}
+
+int RunReport::exit_code() const noexcept {
+  if (signal != 0) return 128 + signal;
+  if (stopped_by_failure || count(JobStatus::failed) > 0 || count(JobStatus::skipped) > 0) return 1;
+  return count(JobStatus::succeeded) == jobs.size() ? 0 : 1;
+}
+
+namespace {
+
+constexpr std::string_view variable_prefix = "TASKTREE_";
+
+/// The runner's environment without the variables it sets for each job.
+std::vector<std::string> base_environment() {
+  std::vector<std::string> variables;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable = *entry;
+    for (const std::string_view name :
+         {"TASKTREE_JOB=", "TASKTREE_SUBMIT_COUNT=", "TASKTREE_ATTEMPT=", "TASKTREE_RUN_DIR="}) {
+      if (variable.starts_with(name)) goto next;
+    }
+    variables.emplace_back(variable);
+  next:;
+  }
+  return variables;
+}
+
+/// A private scratch directory for the jobs of one run (`TASKTREE_RUN_DIR`), removed at the end.
+class RunDirectory {
+ public:
+  RunDirectory() {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string pattern = fmt::format("{}/tasktree-run.XXXXXX", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp");
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      throw std::system_error(errno, std::generic_category(), fmt::format("cannot create a directory {:?}", pattern));
+    }
+    path_ = std::move(pattern);
+  }
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+  ~RunDirectory() {
+    std::error_code error;
+    std::filesystem::remove_all(path_, error);
+    if (error) fmt::print(stderr, "tasktree-run: cannot remove {:?}: {}\n", path_.string(), error.message());
+  }
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Shared state of one run, used by the jobs on worker threads and by the scheduler's hooks on
+/// the coordinator thread. Each `JobRecord` is written only by the worker running that job while
+/// the run lasts; the report is assembled after the run, when all workers are gone.
+class Runner {
+ public:
+  Runner(const RunSettings& settings, ProcessGroups& groups, Console& console, RunReport& report)
+      : settings_(settings), groups_(groups), console_(console), report_(report), environment_(base_environment()) {
+    counts_.total = settings.jobs.size();
+    index_.reserve(settings.jobs.size());
+    for (std::size_t i = 0; i < settings.jobs.size(); ++i) index_.emplace(settings.jobs[i].path, i);
+    report_.jobs.assign(settings.jobs.size(), JobRecord{});
+  }
+
+  [[nodiscard]] std::size_t index(std::string_view dataset) const { return index_.at(dataset); }
+  [[nodiscard]] ProgressCounts& counts() noexcept { return counts_; }
+  [[nodiscard]] ProcessGroups& groups() noexcept { return groups_; }
+  [[nodiscard]] Console& console() noexcept { return console_; }
+  [[nodiscard]] const RunSettings& settings() const noexcept { return settings_; }
+  [[nodiscard]] std::size_t retries() const noexcept { return retries_.load(); }
+
+  /// Runs attempt `attempt` (1-based) of job `index` to its end and records it. A result of
+  /// `not_started` (the run is stopping) leaves the record as it was.
+  ProcessResult attempt(std::size_t index, std::int64_t submit_count, int attempt, JobOutput& output) {
+    const JobSpec& job = settings_.jobs[index];
+    JobRecord& record = report_.jobs[index];
+    if (groups_.stopping()) return ProcessResult::not_started();
+    output.begin_attempt(attempt);
+    std::vector<std::string> environment = environment_;
+    environment.push_back(fmt::format("TASKTREE_JOB={}", job.path));
+    environment.push_back(fmt::format("TASKTREE_SUBMIT_COUNT={}", submit_count));
+    environment.push_back(fmt::format("TASKTREE_ATTEMPT={}", attempt));
+    environment.push_back(fmt::format("TASKTREE_RUN_DIR={}", run_directory_.path().string()));
+
+    const auto start = Clock::now();
+    if (attempt == 1) {
+      record.submit_count = submit_count;
+      record.started = start;
+    } else {
+      ++retries_;
+    }
+    if (!console_.live()) {
+      console_.message(attempt == 1 ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, start), job.path)
+                                    : fmt::format("[{:>7}] start  {} (attempt {})",
+                                                  seconds_since(report_.started, start), job.path, attempt));
+    }
+    const ProcessRequest request{
+        .command = job.command,
+        .environment = &environment,
+        .timeout = settings_.timeout,
+        .grace = settings_.kill_after,
+    };
+    ProcessResult result =
+        run_process(groups_, request, [&output](Stream stream, std::string_view line) { output.line(stream, line); });
+    const auto end = Clock::now();
+    output.check();
+    if (result.end == ProcessResult::End::not_started) return result;
+    record.attempts = attempt;
+    record.finished = end;
+    record.last = result;
+    record.stderr_tail = output.stderr_tail();
+
+    const std::string at = seconds_since(report_.started, end);
+    const std::string took = seconds_since(start, end);
+    if (result.succeeded()) {
+      if (!console_.live()) console_.message(fmt::format("[{:>7}] done   {} ({})", at, job.path, took));
+    } else if (result.end == ProcessResult::End::stopped) {
+      console_.message(fmt::format("[{:>7}] stopped {} ({})", at, job.path, took));
+    } else {
+      console_.message(
+          fmt::format("[{:>7}] FAILED {}: {} (attempt {}, {})", at, job.path, describe(result), attempt, took));
+    }
+    return result;
+  }
+
+  /// The scheduler's hooks, on the coordinator thread: progress counts, log lines for skipped
+  /// subtrees, and the paths below which jobs were skipped.
+  class Observer final : public tasktree::RunObserver {
+   public:
+    explicit Observer(Runner& runner) : runner_(runner) {}
+    void on_submit(std::string_view, std::int64_t) override {
+      ++runner_.counts_.running;
+      if (runner_.status_ != nullptr) runner_.status_->update();
+    }
+    void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult result) override {
+      --runner_.counts_.running;
+      ++(result.fail ? runner_.counts_.failed : runner_.counts_.succeeded);
+      if (runner_.status_ != nullptr) runner_.status_->update();
+    }
+    void on_skip(std::string_view path, std::size_t jobs) override {
+      runner_.counts_.skipped += jobs;
+      runner_.skipped_below_.emplace(path);
+      runner_.console_.message(fmt::format("[{:>7}] skip   {} job{} below {}", seconds_since(runner_.report_.started),
+                                           jobs, jobs == 1 ? "" : "s", path));
+    }
+
+   private:
+    Runner& runner_;
+  };
+
+  void set_status_line(StatusLine* status) noexcept { status_ = status; }
+
+  /// After the run: the final status of every job.
+  void classify() {
+    for (std::size_t i = 0; i < report_.jobs.size(); ++i) {
+      JobRecord& record = report_.jobs[i];
+      if (record.attempts == 0) {
+        record.status = JobStatus::not_run;
+        const std::string_view path = settings_.jobs[i].path;
+        for (std::size_t slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', slash + 1)) {
+          if (const auto it = skipped_below_.find(path.substr(0, slash)); it != skipped_below_.end()) {
+            record.status = JobStatus::skipped;
+            record.skipped_below = *it;
+            break;
+          }
+        }
+      } else if (record.last.succeeded()) {
+        record.status = JobStatus::succeeded;
+      } else if (record.last.end == ProcessResult::End::stopped) {
+        record.status = JobStatus::stopped;
+      } else {
+        record.status = JobStatus::failed;
+      }
+    }
+    report_.retries = retries();
+  }
+
+  /// Marks the run as stopped by a failure (`--skip-on-error fail`); coordinator thread.
+  void stopped_by_failure() { report_.stopped_by_failure = true; }
+
+ private:
+  const RunSettings& settings_;
+  ProcessGroups& groups_;
+  Console& console_;
+  RunReport& report_;
+  std::vector<std::string> environment_;
+  RunDirectory run_directory_;
+  std::unordered_map<std::string_view, std::size_t> index_;
+  ProgressCounts counts_;
+  std::atomic<std::size_t> retries_{0};
+  std::set<std::string, std::less<>> skipped_below_;
+  StatusLine* status_ = nullptr;
+};
+
+/// The ready-job order of `--priority`.
+tasktree::Priority make_priority(PriorityOrder order) {
+  if (order == PriorityOrder::name) return {};
+  return tasktree::Priority([](std::string_view dataset) { return std::count(dataset.begin(), dataset.end(), '/'); });
+}
+
+/// `--work-period`: starts spread evenly over the period (`period / jobs` apart), or with
+/// `--jitter` a random interval in [0, 2 * period / jobs], the same on average.
+tasktree::IntervalNanos make_pacing(const RunSettings& settings) {
+  if (settings.work_period.count() <= 0) return {};
+  const std::int64_t interval = settings.work_period.count() / static_cast<std::int64_t>(settings.jobs.size());
+  if (!settings.jitter) return [interval](std::int64_t, std::string_view, std::int64_t) { return interval; };
+  auto random = std::make_shared<std::mt19937_64>(std::random_device{}());  // the coordinator alone calls it
+  return [interval, random](std::int64_t, std::string_view, std::int64_t) {
+    return std::uniform_int_distribution<std::int64_t>(0, 2 * interval)(*random);
+  };
+}
+
+std::vector<std::string> paths_of(const RunSettings& settings) {
+  std::vector<std::string> paths;
+  paths.reserve(settings.jobs.size());
+  for (const JobSpec& job : settings.jobs) paths.push_back(job.path);
+  return paths;
+}
+
+/// Sleeps for `duration` unless `stop` is requested first.
+void sleep_unless_stopped(std::chrono::nanoseconds duration, const std::stop_token& stop) {
+  std::mutex mutex;
+  std::condition_variable_any wake;
+  std::unique_lock lock(mutex);
+  wake.wait_for(lock, stop, duration, [] { return false; });
+}
+
+/// The scheduling: every job with its retries on the tasktree scheduler, and what a failure does
+/// to the rest of the run.
+void schedule(Runner& runner, std::stop_token stop) {
+  const RunSettings& settings = runner.settings();
+  tasktree::ParallelTaskTree tree({
+      .datasets = paths_of(settings),
+      .process_dataset =
+          [&runner, &settings](std::string_view dataset, std::int64_t submit_count, const std::stop_token& job_stop) {
+            // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
+            const std::stop_callback stop_processes(job_stop, [&runner]() noexcept { runner.groups().stop(); });
+            const std::size_t index = runner.index(dataset);
+            JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
+            ProcessResult result;
+            std::chrono::nanoseconds backoff = settings.retry_backoff;
+            for (int attempt = 1;; ++attempt) {
+              const ProcessResult outcome = runner.attempt(index, submit_count, attempt, output);
+              if (outcome.end == ProcessResult::End::not_started) break;
+              result = outcome;
+              if (result.succeeded() || result.end == ProcessResult::End::stopped || attempt > settings.retries ||
+                  job_stop.stop_requested()) {
+                break;
+              }
+              sleep_unless_stopped(backoff, job_stop);
+              backoff = std::min<std::chrono::nanoseconds>(backoff * 2, std::chrono::seconds(10));
+            }
+            const bool ok = result.succeeded();
+            const bool failed =
+                !ok && result.end != ProcessResult::End::stopped && result.end != ProcessResult::End::not_started;
+            return tasktree::CompletionCallback([&runner, &settings, ok, failed](tasktree::InFlight& in_flight) {
+              if (ok || !failed) return tasktree::CompletionCallbackResult{.no_skip = ok, .fail = false};
+              switch (settings.skip_on_error) {
+                case SkipOnError::fail:
+                  runner.stopped_by_failure();
+                  in_flight.request_stop();
+                  runner.groups().stop();
+                  return tasktree::CompletionCallbackResult{.no_skip = false, .fail = true};
+                case SkipOnError::dataset: return tasktree::CompletionCallbackResult{.no_skip = true, .fail = true};
+                case SkipOnError::tree: break;
+              }
+              return tasktree::CompletionCallbackResult{.no_skip = false, .fail = true};
+            });
+          },
+      .priority = make_priority(settings.priority),
+      .max_workers = settings.workers,
+      .interval_nanos = make_pacing(settings),
+      .stop_token = std::move(stop),
+      .observer = std::make_shared<Runner::Observer>(runner),
+  });
+  (void)tree.process_datasets_in_parallel();  // the report has the details
+}
+
+}  // namespace
+
+RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console, std::stop_token stop) {
+  RunReport report;
+  report.started = Clock::now();
+  Runner runner(settings, groups, console, report);
+  {
+    StatusLine status(console, runner.counts(), report.started);
+    runner.set_status_line(&status);
+    schedule(runner, std::move(stop));
+    runner.set_status_line(nullptr);
+  }
+  report.finished = Clock::now();
+  runner.classify();
+  return report;
+}
+
+std::vector<std::size_t> dry_run_order(const RunSettings& settings) {
+  std::unordered_map<std::string_view, std::size_t> index;
+  for (std::size_t i = 0; i < settings.jobs.size(); ++i) index.emplace(settings.jobs[i].path, i);
+  std::vector<std::size_t> order;
+  order.reserve(settings.jobs.size());
+  tasktree::ParallelTaskTree<tasktree::SynchronousExecutor> tree({
+      .datasets = paths_of(settings),
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            order.push_back(index.at(dataset));
+            return tasktree::CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .priority = make_priority(settings.priority),
+      .max_workers = 1,
+  });
+  (void)tree.process_datasets_in_parallel();
+  return order;
+}
+
+}  // namespace tasktree_run
