@@ -197,11 +197,11 @@ int run(int argc, char** argv) {
   {
     SignalWatcher watcher(
         [&](int signal) {
+          console.message(
+              fmt::format("tasktree-run: {}: starting no new jobs; running jobs get SIGTERM (SIGKILL {}s later{})",
+                          signal_name(signal), kill_after, signal == SIGINT ? ", or at once on a second Ctrl-C" : ""));
           stop.request_stop();
           groups.stop();
-          console.message(
-              fmt::format("tasktree-run: {}: starting no new jobs; running jobs got SIGTERM (SIGKILL in {}s{})",
-                          signal_name(signal), kill_after, signal == SIGINT ? ", or at once on a second Ctrl-C" : ""));
         },
         [&](int signal) {
           groups.kill_all();
