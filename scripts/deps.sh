@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tasktree's build, tests and demo need, if any is missing.
+# Installs the Debian packages that tasktree's build, tests, tools and demo need, if any is missing.
 # Extra package names may be given as arguments. Uses sudo when not run as root.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ clang libfmt-dev catch2 "$@")
+packages=(cmake ninja-build g++ clang libfmt-dev catch2 libcli11-dev nlohmann-json3-dev "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
