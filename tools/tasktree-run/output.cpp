@@ -62,7 +62,10 @@ StatusLine::StatusLine(Console& console, const ProgressCounts& counts, Clock::ti
     std::mutex mutex;
     std::condition_variable_any tick;
     std::unique_lock lock(mutex);
-    while (!tick.wait_for(lock, stop, std::chrono::milliseconds(250), [] { return false; })) update();
+    while (!stop.stop_requested()) {
+      tick.wait_for(lock, stop, std::chrono::milliseconds(250), [] { return false; });
+      if (!stop.stop_requested()) update();
+    }
   });
 }
 
@@ -106,18 +109,20 @@ JobOutput::JobOutput(Console& console, std::string_view path, const std::filesys
 void JobOutput::begin_attempt(int attempt) {
   tail_.clear();
   if (out_path_.empty()) return;
-  if (attempt == 1) {
+  if (!out_.is_open()) {  // the first attempt creates the files; a retry may come with a new JobOutput
     std::error_code error;
     std::filesystem::create_directories(out_path_.parent_path(), error);
     if (error) {
       throw std::runtime_error(
           fmt::format("cannot create log directory {:?}: {}", out_path_.parent_path().string(), error.message()));
     }
+    const auto mode = std::ios::binary | (attempt == 1 ? std::ios::trunc : std::ios::app);
     for (auto [stream, path] : {std::pair{&out_, &out_path_}, std::pair{&err_, &err_path_}}) {
-      stream->open(*path, std::ios::binary | std::ios::trunc);
+      stream->open(*path, mode);
       if (!*stream) throw std::runtime_error(fmt::format("cannot write log file {:?}", path->string()));
     }
-  } else {
+  }
+  if (attempt > 1) {
     const std::string mark = fmt::format("--- tasktree-run: attempt {} ---\n", attempt);
     out_ << mark << std::flush;
     err_ << mark << std::flush;

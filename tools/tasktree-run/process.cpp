@@ -214,6 +214,21 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   }
   out.write.reset();
   err.write.reset();
+  // Should anything below throw, the job's processes must not outlive the error.
+  struct Reaper {
+    ProcessGroups& groups;
+    pid_t pid;
+    bool armed = true;
+    Reaper(ProcessGroups& group_registry, pid_t child) : groups(group_registry), pid(child) {}
+    Reaper(const Reaper&) = delete;
+    Reaper& operator=(const Reaper&) = delete;
+    ~Reaper() {
+      if (!armed) return;
+      groups.release(pid);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+  } reaper(groups, pid);
 
   const Fd pidfd(open_pidfd(pid));
   LineSplitter out_lines(Stream::out, sink);
@@ -298,6 +313,7 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   out_lines.finish();
   err_lines.finish();
 
+  reaper.armed = false;
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("waitpid");
