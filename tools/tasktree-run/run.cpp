@@ -48,19 +48,17 @@ int RunReport::exit_code() const noexcept {
 
 namespace {
 
-constexpr std::string_view variable_prefix = "TASKTREE_";
-
 /// The runner's environment without the variables it sets for each job.
 std::vector<std::string> base_environment() {
+  constexpr std::string_view per_job[] = {
+      "TASKTREE_JOB=", "TASKTREE_SUBMIT_COUNT=", "TASKTREE_ATTEMPT=", "TASKTREE_RUN_DIR="};
   std::vector<std::string> variables;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view variable = *entry;
-    for (const std::string_view name :
-         {"TASKTREE_JOB=", "TASKTREE_SUBMIT_COUNT=", "TASKTREE_ATTEMPT=", "TASKTREE_RUN_DIR="}) {
-      if (variable.starts_with(name)) goto next;
+    if (std::none_of(std::begin(per_job), std::end(per_job),
+                     [&](std::string_view name) { return variable.starts_with(name); })) {
+      variables.emplace_back(variable);
     }
-    variables.emplace_back(variable);
-  next:;
   }
   return variables;
 }
