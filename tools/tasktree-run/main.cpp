@@ -99,7 +99,8 @@ int run(int argc, char** argv) {
                              ->check(CLI::Range(0, 1'000))
                              ->capture_default_str();
   app.add_option("--retry-backoff", retry_backoff,
-                 "Seconds before the first retry; doubles for each further retry, up to 10s")
+                 "Seconds: a retry waits a random time up to this ceiling, which doubles for each further retry, "
+                 "up to 10s (or this value if larger)")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
   app.add_option("--timeout", timeout, "Seconds a job may run before its process group gets SIGTERM (default: none)")

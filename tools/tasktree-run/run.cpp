@@ -9,7 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <charconv>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -215,6 +215,8 @@ class Runner {
 
   /// Marks the run as stopped by a failure (`--skip-on-error fail`); coordinator thread.
   void stopped_by_failure() { report_.stopped_by_failure = true; }
+  /// True once `stopped_by_failure()` was called.
+  [[nodiscard]] bool was_stopped_by_failure() const noexcept { return report_.stopped_by_failure; }
 
  private:
   const RunSettings& settings_;
@@ -255,63 +257,82 @@ std::vector<std::string> paths_of(const RunSettings& settings) {
   return paths;
 }
 
-/// Sleeps for `duration` unless `stop` is requested first.
-void sleep_unless_stopped(std::chrono::nanoseconds duration, const std::stop_token& stop) {
-  std::mutex mutex;
-  std::condition_variable_any wake;
-  std::unique_lock lock(mutex);
-  wake.wait_for(lock, stop, duration, [] { return false; });
+/// A failed attempt (non-zero exit, timeout, signal, spawn error): what the policy layer retries
+/// and, once the retries are exhausted, handles as `--skip-on-error` says.
+class JobFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+tasktree::SkipOnError to_policy(SkipOnError mode) {
+  switch (mode) {
+    case SkipOnError::fail: return tasktree::SkipOnError::fail;
+    case SkipOnError::dataset: return tasktree::SkipOnError::dataset;
+    case SkipOnError::tree: return tasktree::SkipOnError::tree;
+  }
+  return tasktree::SkipOnError::fail;
 }
 
-/// The scheduling: every job with its retries on the tasktree scheduler, and what a failure does
-/// to the rest of the run.
+/// The submission number in a policy `tid` ("7/120" -> 7).
+std::int64_t submit_count_of(std::string_view tid) {
+  std::int64_t count = 0;
+  std::from_chars(tid.data(), tid.data() + tid.size(), count);
+  return count;
+}
+
+/// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
+/// attempts with backoff and applies `--skip-on-error`. Each call of the job is one attempt.
 void schedule(Runner& runner, std::stop_token stop) {
   const RunSettings& settings = runner.settings();
-  tasktree::ParallelTaskTree tree({
-      .datasets = paths_of(settings),
-      .process_dataset =
-          [&runner, &settings](std::string_view dataset, std::int64_t submit_count, const std::stop_token& job_stop) {
-            // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
-            const std::stop_callback stop_processes(job_stop, [&runner]() noexcept { runner.groups().stop(); });
-            const std::size_t index = runner.index(dataset);
-            JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
-            ProcessResult result;
-            std::chrono::nanoseconds backoff = settings.retry_backoff;
-            for (int attempt = 1;; ++attempt) {
-              const ProcessResult outcome = runner.attempt(index, submit_count, attempt, output);
-              if (outcome.end == ProcessResult::End::not_started) break;
-              result = outcome;
-              if (result.succeeded() || result.end == ProcessResult::End::stopped || attempt > settings.retries ||
-                  job_stop.stop_requested()) {
-                break;
-              }
-              sleep_unless_stopped(backoff, job_stop);
-              backoff = std::min<std::chrono::nanoseconds>(backoff * 2, std::chrono::seconds(10));
-            }
-            const bool ok = result.succeeded();
-            const bool failed =
-                !ok && result.end != ProcessResult::End::stopped && result.end != ProcessResult::End::not_started;
-            return tasktree::CompletionCallback([&runner, &settings, ok, failed](tasktree::InFlight& in_flight) {
-              if (ok || !failed) return tasktree::CompletionCallbackResult{.no_skip = ok, .fail = false};
-              switch (settings.skip_on_error) {
-                case SkipOnError::fail:
+  tasktree::FaultTolerantStats stats;
+  try {
+    (void)tasktree::process_datasets_in_parallel_and_fault_tolerant(
+        tasktree::FaultTolerantOptions<>{
+            .datasets = paths_of(settings),
+            .process_dataset =
+                [&runner, &settings](std::string_view dataset, std::string_view tid, const tasktree::Retry& retry) {
+                  // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
+                  const std::stop_callback stop_processes(retry.stop_token,
+                                                          [&runner]() noexcept { runner.groups().stop(); });
+                  const std::size_t index = runner.index(dataset);
+                  JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
+                  const ProcessResult result = runner.attempt(index, submit_count_of(tid), retry.count + 1, output);
+                  if (result.succeeded()) return true;
+                  // Once the run is stopping, nothing is retried and the report has what happened;
+                  // returning (rather than throwing) keeps the failure from being rethrown.
+                  if (result.end == ProcessResult::End::not_started || result.end == ProcessResult::End::stopped ||
+                      retry.stop_token.stop_requested()) {
+                    return false;
+                  }
+                  throw JobFailure(fmt::format("{}: {}", dataset, describe(result)));
+                },
+            .skip_on_error = to_policy(settings.skip_on_error),
+            .retry_policy =
+                {
+                    .max_retries = settings.retries,
+                    .initial_backoff = settings.retry_backoff,
+                    .max_backoff = std::max<std::chrono::nanoseconds>(settings.retry_backoff, std::chrono::seconds(10)),
+                    .max_elapsed = std::chrono::hours(24 * 365),  // --retries alone bounds the retries
+                },
+            .is_job_failure = tasktree::exception_is<JobFailure>,
+            .termination_handler =
+                [&runner] {
                   runner.stopped_by_failure();
-                  in_flight.request_stop();
                   runner.groups().stop();
-                  return tasktree::CompletionCallbackResult{.no_skip = false, .fail = true};
-                case SkipOnError::dataset: return tasktree::CompletionCallbackResult{.no_skip = true, .fail = true};
-                case SkipOnError::tree: break;
-              }
-              return tasktree::CompletionCallbackResult{.no_skip = false, .fail = true};
-            });
-          },
-      .priority = make_priority(settings.priority),
-      .max_workers = settings.workers,
-      .interval_nanos = make_pacing(settings),
-      .stop_token = std::move(stop),
-      .observer = std::make_shared<Runner::Observer>(runner),
-  });
-  (void)tree.process_datasets_in_parallel();  // the report has the details
+                },
+            .task_name = "job",
+            .priority = make_priority(settings.priority),
+            .max_workers = settings.workers,
+            .interval_nanos = make_pacing(settings),
+            .stop_token = std::move(stop),
+            .observer = std::make_shared<Runner::Observer>(runner),
+        },
+        stats);
+  } catch (const JobFailure&) {
+    // --skip-on-error fail: the policy rethrows the failure that stopped the run once every job
+    // has returned. It is in the report, with the job's exit code and standard error.
+    if (!runner.was_stopped_by_failure()) throw;
+  }
 }
 
 }  // namespace

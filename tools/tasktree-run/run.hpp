@@ -1,6 +1,6 @@
 #pragma once
 // One run of a jobs file: the settings from the command line, what happened to each job, and the
-// function that runs them on the tasktree scheduler.
+// function that runs them on tasktree's fault-tolerant policy layer.
 
 #include "jobs_file.hpp"
 #include "output.hpp"
