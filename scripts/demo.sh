@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds and runs tasktree's demo: a generated tree of 100,000 ZFS-like datasets run on a thread
-# pool, with a short report. Installs missing Debian packages first. Extra arguments go to the
-# demo (try --datasets 1000000 or --workers 2).
+# Builds tasktree-run and runs its demo: a nightly backup plan for three hosts (snapshot, two
+# replications in parallel, prune behind a barrier, monitor behind a nested one, one flaky job that
+# succeeds on its retry). Installs missing Debian packages first. Extra arguments go to
+# tasktree-run (try --dry-run, --dot, --workers 1 or --json report.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake --preset default >/dev/null
-cmake --build --preset default --target demo
-exec build/default/examples/demo "$@"
+cmake --build --preset default --target tasktree-run
+exec build/default/tools/tasktree-run/tasktree-run --demo "$@"

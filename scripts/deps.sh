@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tasktree's build, tests and demo need, if any is missing.
+# Installs the Debian packages that tasktree's build, tests, tools and demo need, if any is missing.
 # Extra package names may be given as arguments. Uses sudo when not run as root.
 set -euo pipefail
 
 # libclang-rt-dev: Clang's runtimes, among them libFuzzer (the "fuzz" preset).
 # libtbb-dev: oneTBB, the comparison in benchmarks/.
-packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev "$@")
+# libcli11-dev, nlohmann-json3-dev: tasktree-run's argument parsing and --json report.
+packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev libcli11-dev nlohmann-json3-dev "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

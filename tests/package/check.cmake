@@ -31,7 +31,8 @@ set(consumer_args -DTASKTREE_CONSUME=${MODE})
 
 if(MODE STREQUAL "find_package")
   run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/tasktree-build -G ${GENERATOR} ${compiler_args}
-      -DTASKTREE_BUILD_TESTS=OFF -DTASKTREE_BUILD_EXAMPLES=OFF -DTASKTREE_BUILD_BENCHMARKS=OFF)
+      -DTASKTREE_BUILD_TESTS=OFF -DTASKTREE_BUILD_EXAMPLES=OFF -DTASKTREE_BUILD_BENCHMARKS=OFF
+      -DTASKTREE_BUILD_TOOLS=OFF)
   run(${CMAKE_COMMAND} --install ${WORK_DIR}/tasktree-build --prefix ${WORK_DIR}/prefix)
   list(APPEND consumer_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 elseif(MODE STREQUAL "add_subdirectory")

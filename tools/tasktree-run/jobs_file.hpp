@@ -1,0 +1,43 @@
+#pragma once
+// The jobs file: one job per line, `<job-path> <command>`, with `#` comments and blank lines.
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tasktree_run {
+
+/// One line of a jobs file.
+struct JobSpec {
+  /// The job's path, e.g. `host1/snapshot/replicate`.
+  std::string path;
+  /// The command, run with `/bin/sh -c`.
+  std::string command;
+  /// 1-based line number in the jobs file.
+  int line = 0;
+};
+
+/// A jobs file that cannot run: the message is `<source>:<line>: <what is wrong>`.
+class JobsFileError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// Parses the text of a jobs file named `source` (for messages) into jobs, in file order.
+///
+/// A line is `<job-path> <command>`: the path is the first run of non-blank characters, the command
+/// the rest of the line with surrounding blanks removed. Lines whose first non-blank character is
+/// `#`, and blank lines, are skipped. A `#` later in a line belongs to the command (the shell sees
+/// it). Throws `JobsFileError` for the first bad line: an invalid path (empty component, leading or
+/// trailing `/`, a `.` or `..` component), a path whose last component is `barrier_name` (it could
+/// never run), a duplicate path (naming the line of the first one), a path without a command, or a
+/// file without any job.
+[[nodiscard]] std::vector<JobSpec> parse_jobs_file(std::string_view text, std::string_view source,
+                                                   std::string_view barrier_name = "~");
+
+/// Reads a whole file (or standard input for `-`); throws `std::runtime_error` naming the file and
+/// the reason if it cannot be read.
+[[nodiscard]] std::string read_jobs_file(const std::string& path);
+
+}  // namespace tasktree_run

@@ -1,0 +1,293 @@
+#include "report.hpp"
+
+#include <tasktree/dataset_trie.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <string.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iterator>
+#include <numeric>
+#include <vector>
+
+namespace tasktree_run {
+namespace {
+
+double seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
+
+std::string_view to_string(SkipOnError mode) {
+  switch (mode) {
+    case SkipOnError::fail: return "fail";
+    case SkipOnError::dataset: return "dataset";
+    case SkipOnError::tree: return "tree";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ProcessResult::End end) {
+  using End = ProcessResult::End;
+  switch (end) {
+    case End::exited: return "exited";
+    case End::signalled: return "signalled";
+    case End::timed_out: return "timed_out";
+    case End::stopped: return "stopped";
+    case End::not_started: return "not_started";
+    case End::spawn_failed: return "spawn_failed";
+  }
+  return "unknown";
+}
+
+/// How long the job ran, from its first attempt's start to its last attempt's end.
+Clock::duration duration_of(const JobRecord& job) {
+  return job.attempts > 0 ? job.finished - job.started : Clock::duration{};
+}
+
+/// The sorted job paths (the trie refers to them) and the index of each in `settings.jobs`.
+struct SortedJobs {
+  std::vector<std::string> paths;
+  std::vector<std::size_t> index;
+  explicit SortedJobs(const RunSettings& settings) {
+    index.resize(settings.jobs.size());
+    std::iota(index.begin(), index.end(), std::size_t{0});
+    std::sort(index.begin(), index.end(),
+              [&](std::size_t a, std::size_t b) { return settings.jobs[a].path < settings.jobs[b].path; });
+    for (const std::size_t i : index) paths.push_back(settings.jobs[i].path);
+  }
+};
+
+/// Appends formatted lines to a string.
+struct LineWriter {
+  std::string& out;
+  template <class... Args>
+  void operator()(fmt::format_string<Args...> format, Args&&... args) const {
+    fmt::format_to(std::back_inserter(out), format, std::forward<Args>(args)...);
+    out += '\n';
+  }
+};
+
+}  // namespace
+
+std::string format_summary(const RunSettings& settings, const RunReport& report) {
+  std::string out;
+  const LineWriter line{out};
+  const std::size_t total = report.jobs.size();
+  line("tasktree-run: {} job{} in {:.1f}s: {} succeeded, {} failed, {} skipped, {} stopped, {} not run; {} retr{}",
+       total, total == 1 ? "" : "s", seconds(report.finished - report.started), report.count(JobStatus::succeeded),
+       report.count(JobStatus::failed), report.count(JobStatus::skipped), report.count(JobStatus::stopped),
+       report.count(JobStatus::not_run), report.retries, report.retries == 1 ? "y" : "ies");
+
+  const auto list = [&](JobStatus status, std::string_view heading, auto&& describe_job, std::size_t limit) {
+    std::size_t shown = 0, all = report.count(status);
+    if (all == 0) return;
+    line("{}:", heading);
+    for (std::size_t i = 0; i < total && shown < limit; ++i) {
+      if (report.jobs[i].status != status) continue;
+      describe_job(settings.jobs[i], report.jobs[i]);
+      ++shown;
+    }
+    if (all > shown) line("  ... and {} more", all - shown);
+  };
+  list(
+      JobStatus::failed, "failed",
+      [&](const JobSpec& spec, const JobRecord& job) {
+        line("  {}: {} after {} attempt{} ({:.1f}s; line {}: {})", spec.path, describe(job.last), job.attempts,
+             job.attempts == 1 ? "" : "s", seconds(duration_of(job)), spec.line, spec.command);
+        for (const std::string& text : job.stderr_tail) line("    | {}", text);
+      },
+      20);
+  list(
+      JobStatus::stopped, "stopped while running",
+      [&](const JobSpec& spec, const JobRecord& job) {
+        line("  {}: {} ({:.1f}s)", spec.path, describe(job.last), seconds(duration_of(job)));
+      },
+      20);
+  list(
+      JobStatus::skipped, "skipped because of a failure",
+      [&](const JobSpec& spec, const JobRecord& job) { line("  {} (below {})", spec.path, job.skipped_below); }, 10);
+  list(
+      JobStatus::not_run, "not run (the run stopped first)",
+      [&](const JobSpec& spec, const JobRecord&) { line("  {}", spec.path); }, 10);
+
+  std::vector<std::size_t> ran;
+  for (std::size_t i = 0; i < total; ++i) {
+    if (report.jobs[i].attempts > 0) ran.push_back(i);
+  }
+  const std::size_t slowest = std::min<std::size_t>(ran.size(), 5);
+  std::partial_sort(
+      ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(slowest), ran.end(),
+      [&](std::size_t a, std::size_t b) { return duration_of(report.jobs[a]) > duration_of(report.jobs[b]); });
+  if (slowest > 0) {
+    line("slowest:");
+    for (std::size_t k = 0; k < slowest; ++k) {
+      line("  {:>6.1f}s  {}", seconds(duration_of(report.jobs[ran[k]])), settings.jobs[ran[k]].path);
+    }
+  }
+
+  const int code = report.exit_code();
+  if (report.signal != 0) {
+    line("tasktree-run: interrupted by {} (exit code {})", signal_name(report.signal), code);
+  } else if (report.stopped_by_failure) {
+    line("tasktree-run: FAILED: stopped at the first failure (--skip-on-error fail) (exit code {})", code);
+  } else if (code != 0) {
+    line("tasktree-run: FAILED (exit code {})", code);
+  } else {
+    line("tasktree-run: all {} jobs succeeded", total);
+  }
+  return out;
+}
+
+std::string format_json(const RunSettings& settings, const RunReport& report) {
+  using nlohmann::json;
+  const int code = report.exit_code();
+  json jobs = json::array();
+  for (std::size_t i = 0; i < report.jobs.size(); ++i) {
+    const JobSpec& spec = settings.jobs[i];
+    const JobRecord& job = report.jobs[i];
+    json entry{
+        {"path", spec.path},        {"command", spec.command}, {"line", spec.line}, {"status", to_string(job.status)},
+        {"attempts", job.attempts},
+    };
+    if (job.attempts > 0) {
+      entry["submit_count"] = job.submit_count;
+      entry["start_seconds"] = seconds(job.started - report.started);
+      entry["duration_seconds"] = seconds(duration_of(job));
+      entry["end"] = to_string(job.last.end);
+      entry["exit_code"] = job.last.end == ProcessResult::End::exited ? json(job.last.exit_code) : json(nullptr);
+      entry["signal"] =
+          job.last.end == ProcessResult::End::signalled ? json(signal_name(job.last.signal)) : json(nullptr);
+      entry["stderr_tail"] = job.stderr_tail;
+    }
+    if (job.status == JobStatus::skipped) entry["skipped_below"] = job.skipped_below;
+    jobs.push_back(std::move(entry));
+  }
+  const json document{
+      {"result", report.signal != 0 ? "interrupted"
+                 : code == 0        ? "succeeded"
+                                    : "failed"},
+      {"exit_code", code},
+      {"signal", report.signal != 0 ? json(signal_name(report.signal)) : json(nullptr)},
+      {"stopped_by_failure", report.stopped_by_failure},
+      {"elapsed_seconds", seconds(report.finished - report.started)},
+      {"settings",
+       {
+           {"workers", settings.workers},
+           {"skip_on_error", to_string(settings.skip_on_error)},
+           {"retries", settings.retries},
+           {"timeout_seconds", settings.timeout ? json(seconds(*settings.timeout)) : json(nullptr)},
+           {"priority", settings.priority == PriorityOrder::name ? "name" : "depth"},
+       }},
+      {"counts",
+       {
+           {"total", report.jobs.size()},
+           {"succeeded", report.count(JobStatus::succeeded)},
+           {"failed", report.count(JobStatus::failed)},
+           {"skipped", report.count(JobStatus::skipped)},
+           {"stopped", report.count(JobStatus::stopped)},
+           {"not_run", report.count(JobStatus::not_run)},
+           {"retries", report.retries},
+       }},
+      {"jobs", std::move(jobs)},
+  };
+  return document.dump(2) + "\n";
+}
+
+std::string format_dry_run(const RunSettings& settings, std::string_view barrier_name) {
+  const SortedJobs sorted(settings);
+  const tasktree::DatasetTrie trie(sorted.paths, barrier_name);
+  using Node = tasktree::DatasetTrie::NodeIndex;
+  constexpr Node none = tasktree::DatasetTrie::npos;
+
+  std::string out;
+  fmt::format_to(std::back_inserter(out),
+                 "dependency tree ({} jobs; a job starts after the jobs above it; "
+                 "below {:?} only after everything beside it):\n",
+                 settings.jobs.size(), barrier_name);
+  // Iterative pre-order walk; `last[d]` says whether the ancestor at depth d was its parent's last
+  // child (which decides between "│" and blank in the indentation).
+  std::vector<bool> last;
+  Node node = trie.first_child(tasktree::DatasetTrie::root);
+  while (node != none) {
+    for (const bool ancestor_last : last) out += ancestor_last ? "    " : "│   ";
+    out += trie.next_sibling(node) == none ? "└── " : "├── ";
+    out += trie.component(node);
+    if (trie.is_barrier(node)) {
+      out += "  (barrier)";
+    } else if (!trie.is_job(node)) {
+      out += "  (no job)";
+    }
+    out += '\n';
+    if (trie.first_child(node) != none) {
+      last.push_back(trie.next_sibling(node) == none);
+      node = trie.first_child(node);
+      continue;
+    }
+    while (node != none && trie.next_sibling(node) == none) {
+      node = trie.parent(node);
+      if (node == tasktree::DatasetTrie::root) {
+        node = none;
+      } else {
+        last.pop_back();
+      }
+    }
+    if (node != none) node = trie.next_sibling(node);
+  }
+
+  fmt::format_to(std::back_inserter(out), "\norder with one worker if every job succeeds (--priority {}):\n",
+                 settings.priority == PriorityOrder::name ? "name" : "depth");
+  const std::vector<std::size_t> order = dry_run_order(settings);
+  const std::size_t width = fmt::formatted_size("{}", order.size());
+  std::size_t path_width = 0;
+  for (const JobSpec& job : settings.jobs) path_width = std::max(path_width, job.path.size());
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    const JobSpec& job = settings.jobs[order[k]];
+    fmt::format_to(std::back_inserter(out), "{:>{}}  {:<{}}  {}\n", k + 1, width, job.path, path_width, job.command);
+  }
+  return out;
+}
+
+std::string format_dot(const RunSettings& settings, std::string_view barrier_name) {
+  const SortedJobs sorted(settings);
+  const tasktree::DatasetTrie trie(sorted.paths, barrier_name);
+  using Node = tasktree::DatasetTrie::NodeIndex;
+  constexpr Node none = tasktree::DatasetTrie::npos;
+  const auto quoted = [](std::string_view text) {
+    std::string escaped = "\"";
+    for (const char c : text) {
+      if (c == '"' || c == '\\') escaped += '\\';
+      escaped += c == '\n' ? ' ' : c;
+    }
+    return escaped + '"';
+  };
+
+  std::string out = "digraph tasktree {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n";
+  for (Node node = 1; node < trie.size(); ++node) {
+    if (trie.is_job(node)) {
+      const JobSpec& job = settings.jobs[sorted.index[trie.dataset(node)]];
+      fmt::format_to(std::back_inserter(out), "  n{} [label={}, tooltip={}];\n", node, quoted(trie.component(node)),
+                     quoted(fmt::format("{}: {}", job.path, job.command)));
+    } else if (trie.is_barrier(node)) {
+      fmt::format_to(std::back_inserter(out), "  n{} [label={}, shape=octagon, tooltip={}];\n", node,
+                     quoted(trie.component(node)), quoted(fmt::format("barrier {}", trie.path(node))));
+    } else {
+      fmt::format_to(std::back_inserter(out), "  n{} [label={}, style=dashed, tooltip={}];\n", node,
+                     quoted(trie.component(node)), quoted(fmt::format("{} (no job)", trie.path(node))));
+    }
+  }
+  for (Node node = 1; node < trie.size(); ++node) {
+    if (trie.parent(node) != tasktree::DatasetTrie::root) {
+      fmt::format_to(std::back_inserter(out), "  n{} -> n{};\n", trie.parent(node), node);
+    }
+    if (trie.is_barrier(node)) {  // the barrier waits for everything beside it
+      for (Node sibling = trie.first_child(trie.parent(node)); sibling != none; sibling = trie.next_sibling(sibling)) {
+        if (sibling != node) fmt::format_to(std::back_inserter(out), "  n{} -> n{} [style=dashed];\n", sibling, node);
+      }
+    }
+  }
+  out += "}\n";
+  return out;
+}
+
+}  // namespace tasktree_run

@@ -1,0 +1,27 @@
+#pragma once
+// What the runner prints about a plan or a run: the summary at the end, the --json report, and for
+// --dry-run and --dot the dependency tree.
+
+#include "run.hpp"
+
+#include <cstdio>
+#include <string>
+
+namespace tasktree_run {
+
+/// The summary printed at the end of a run: counts, failed jobs with their exit codes and last
+/// lines of standard error, jobs skipped because of a failure, the slowest jobs, and the verdict.
+[[nodiscard]] std::string format_summary(const RunSettings& settings, const RunReport& report);
+
+/// The machine-readable report of `--json`: settings, counts, and every job with its outcome.
+[[nodiscard]] std::string format_json(const RunSettings& settings, const RunReport& report);
+
+/// `--dry-run`: the dependency tree, then the order in which the jobs would start with one worker
+/// if every job succeeded.
+[[nodiscard]] std::string format_dry_run(const RunSettings& settings, std::string_view barrier_name = "~");
+
+/// `--dot`: the tree as a Graphviz digraph, with barriers drawn as octagons that the jobs beside
+/// them feed into (dashed edges).
+[[nodiscard]] std::string format_dot(const RunSettings& settings, std::string_view barrier_name = "~");
+
+}  // namespace tasktree_run

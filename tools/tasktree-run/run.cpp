@@ -1,0 +1,374 @@
+#include "run.hpp"
+
+#include <tasktree/tasktree.hpp>
+
+#include <fmt/format.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+extern char** environ;
+
+namespace tasktree_run {
+
+std::string_view to_string(JobStatus status) noexcept {
+  switch (status) {
+    case JobStatus::not_run: return "not_run";
+    case JobStatus::succeeded: return "succeeded";
+    case JobStatus::failed: return "failed";
+    case JobStatus::skipped: return "skipped";
+    case JobStatus::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+std::size_t RunReport::count(JobStatus status) const noexcept {
+  return static_cast<std::size_t>(
+      std::count_if(jobs.begin(), jobs.end(), [status](const JobRecord& job) { return job.status == status; }));
+}
+
+int RunReport::exit_code() const noexcept {
+  if (signal != 0) return 128 + signal;
+  if (stopped_by_failure || count(JobStatus::failed) > 0 || count(JobStatus::skipped) > 0) return 1;
+  return count(JobStatus::succeeded) == jobs.size() ? 0 : 1;
+}
+
+namespace {
+
+/// The runner's environment without the variables it sets for each job.
+std::vector<std::string> base_environment() {
+  constexpr std::string_view per_job[] = {
+      "TASKTREE_JOB=", "TASKTREE_SUBMIT_COUNT=", "TASKTREE_ATTEMPT=", "TASKTREE_RUN_DIR="};
+  std::vector<std::string> variables;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable = *entry;
+    if (std::none_of(std::begin(per_job), std::end(per_job),
+                     [&](std::string_view name) { return variable.starts_with(name); })) {
+      variables.emplace_back(variable);
+    }
+  }
+  return variables;
+}
+
+/// A private scratch directory for the jobs of one run (`TASKTREE_RUN_DIR`), removed at the end.
+class RunDirectory {
+ public:
+  RunDirectory() {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string pattern = fmt::format("{}/tasktree-run.XXXXXX", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp");
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      throw std::system_error(errno, std::generic_category(), fmt::format("cannot create a directory {:?}", pattern));
+    }
+    path_ = std::move(pattern);
+  }
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+  ~RunDirectory() {
+    std::error_code error;
+    std::filesystem::remove_all(path_, error);
+    if (error) fmt::print(stderr, "tasktree-run: cannot remove {:?}: {}\n", path_.string(), error.message());
+  }
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Shared state of one run, used by the jobs on worker threads and by the scheduler's hooks on
+/// the coordinator thread. Each `JobRecord` is written only by the worker running that job while
+/// the run lasts; the report is assembled after the run, when all workers are gone.
+class Runner {
+ public:
+  Runner(const RunSettings& settings, ProcessGroups& groups, Console& console, RunReport& report)
+      : settings_(settings), groups_(groups), console_(console), report_(report), environment_(base_environment()) {
+    counts_.total = settings.jobs.size();
+    index_.reserve(settings.jobs.size());
+    for (std::size_t i = 0; i < settings.jobs.size(); ++i) index_.emplace(settings.jobs[i].path, i);
+    report_.jobs.assign(settings.jobs.size(), JobRecord{});
+  }
+
+  [[nodiscard]] std::size_t index(std::string_view dataset) const { return index_.at(dataset); }
+  [[nodiscard]] ProgressCounts& counts() noexcept { return counts_; }
+  [[nodiscard]] ProcessGroups& groups() noexcept { return groups_; }
+  [[nodiscard]] Console& console() noexcept { return console_; }
+  [[nodiscard]] const RunSettings& settings() const noexcept { return settings_; }
+  [[nodiscard]] std::size_t retries() const noexcept { return retries_.load(); }
+
+  /// Runs attempt `attempt` (1-based) of job `index` to its end and records it. A result of
+  /// `not_started` (the run is stopping) leaves the record as it was.
+  ProcessResult attempt(std::size_t index, std::int64_t submit_count, int attempt, JobOutput& output) {
+    const JobSpec& job = settings_.jobs[index];
+    JobRecord& record = report_.jobs[index];
+    if (groups_.stopping()) return ProcessResult::not_started();
+    output.begin_attempt(attempt);
+    std::vector<std::string> environment = environment_;
+    environment.push_back(fmt::format("TASKTREE_JOB={}", job.path));
+    environment.push_back(fmt::format("TASKTREE_SUBMIT_COUNT={}", submit_count));
+    environment.push_back(fmt::format("TASKTREE_ATTEMPT={}", attempt));
+    environment.push_back(fmt::format("TASKTREE_RUN_DIR={}", run_directory_.path().string()));
+
+    const auto start = Clock::now();
+    if (attempt == 1) {
+      record.submit_count = submit_count;
+      record.started = start;
+    } else {
+      ++retries_;
+    }
+    if (!console_.live()) {
+      console_.message(attempt == 1 ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, start), job.path)
+                                    : fmt::format("[{:>7}] start  {} (attempt {})",
+                                                  seconds_since(report_.started, start), job.path, attempt));
+    }
+    const ProcessRequest request{
+        .command = job.command,
+        .environment = &environment,
+        .timeout = settings_.timeout,
+        .grace = settings_.kill_after,
+    };
+    ProcessResult result =
+        run_process(groups_, request, [&output](Stream stream, std::string_view line) { output.line(stream, line); });
+    const auto end = Clock::now();
+    output.check();
+    if (result.end == ProcessResult::End::not_started) return result;
+    record.attempts = attempt;
+    record.finished = end;
+    record.last = result;
+    record.stderr_tail = output.stderr_tail();
+
+    const std::string at = seconds_since(report_.started, end);
+    const std::string took = seconds_since(start, end);
+    if (result.succeeded()) {
+      if (!console_.live()) console_.message(fmt::format("[{:>7}] done   {} ({})", at, job.path, took));
+    } else if (result.end == ProcessResult::End::stopped) {
+      console_.message(fmt::format("[{:>7}] stopped {} ({})", at, job.path, took));
+    } else {
+      console_.message(
+          fmt::format("[{:>7}] FAILED {}: {} (attempt {}, {})", at, job.path, describe(result), attempt, took));
+    }
+    return result;
+  }
+
+  /// The scheduler's hooks, on the coordinator thread: progress counts, log lines for skipped
+  /// subtrees, and the paths below which jobs were skipped.
+  class Observer final : public tasktree::RunObserver {
+   public:
+    explicit Observer(Runner& runner) : runner_(runner) {}
+    void on_submit(std::string_view, std::int64_t) override {
+      ++runner_.counts_.running;
+      if (runner_.status_ != nullptr) runner_.status_->update();
+    }
+    void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult result) override {
+      --runner_.counts_.running;
+      ++(result.fail ? runner_.counts_.failed : runner_.counts_.succeeded);
+      if (runner_.status_ != nullptr) runner_.status_->update();
+    }
+    void on_skip(std::string_view path, std::size_t jobs) override {
+      runner_.counts_.skipped += jobs;
+      runner_.skipped_below_.emplace(path);
+      runner_.console_.message(fmt::format("[{:>7}] skip   {} job{} below {}", seconds_since(runner_.report_.started),
+                                           jobs, jobs == 1 ? "" : "s", path));
+    }
+
+   private:
+    Runner& runner_;
+  };
+
+  void set_status_line(StatusLine* status) noexcept { status_ = status; }
+
+  /// After the run: the final status of every job.
+  void classify() {
+    for (std::size_t i = 0; i < report_.jobs.size(); ++i) {
+      JobRecord& record = report_.jobs[i];
+      if (record.attempts == 0) {
+        record.status = JobStatus::not_run;
+        const std::string_view path = settings_.jobs[i].path;
+        for (std::size_t slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', slash + 1)) {
+          if (const auto it = skipped_below_.find(path.substr(0, slash)); it != skipped_below_.end()) {
+            record.status = JobStatus::skipped;
+            record.skipped_below = *it;
+            break;
+          }
+        }
+      } else if (record.last.succeeded()) {
+        record.status = JobStatus::succeeded;
+      } else if (record.last.end == ProcessResult::End::stopped) {
+        record.status = JobStatus::stopped;
+      } else {
+        record.status = JobStatus::failed;
+      }
+    }
+    report_.retries = retries();
+  }
+
+  /// Marks the run as stopped by a failure (`--skip-on-error fail`); coordinator thread.
+  void stopped_by_failure() { report_.stopped_by_failure = true; }
+  /// True once `stopped_by_failure()` was called.
+  [[nodiscard]] bool was_stopped_by_failure() const noexcept { return report_.stopped_by_failure; }
+
+ private:
+  const RunSettings& settings_;
+  ProcessGroups& groups_;
+  Console& console_;
+  RunReport& report_;
+  std::vector<std::string> environment_;
+  RunDirectory run_directory_;
+  std::unordered_map<std::string_view, std::size_t> index_;
+  ProgressCounts counts_;
+  std::atomic<std::size_t> retries_{0};
+  std::set<std::string, std::less<>> skipped_below_;
+  StatusLine* status_ = nullptr;
+};
+
+/// The ready-job order of `--priority`.
+tasktree::Priority make_priority(PriorityOrder order) {
+  if (order == PriorityOrder::name) return {};
+  return tasktree::Priority([](std::string_view dataset) { return std::count(dataset.begin(), dataset.end(), '/'); });
+}
+
+/// `--work-period`: starts spread evenly over the period (`period / jobs` apart), or with
+/// `--jitter` a random interval in [0, 2 * period / jobs], the same on average.
+tasktree::IntervalNanos make_pacing(const RunSettings& settings) {
+  if (settings.work_period.count() <= 0) return {};
+  const std::int64_t interval = settings.work_period.count() / static_cast<std::int64_t>(settings.jobs.size());
+  if (!settings.jitter) return [interval](std::int64_t, std::string_view, std::int64_t) { return interval; };
+  auto random = std::make_shared<std::mt19937_64>(std::random_device{}());  // the coordinator alone calls it
+  return [interval, random](std::int64_t, std::string_view, std::int64_t) {
+    return std::uniform_int_distribution<std::int64_t>(0, 2 * interval)(*random);
+  };
+}
+
+std::vector<std::string> paths_of(const RunSettings& settings) {
+  std::vector<std::string> paths;
+  paths.reserve(settings.jobs.size());
+  for (const JobSpec& job : settings.jobs) paths.push_back(job.path);
+  return paths;
+}
+
+/// A failed attempt (non-zero exit, timeout, signal, spawn error): what the policy layer retries
+/// and, once the retries are exhausted, handles as `--skip-on-error` says.
+class JobFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+tasktree::SkipOnError to_policy(SkipOnError mode) {
+  switch (mode) {
+    case SkipOnError::fail: return tasktree::SkipOnError::fail;
+    case SkipOnError::dataset: return tasktree::SkipOnError::dataset;
+    case SkipOnError::tree: return tasktree::SkipOnError::tree;
+  }
+  return tasktree::SkipOnError::fail;
+}
+
+/// The submission number in a policy `tid` ("7/120" -> 7).
+std::int64_t submit_count_of(std::string_view tid) {
+  std::int64_t count = 0;
+  std::from_chars(tid.data(), tid.data() + tid.size(), count);
+  return count;
+}
+
+/// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
+/// attempts with backoff and applies `--skip-on-error`. Each call of the job is one attempt.
+void schedule(Runner& runner, std::stop_token stop) {
+  const RunSettings& settings = runner.settings();
+  tasktree::FaultTolerantStats stats;
+  try {
+    (void)tasktree::process_datasets_in_parallel_and_fault_tolerant(
+        tasktree::FaultTolerantOptions<>{
+            .datasets = paths_of(settings),
+            .process_dataset =
+                [&runner, &settings](std::string_view dataset, std::string_view tid, const tasktree::Retry& retry) {
+                  // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
+                  const std::stop_callback stop_processes(retry.stop_token,
+                                                          [&runner]() noexcept { runner.groups().stop(); });
+                  const std::size_t index = runner.index(dataset);
+                  JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
+                  const ProcessResult result = runner.attempt(index, submit_count_of(tid), retry.count + 1, output);
+                  if (result.succeeded()) return true;
+                  // Once the run is stopping, nothing is retried and the report has what happened;
+                  // returning (rather than throwing) keeps the failure from being rethrown.
+                  if (result.end == ProcessResult::End::not_started || result.end == ProcessResult::End::stopped ||
+                      retry.stop_token.stop_requested()) {
+                    return false;
+                  }
+                  throw JobFailure(fmt::format("{}: {}", dataset, describe(result)));
+                },
+            .skip_on_error = to_policy(settings.skip_on_error),
+            .retry_policy =
+                {
+                    .max_retries = settings.retries,
+                    .initial_backoff = settings.retry_backoff,
+                    .max_backoff = std::max<std::chrono::nanoseconds>(settings.retry_backoff, std::chrono::seconds(10)),
+                    .max_elapsed = std::chrono::hours(24 * 365),  // --retries alone bounds the retries
+                },
+            .is_job_failure = tasktree::exception_is<JobFailure>,
+            .termination_handler =
+                [&runner] {
+                  runner.stopped_by_failure();
+                  runner.groups().stop();
+                },
+            .task_name = "job",
+            .priority = make_priority(settings.priority),
+            .max_workers = settings.workers,
+            .interval_nanos = make_pacing(settings),
+            .stop_token = std::move(stop),
+            .observer = std::make_shared<Runner::Observer>(runner),
+        },
+        stats);
+  } catch (const JobFailure&) {
+    // --skip-on-error fail: the policy rethrows the failure that stopped the run once every job
+    // has returned. It is in the report, with the job's exit code and standard error.
+    if (!runner.was_stopped_by_failure()) throw;
+  }
+}
+
+}  // namespace
+
+RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console, std::stop_token stop) {
+  RunReport report;
+  report.started = Clock::now();
+  Runner runner(settings, groups, console, report);
+  {
+    StatusLine status(console, runner.counts(), report.started);
+    runner.set_status_line(&status);
+    schedule(runner, std::move(stop));
+    runner.set_status_line(nullptr);
+  }
+  report.finished = Clock::now();
+  runner.classify();
+  return report;
+}
+
+std::vector<std::size_t> dry_run_order(const RunSettings& settings) {
+  std::unordered_map<std::string_view, std::size_t> index;
+  for (std::size_t i = 0; i < settings.jobs.size(); ++i) index.emplace(settings.jobs[i].path, i);
+  std::vector<std::size_t> order;
+  order.reserve(settings.jobs.size());
+  tasktree::ParallelTaskTree<tasktree::SynchronousExecutor> tree({
+      .datasets = paths_of(settings),
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            order.push_back(index.at(dataset));
+            return tasktree::CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .priority = make_priority(settings.priority),
+      .max_workers = 1,
+  });
+  (void)tree.process_datasets_in_parallel();
+  return order;
+}
+
+}  // namespace tasktree_run

@@ -1,0 +1,98 @@
+#pragma once
+// One run of a jobs file: the settings from the command line, what happened to each job, and the
+// function that runs them on tasktree's fault-tolerant policy layer.
+
+#include "jobs_file.hpp"
+#include "output.hpp"
+#include "process.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tasktree_run {
+
+/// What a failed job does to the rest of the run (`--skip-on-error`).
+enum class SkipOnError {
+  fail,     ///< stop the run: no new jobs, running jobs get SIGTERM
+  dataset,  ///< carry on, including below the failed job
+  tree      ///< carry on, except below the failed job
+};
+
+/// Which ready job starts first (`--priority`).
+enum class PriorityOrder {
+  name,  ///< by job path
+  depth  ///< fewest components first (breadth first), then by path
+};
+
+/// Everything a run is configured with.
+struct RunSettings {
+  std::vector<JobSpec> jobs;
+  int workers = 1;
+  SkipOnError skip_on_error = SkipOnError::dataset;
+  int retries = 0;
+  std::chrono::nanoseconds retry_backoff = std::chrono::milliseconds(200);
+  std::optional<std::chrono::nanoseconds> timeout;
+  std::chrono::nanoseconds kill_after = std::chrono::seconds(5);
+  std::chrono::nanoseconds work_period{0};
+  bool jitter = false;
+  PriorityOrder priority = PriorityOrder::name;
+  std::filesystem::path log_dir;  // empty: output to the console, prefixed
+};
+
+/// What finally happened to a job.
+enum class JobStatus {
+  not_run,    ///< never started: the run stopped first
+  succeeded,  ///< exited 0 (possibly after retries)
+  failed,     ///< failed on its last attempt
+  skipped,    ///< never started because a job it depends on failed
+  stopped     ///< was running when the run stopped, and was terminated
+};
+
+[[nodiscard]] std::string_view to_string(JobStatus status) noexcept;
+
+/// What happened to one job (indexes match `RunSettings::jobs`).
+struct JobRecord {
+  JobStatus status = JobStatus::not_run;
+  int attempts = 0;
+  std::int64_t submit_count = 0;
+  Clock::time_point started{};   // first attempt
+  Clock::time_point finished{};  // last attempt
+  ProcessResult last{};          // of the last attempt
+  std::deque<std::string> stderr_tail;
+  std::string skipped_below;  // for skipped jobs: the failed job (or barrier) that kept it from running
+};
+
+/// What happened in a run.
+struct RunReport {
+  std::vector<JobRecord> jobs;
+  Clock::time_point started{};
+  Clock::time_point finished{};
+  std::size_t retries = 0;
+  /// True if a failure stopped the run (`--skip-on-error fail`).
+  bool stopped_by_failure = false;
+  /// The signal that stopped the run, or 0.
+  int signal = 0;
+
+  [[nodiscard]] std::size_t count(JobStatus status) const noexcept;
+  /// 0 all succeeded; 1 some job failed or did not run because of a failure; 128 + signal if
+  /// interrupted.
+  [[nodiscard]] int exit_code() const noexcept;
+};
+
+/// Runs the jobs; returns when every job has ended and every process is gone. `stop` is the
+/// interruption (a signal); `groups` must be the registry the signal watcher stops.
+[[nodiscard]] RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console,
+                                 std::stop_token stop);
+
+/// The order in which the jobs would start with one worker if every job succeeded.
+[[nodiscard]] std::vector<std::size_t> dry_run_order(const RunSettings& settings);
+
+}  // namespace tasktree_run
