@@ -15,8 +15,10 @@ endif()
 
 # Sanitizers: Open MPI is not built with them, and leaks its own allocations at exit and in its
 # runtime threads; tests/sanitizers/ holds the suppressions, each one explained there.
+# fast_unwind_on_malloc=0: Open MPI is built without frame pointers, so only the slow unwinder
+# records a leaked block's full stack, down to the Open MPI library that the suppressions name.
 set(TASKTREE_MPI_TEST_ENVIRONMENT
-    "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/lsan-openmpi.supp:print_suppressions=0"
+    "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/lsan-openmpi.supp:print_suppressions=0:fast_unwind_on_malloc=0"
     "TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan-openmpi.supp:halt_on_error=1:second_deadlock_stack=1")
 
 function(tasktree_add_mpi_test name ranks executable)
