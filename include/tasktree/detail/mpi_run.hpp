@@ -60,7 +60,7 @@ namespace tasktree::detail {
 using namespace std::chrono_literals;
 
 /// Longest sleep of rank 0's loop while jobs are out: bounds the delay before a reply is seen.
-inline constexpr std::chrono::microseconds reply_poll_cap = 100us;
+inline constexpr std::chrono::microseconds reply_poll_cap = 50us;
 /// Longest sleep of a worker's loop while it could receive a job.
 inline constexpr std::chrono::microseconds request_poll_cap = 200us;
 /// Longest sleep of a worker's loop while its jobs fill its capacity (only a stop can arrive).
