@@ -3,7 +3,7 @@
 # Extra package names may be given as arguments. Uses sudo when not run as root.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ clang libfmt-dev catch2 "$@")
+packages=(cmake ninja-build g++ clang libfmt-dev catch2 libopenmpi-dev openmpi-bin "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
