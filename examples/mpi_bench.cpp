@@ -108,9 +108,9 @@ int main(int argc, char** argv) {
               [nap](std::string_view, std::int64_t) {
                 const auto begin = std::chrono::steady_clock::now();
                 std::this_thread::sleep_for(nap);
-                const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::steady_clock::now() - begin)
-                                       .count();
+                const auto nanos =
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - begin)
+                        .count();
                 return tasktree::mpi::JobOutcome{.payload = std::to_string(nanos)};
               },
           .completion =
@@ -130,8 +130,8 @@ int main(int argc, char** argv) {
     const double ideal = arguments.jobs * (arguments.sleep_ms / 1000.0) / workers;
     const double ideal_measured = static_cast<double>(slept_nanos) / 1e9 / workers;
     const double overhead_ms = (wall - ideal_measured) * workers / arguments.jobs * 1000;
-    fmt::print("| {} | {} | {} | {} ms | {:.3f} s | {:.3f} s | {:.1f}% | {:.3f} s | {:.1f}% | {:.2f} ms |\n", mpi.size(),
-               workers, arguments.jobs, arguments.sleep_ms, wall, ideal, 100 * ideal / wall, ideal_measured,
+    fmt::print("| {} | {} | {} | {} ms | {:.3f} s | {:.3f} s | {:.1f}% | {:.3f} s | {:.1f}% | {:.2f} ms |\n",
+               mpi.size(), workers, arguments.jobs, arguments.sleep_ms, wall, ideal, 100 * ideal / wall, ideal_measured,
                100 * ideal_measured / wall, overhead_ms);
   }
   const bool complete = stats.completed == static_cast<std::size_t>(arguments.jobs);
