@@ -6,7 +6,9 @@ set -euo pipefail
 # libclang-rt-dev: Clang's runtimes, among them libFuzzer (the "fuzz" preset).
 # libtbb-dev: oneTBB, the comparison in benchmarks/.
 # libcli11-dev, nlohmann-json3-dev: tasktree-run's argument parsing and --json report.
-packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev libcli11-dev nlohmann-json3-dev "$@")
+# libopenmpi-dev, openmpi-bin: the MPI scale-out (tasktree::mpi) and its tests under mpiexec.
+packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev libcli11-dev nlohmann-json3-dev
+          libopenmpi-dev openmpi-bin "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -2,7 +2,10 @@
 # after an install, add_subdirectory, or FetchContent from an archive.
 #
 #   cmake -DMODE=<mode> -DSOURCE_DIR=<tasktree source> -DWORK_DIR=<scratch dir> [-DGENERATOR=Ninja]
-#         [-DCXX=<compiler>] -P check.cmake
+#         [-DCXX=<compiler>] [-DWITH_MPI=ON] -P check.cmake
+#
+# WITH_MPI=ON: tasktree finds MPI, and the consumer also uses tasktree::mpi (find_package with
+# COMPONENTS mpi) and runs a program with it, as a single MPI rank.
 
 foreach(variable IN ITEMS MODE SOURCE_DIR WORK_DIR)
   if(NOT DEFINED ${variable})
@@ -27,12 +30,15 @@ endfunction()
 
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
-set(consumer_args -DTASKTREE_CONSUME=${MODE})
+if(NOT DEFINED WITH_MPI)
+  set(WITH_MPI OFF)
+endif()
+set(consumer_args -DTASKTREE_CONSUME=${MODE} -DTASKTREE_CONSUME_MPI=${WITH_MPI})
 
 if(MODE STREQUAL "find_package")
   run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/tasktree-build -G ${GENERATOR} ${compiler_args}
       -DTASKTREE_BUILD_TESTS=OFF -DTASKTREE_BUILD_EXAMPLES=OFF -DTASKTREE_BUILD_BENCHMARKS=OFF
-      -DTASKTREE_BUILD_TOOLS=OFF)
+      -DTASKTREE_BUILD_TOOLS=OFF -DTASKTREE_WITH_MPI=${WITH_MPI})
   run(${CMAKE_COMMAND} --install ${WORK_DIR}/tasktree-build --prefix ${WORK_DIR}/prefix)
   list(APPEND consumer_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 elseif(MODE STREQUAL "add_subdirectory")
@@ -53,4 +59,7 @@ run(${CMAKE_COMMAND} -S ${CMAKE_CURRENT_LIST_DIR}/consumer -B ${WORK_DIR}/consum
     ${compiler_args} ${consumer_args})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer-build)
 run(${WORK_DIR}/consumer-build/consumer)
+if(WITH_MPI)
+  run(${WORK_DIR}/consumer-build/consumer_mpi)
+endif()
 message(STATUS "tasktree consumed through ${MODE}: ok")

@@ -1,0 +1,29 @@
+# tasktree_add_mpi_test(<name> <ranks> <executable> [args...]): a ctest test that runs
+# <executable> under mpiexec with <ranks> ranks, as FindMPI describes, plus TASKTREE_MPIEXEC_FLAGS.
+
+# Open MPI refuses by default to start more ranks than cores, and to run as root (as CI and
+# containers do); the tests start 4 ranks on 2 cores. Other MPIs (MPICH's hydra) need neither flag.
+if(NOT DEFINED TASKTREE_MPIEXEC_FLAGS)
+  execute_process(COMMAND ${MPIEXEC_EXECUTABLE} --version OUTPUT_VARIABLE tasktree_mpiexec_version
+                  ERROR_VARIABLE tasktree_mpiexec_version RESULT_VARIABLE tasktree_mpiexec_result)
+  set(tasktree_mpiexec_flags "")
+  if(tasktree_mpiexec_version MATCHES "Open MPI|OpenRTE")
+    set(tasktree_mpiexec_flags --oversubscribe --allow-run-as-root)
+  endif()
+  set(TASKTREE_MPIEXEC_FLAGS "${tasktree_mpiexec_flags}" CACHE STRING "Extra mpiexec flags for tasktree's MPI tests")
+endif()
+
+# Sanitizers: Open MPI is not built with them, and leaks its own allocations at exit and in its
+# runtime threads; tests/sanitizers/ holds the suppressions, each one explained there.
+# fast_unwind_on_malloc=0: Open MPI is built without frame pointers, so only the slow unwinder
+# records a leaked block's full stack, down to the Open MPI library that the suppressions name.
+set(TASKTREE_MPI_TEST_ENVIRONMENT
+    "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/lsan-openmpi.supp:print_suppressions=0:fast_unwind_on_malloc=0"
+    "TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan-openmpi.supp:halt_on_error=1:second_deadlock_stack=1")
+
+function(tasktree_add_mpi_test name ranks executable)
+  add_test(NAME ${name}
+           COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} ${TASKTREE_MPIEXEC_FLAGS} ${MPIEXEC_PREFLAGS}
+                   ${executable} ${MPIEXEC_POSTFLAGS} ${ARGN})
+  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 300 ENVIRONMENT "${TASKTREE_MPI_TEST_ENVIRONMENT}")
+endfunction()

@@ -1,0 +1,256 @@
+#pragma once
+/// @file detail/mpi_wire.hpp
+/// @brief The messages rank 0 and the worker ranks exchange during an MPI run, and their byte
+/// encoding.
+///
+/// Each message is one MPI message of `MPI_BYTE`s on the run's own communicator; its tag says what
+/// it is, and MPI keeps message boundaries, so no length prefix frames a message. Inside, integers
+/// are little-endian with a fixed width and strings are a 64-bit length and the bytes, so ranks built
+/// by different compilers read each other's messages. MPI does not let messages between two ranks
+/// overtake each other on one communicator, which the protocol relies on: a worker sees a job's
+/// request before a stop or the shutdown that rank 0 sent after it.
+
+#include <tasktree/observer.hpp>
+#include <tasktree/policy.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace tasktree::detail::mpi_wire {
+
+/// What a message is; used as its MPI tag.
+enum Tag : int {
+  request = 1,   // rank 0 -> worker: run this job
+  outcome = 2,   // worker -> rank 0: how a job ended
+  stop = 3,      // rank 0 -> worker: the run is stopping, signal the jobs' stop token
+  shutdown = 4,  // rank 0 -> worker: the run is over, here is its result
+};
+
+/// Appends fixed-width little-endian fields to a byte string.
+class Writer {
+ public:
+  void u8(std::uint8_t value) { bytes_.push_back(static_cast<char>(value)); }
+  void u32(std::uint32_t value) { put(value, 4); }
+  void u64(std::uint64_t value) { put(value, 8); }
+  void i32(std::int32_t value) { put(static_cast<std::uint32_t>(value), 4); }
+  void i64(std::int64_t value) { put(static_cast<std::uint64_t>(value), 8); }
+  void str(std::string_view text) {
+    u64(text.size());
+    bytes_.append(text);
+  }
+  [[nodiscard]] std::string take() noexcept { return std::move(bytes_); }
+
+ private:
+  void put(std::uint64_t value, int width) {
+    for (int i = 0; i < width; ++i) bytes_.push_back(static_cast<char>((value >> (8 * i)) & 0xFFu));
+  }
+  std::string bytes_;
+};
+
+/// Reads what `Writer` wrote; a message too short for its fields is an error, not a crash.
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes) noexcept : rest_(bytes) {}
+  std::uint8_t u8() { return static_cast<std::uint8_t>(get(1)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(get(4)); }
+  std::uint64_t u64() { return get(8); }
+  std::int32_t i32() { return static_cast<std::int32_t>(static_cast<std::uint32_t>(get(4))); }
+  std::int64_t i64() { return static_cast<std::int64_t>(get(8)); }
+  /// A view into the message bytes: valid as long as they are.
+  std::string_view str() {
+    const std::uint64_t size = u64();
+    if (size > rest_.size()) truncated();
+    const std::string_view text = rest_.substr(0, static_cast<std::size_t>(size));
+    rest_.remove_prefix(static_cast<std::size_t>(size));
+    return text;
+  }
+
+ private:
+  std::uint64_t get(int width) {
+    if (rest_.size() < static_cast<std::size_t>(width)) truncated();
+    std::uint64_t value = 0;
+    for (int i = 0; i < width; ++i) value |= std::uint64_t{static_cast<unsigned char>(rest_[i])} << (8 * i);
+    rest_.remove_prefix(static_cast<std::size_t>(width));
+    return value;
+  }
+  [[noreturn]] static void truncated() {
+    throw std::runtime_error("tasktree: malformed MPI message (truncated): do all ranks run the same program?");
+  }
+  std::string_view rest_;
+};
+
+/// A job for a worker rank. The strings are views: into the caller's data on rank 0 (alive until
+/// the reply arrives), into the received message on a worker.
+struct Request {
+  std::uint64_t id = 0;           // rank 0's handle for the reply
+  std::int64_t submit_count = 0;  // the core's submission number (core level)
+  std::int32_t retry_count = 0;   // the attempt (policy level)
+  std::string_view dataset{};
+  std::string_view tid{};  // "{submit_count}/{total}" (policy level)
+};
+
+inline std::string encode(const Request& request) {
+  Writer out;
+  out.u64(request.id);
+  out.i64(request.submit_count);
+  out.i32(request.retry_count);
+  out.str(request.dataset);
+  out.str(request.tid);
+  return out.take();
+}
+
+inline Request decode_request(std::string_view bytes) {
+  Reader in(bytes);
+  Request request;
+  request.id = in.u64();
+  request.submit_count = in.i64();
+  request.retry_count = in.i32();
+  request.dataset = in.str();
+  request.tid = in.str();
+  return request;
+}
+
+/// How a job ended on its worker: it returned (with the user's outcome), or it threw.
+struct Reply {
+  enum Kind : std::uint8_t { returned = 0, threw = 1 };
+  std::uint64_t id = 0;
+  Kind kind = returned;
+  bool no_skip = true;       // returned: continue into the subtree
+  bool fail = false;         // returned (core level): mark the run failed
+  bool job_failure = false;  // threw (policy level): `is_job_failure` said yes on the worker
+  bool retryable = false;    // threw (policy level): worth another attempt, per the retry policy
+  std::string text{};        // returned: the payload; threw: the exception's message
+  int rank = 0;              // the rank it ran on (filled in by the receiver)
+};
+
+inline std::string encode(const Reply& reply) {
+  Writer out;
+  out.u64(reply.id);
+  out.u8(reply.kind);
+  out.u8(static_cast<std::uint8_t>((reply.no_skip ? 1u : 0u) | (reply.fail ? 2u : 0u) | (reply.job_failure ? 4u : 0u) |
+                                   (reply.retryable ? 8u : 0u)));
+  out.str(reply.text);
+  return out.take();
+}
+
+inline Reply decode_reply(std::string_view bytes, int rank) {
+  Reader in(bytes);
+  Reply reply;
+  reply.id = in.u64();
+  const std::uint8_t kind = in.u8();
+  if (kind > Reply::threw)
+    throw std::runtime_error(fmt::format("tasktree: malformed MPI message (reply kind {})", kind));
+  reply.kind = static_cast<Reply::Kind>(kind);
+  const std::uint8_t flags = in.u8();
+  reply.no_skip = (flags & 1u) != 0;
+  reply.fail = (flags & 2u) != 0;
+  reply.job_failure = (flags & 4u) != 0;
+  reply.retryable = (flags & 8u) != 0;
+  reply.text = std::string(in.str());
+  reply.rank = rank;
+  return reply;
+}
+
+/// The end of a run, as rank 0 tells every worker: what the call returns or throws on every rank.
+struct Shutdown {
+  bool threw = false;       // rank 0 throws; the workers throw a RemoteError with `message`
+  bool failed = false;      // what the call returns, if it does not throw
+  std::int32_t origin = 0;  // the rank the error came from
+  std::string message{};
+  FaultTolerantStats stats{};
+};
+
+inline std::string encode(const Shutdown& shutdown) {
+  Writer out;
+  out.u8(shutdown.threw ? 1 : 0);
+  out.u8(shutdown.failed ? 1 : 0);
+  out.i32(shutdown.origin);
+  out.str(shutdown.message);
+  const RunStats& run = shutdown.stats.run;
+  for (const std::size_t count :
+       {run.total, run.started, run.completed, run.succeeded, run.failed, run.skipped, run.cancelled,
+        shutdown.stats.retries, shutdown.stats.recovered, shutdown.stats.failed_while_stopping}) {
+    out.u64(count);
+  }
+  return out.take();
+}
+
+inline Shutdown decode_shutdown(std::string_view bytes) {
+  Reader in(bytes);
+  Shutdown shutdown;
+  shutdown.threw = in.u8() != 0;
+  shutdown.failed = in.u8() != 0;
+  shutdown.origin = in.i32();
+  shutdown.message = std::string(in.str());
+  RunStats& run = shutdown.stats.run;
+  for (std::size_t* count :
+       {&run.total, &run.started, &run.completed, &run.succeeded, &run.failed, &run.skipped, &run.cancelled,
+        &shutdown.stats.retries, &shutdown.stats.recovered, &shutdown.stats.failed_while_stopping}) {
+    *count = static_cast<std::size_t>(in.u64());
+  }
+  return shutdown;
+}
+
+/// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
+/// so that ranks called with different datasets refuse to run instead of running something else.
+struct Fingerprint {
+  static constexpr std::uint32_t protocol_version = 1;
+  static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8;
+
+  std::uint32_t version = protocol_version;
+  std::uint32_t entry_point = 0;  // 1: process_datasets_in_parallel, 2: ..._and_fault_tolerant
+  std::uint32_t rejected = 0;     // 1: this rank could not start the run (its options were invalid)
+  std::uint64_t datasets = 0;     // how many
+  std::uint64_t hash = 0;         // FNV-1a of the sorted names
+  std::int64_t max_workers = 0;   // the effective value
+
+  [[nodiscard]] std::array<char, size> encode() const {
+    Writer out;
+    out.u32(version);
+    out.u32(entry_point);
+    out.u32(rejected);
+    out.u64(datasets);
+    out.u64(hash);
+    out.i64(max_workers);
+    const std::string bytes = out.take();
+    std::array<char, size> fixed{};
+    std::memcpy(fixed.data(), bytes.data(), size);
+    return fixed;
+  }
+
+  static Fingerprint decode(std::string_view bytes) {
+    Reader in(bytes);
+    Fingerprint print;
+    print.version = in.u32();
+    print.entry_point = in.u32();
+    print.rejected = in.u32();
+    print.datasets = in.u64();
+    print.hash = in.u64();
+    print.max_workers = in.i64();
+    return print;
+  }
+};
+
+/// FNV-1a over the names, each followed by a zero byte as a separator.
+template <class Names>
+std::uint64_t hash_names(const Names& names) noexcept {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  const auto mix = [&hash](unsigned char byte) {
+    hash ^= byte;
+    hash *= 0x100000001b3ull;
+  };
+  for (const auto& name : names) {
+    for (const char c : std::string_view(name)) mix(static_cast<unsigned char>(c));
+    mix(0);
+  }
+  return hash;
+}
+
+}  // namespace tasktree::detail::mpi_wire

@@ -1,0 +1,773 @@
+// Tests for include/tasktree/mpi.hpp: the job tree across MPI ranks. Run under mpiexec (ctest
+// runs them with 1, 2 and 4 ranks): every rank runs every test case, in the same order, since the
+// entry points are collective. What rank 0 observes (the order of submissions and completions) is
+// checked on rank 0; return values, statistics and exceptions on every rank; what jobs saw on the
+// worker ranks is counted there and summed over the ranks. With one rank, the jobs run on rank 0
+// itself and every test must pass all the same.
+
+#include "catch.hpp"
+#include "support.hpp"
+
+#include <tasktree/mpi.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace tasktree_test;
+using tasktree::CompletionCallbackResult;
+using tasktree::FaultTolerantStats;
+using tasktree::InFlight;
+using tasktree::Retry;
+using tasktree::RunStats;
+using tasktree::SkipOnError;
+using tasktree::mpi::JobOutcome;
+using tasktree::mpi::RemoteError;
+
+namespace {
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int world_size() {
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+/// The ranks that run jobs: 1..size-1, or rank 0 alone.
+int worker_ranks() { return std::max(1, world_size() - 1); }
+
+/// What `max_workers = 0` means: one job per worker rank, or, on a rank alone, its hardware threads.
+int default_max_workers() { return world_size() > 1 ? world_size() - 1 : tasktree::default_max_workers(); }
+
+std::uint64_t sum_over_ranks(std::uint64_t local, MPI_Comm comm = MPI_COMM_WORLD) {
+  std::uint64_t sum = 0;
+  MPI_Allreduce(&local, &sum, 1, MPI_UINT64_T, MPI_SUM, comm);
+  return sum;
+}
+
+/// True if every rank passes the same `value`.
+bool same_on_all_ranks(std::uint64_t value) {
+  std::uint64_t low = 0;
+  std::uint64_t high = 0;
+  MPI_Allreduce(&value, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&value, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+  return low == high;
+}
+
+bool adds_up(const RunStats& stats) {
+  return stats.started + stats.skipped + stats.cancelled == stats.total && stats.completed <= stats.started &&
+         stats.succeeded + stats.failed == stats.completed;
+}
+
+/// Rank 0's view of a run, from the observer hooks (called on rank 0's coordinator thread; read
+/// after the run has returned).
+class Timeline final : public tasktree::RunObserver {
+ public:
+  void on_submit(std::string_view dataset, std::int64_t) override {
+    std::lock_guard lock(mutex_);
+    events_.push_back("submit " + std::string(dataset));
+    peak_ = std::max(peak_, ++in_flight_);
+  }
+  void on_complete(std::string_view dataset, std::chrono::nanoseconds, CompletionCallbackResult) override {
+    std::lock_guard lock(mutex_);
+    events_.push_back("complete " + std::string(dataset));
+    --in_flight_;
+    completed_.emplace_back(dataset);
+  }
+  /// True if `before` completed before `after` was submitted (both happened).
+  [[nodiscard]] bool completed_before_submitted(std::string_view before, std::string_view after) const {
+    const long done = index("complete " + std::string(before));
+    const long start = index("submit " + std::string(after));
+    return done >= 0 && start >= 0 && done < start;
+  }
+  [[nodiscard]] std::vector<std::string> completed() const {
+    std::lock_guard lock(mutex_);
+    return completed_;
+  }
+  [[nodiscard]] long peak_in_flight() const {
+    std::lock_guard lock(mutex_);
+    return peak_;
+  }
+
+ private:
+  [[nodiscard]] long index(const std::string& event) const {
+    std::lock_guard lock(mutex_);
+    const auto it = std::find(events_.begin(), events_.end(), event);
+    return it == events_.end() ? -1 : static_cast<long>(it - events_.begin());
+  }
+  mutable std::mutex mutex_;
+  std::vector<std::string> events_;
+  std::vector<std::string> completed_;
+  long in_flight_ = 0;
+  long peak_ = 0;
+};
+
+/// A core-level run and what was seen of it.
+struct CoreRun {
+  bool failed = false;
+  RunStats stats;
+  std::shared_ptr<Timeline> timeline = std::make_shared<Timeline>();
+  std::map<std::string, std::string> ran_on;  // rank 0: dataset -> rank that ran it (payload)
+  std::uint64_t executed = 0;                 // jobs run, summed over all ranks
+};
+
+/// The outcome of a job, decided on the rank that runs it (the same function on every rank).
+using Decide = std::function<JobOutcome(std::string_view dataset)>;
+
+JobOutcome succeed(std::string_view) { return {}; }
+
+/// A `Decide` that skips the subtrees of `datasets`.
+Decide skipping(std::set<std::string, std::less<>> datasets) {
+  return [datasets](std::string_view dataset) { return JobOutcome{.no_skip = !datasets.contains(dataset)}; };
+}
+
+CoreRun run_core(std::vector<std::string> datasets, const Decide& decide = succeed, int max_workers = 0) {
+  CoreRun run;
+  std::atomic<std::uint64_t> executed{0};
+  run.failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = std::move(datasets),
+          .process_dataset =
+              [&](std::string_view dataset, std::int64_t) {
+                ++executed;
+                JobOutcome outcome = decide(dataset);
+                outcome.payload = std::to_string(world_rank());
+                return outcome;
+              },
+          .completion =
+              [&run](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+                run.ran_on[std::string(dataset)] = outcome.payload;
+                return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+              },
+          .max_workers = max_workers,
+          .observer = run.timeline,
+      },
+      run.stats);
+  run.executed = sum_over_ranks(executed.load());
+  return run;
+}
+
+struct DiskFull : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct Transient : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct Permanent : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// What a call threw: the message and origin of a `RemoteError`, or of another exception type.
+struct Thrown {
+  std::string what = "<nothing thrown>";
+  int origin = -1;
+  bool remote = false;
+};
+
+template <class F>
+Thrown thrown_by(F&& f) {
+  Thrown thrown;
+  try {
+    f();
+  } catch (const RemoteError& e) {
+    thrown = Thrown{.what = e.what(), .origin = e.rank(), .remote = true};
+  } catch (const std::exception& e) {
+    thrown = Thrown{.what = e.what()};
+  }
+  return thrown;
+}
+
+/// Everything rank 0's policy layer tells the outside world (called on rank 0's coordinator).
+struct PolicyRecorder {
+  std::mutex mutex;
+  std::vector<std::string> appended;  // "task dataset: what (remote from rank r)"
+  std::vector<std::string> errors;    // error log lines
+  std::atomic<int> terminations{0};
+
+  tasktree::mpi::FaultTolerantOptions options(std::vector<std::string> datasets) {
+    return tasktree::mpi::FaultTolerantOptions{
+        .datasets = std::move(datasets),
+        .termination_handler = [this] { ++terminations; },
+        .append_exception =
+            [this](const std::exception_ptr& error, std::string_view task, std::string_view dataset) {
+              std::string remote = "local";
+              try {
+                std::rethrow_exception(error);
+              } catch (const RemoteError& e) {
+                remote = fmt::format("remote from {}", e.rank() == 0 ? "rank 0" : "a worker rank");
+              } catch (...) {
+              }
+              std::lock_guard lock(mutex);
+              appended.push_back(
+                  fmt::format("{} {}: {} ({})", task, dataset, tasktree::detail::describe(error), remote));
+            },
+        .task_name = "replicate",
+        .log = tasktree::Logger{.sink =
+                                    [this](tasktree::LogLevel level, std::string_view message) {
+                                      std::lock_guard lock(mutex);
+                                      if (level == tasktree::LogLevel::error) errors.emplace_back(message);
+                                    },
+                                .level = tasktree::LogLevel::debug},
+    };
+  }
+};
+
+/// "remote from a worker rank" with worker ranks, "remote from rank 0" without.
+std::string remote_origin() { return world_size() > 1 ? "remote from a worker rank" : "remote from rank 0"; }
+
+}  // namespace
+
+// ---- The core across ranks ----------------------------------------------------------------------
+
+TEST_CASE("every dataset runs exactly once, on a worker rank, and every rank returns rank 0's result") {
+  const CoreRun run = run_core({"a", "a/b", "a/b/c", "a/d", "e"});
+  CHECK_FALSE(run.failed);
+  CHECK(run.executed == 5);
+  CHECK(run.stats == RunStats{.total = 5, .started = 5, .completed = 5, .succeeded = 5});
+  if (world_rank() == 0) {
+    CHECK(run.ran_on.size() == 5);
+    for (const auto& [dataset, rank] : run.ran_on) {
+      INFO(dataset << " ran on rank " << rank);
+      CHECK((world_size() == 1 ? rank == "0" : rank != "0"));
+    }
+  }
+}
+
+TEST_CASE("with max_workers = 1 jobs complete in exact priority order, parents first") {
+  const CoreRun run = run_core({"e", "a/d", "a", "a/b/c", "a/b"}, succeed, 1);
+  CHECK_FALSE(run.failed);
+  if (world_rank() == 0) {
+    CHECK(run.timeline->completed() == std::vector<std::string>{"a", "a/b", "a/b/c", "a/d", "e"});
+    CHECK(run.timeline->peak_in_flight() == 1);
+  }
+}
+
+TEST_CASE("a custom priority on rank 0 decides the order across ranks") {
+  std::vector<std::string> order;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"a", "b", "c", "c/x", "d"},
+      .process_dataset = [](std::string_view, std::int64_t) { return JobOutcome{}; },
+      .completion =
+          [&order](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+            order.emplace_back(dataset);
+            return CompletionCallbackResult{.no_skip = outcome.no_skip};
+          },
+      .priority = [](std::string_view dataset) { return -static_cast<int>(dataset.front()); },  // reverse
+      .max_workers = 1,
+  });
+  CHECK_FALSE(failed);
+  if (world_rank() == 0) CHECK(order == std::vector<std::string>{"d", "c", "c/x", "b", "a"});
+}
+
+TEST_CASE("with every worker busy, children are submitted only after their parent completed") {
+  std::vector<std::string> datasets;
+  for (int host = 0; host < 6; ++host) {
+    datasets.push_back(fmt::format("h{}", host));
+    for (int child = 0; child < 4; ++child) {
+      datasets.push_back(fmt::format("h{}/c{}", host, child));
+      datasets.push_back(fmt::format("h{}/c{}/g", host, child));
+    }
+  }
+  const CoreRun run = run_core(datasets);
+  CHECK_FALSE(run.failed);
+  CHECK(run.executed == datasets.size());
+  CHECK(run.stats.completed == datasets.size());
+  if (world_rank() == 0) {
+    CHECK(run.timeline->peak_in_flight() <= default_max_workers());
+    for (int host = 0; host < 6; ++host) {
+      for (int child = 0; child < 4; ++child) {
+        CHECK(run.timeline->completed_before_submitted(fmt::format("h{}", host), fmt::format("h{}/c{}", host, child)));
+        CHECK(run.timeline->completed_before_submitted(fmt::format("h{}/c{}", host, child),
+                                                       fmt::format("h{}/c{}/g", host, child)));
+      }
+    }
+    std::set<std::string> ranks;
+    for (const auto& [dataset, rank] : run.ran_on) ranks.insert(rank);
+    CHECK(ranks.size() == static_cast<std::size_t>(worker_ranks()));  // the work spread over every worker
+  }
+}
+
+TEST_CASE("a job saying no_skip = false on a worker skips exactly its subtree") {
+  const CoreRun run = run_core({"a", "a/b", "a/b/c", "a/d", "e", "e/f"}, skipping({"a/b"}));
+  CHECK_FALSE(run.failed);
+  CHECK(run.executed == 5);
+  CHECK(run.stats.skipped == 1);
+  CHECK(adds_up(run.stats));
+  if (world_rank() == 0) {
+    std::vector<std::string> completed = run.timeline->completed();
+    std::sort(completed.begin(), completed.end());
+    CHECK(completed == std::vector<std::string>{"a", "a/b", "a/d", "e", "e/f"});
+  }
+}
+
+TEST_CASE("a job saying fail = true on a worker makes every rank return true; the run goes on") {
+  const CoreRun run = run_core(
+      {"a", "a/b", "c"}, [](std::string_view dataset) { return JobOutcome{.no_skip = true, .fail = dataset == "a"}; });
+  CHECK(run.failed);
+  CHECK(run.executed == 3);
+  CHECK(run.stats == RunStats{.total = 3, .started = 3, .completed = 3, .succeeded = 2, .failed = 1});
+}
+
+// ---- Barriers across ranks (SPEC section 5) ----------------------------------------------------
+
+TEST_CASE("SPEC 5 row 1 across ranks: the barrier waits for both children; nested jobs follow") {
+  for (const int max_workers : {1, 0}) {
+    const CoreRun run =
+        run_core({"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"}, succeed, max_workers);
+    CHECK_FALSE(run.failed);
+    CHECK(run.executed == 5);
+    if (world_rank() == 0) {
+      const Timeline& t = *run.timeline;
+      CHECK(t.completed_before_submitted("a/b/c/0d", "a/b/c/~/prune"));
+      CHECK(t.completed_before_submitted("a/b/c/1d", "a/b/c/~/prune"));
+      CHECK(t.completed_before_submitted("a/b/c/~/prune", "a/b/c/~/prune/monitor"));
+    }
+  }
+}
+
+TEST_CASE("SPEC 5 row 2 across ranks: a skip below the barrier keeps it closed; siblings still run") {
+  const CoreRun run =
+      run_core({"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"}, skipping({"a/b/c/0d"}));
+  CHECK_FALSE(run.failed);
+  CHECK(run.executed == 3);
+  CHECK(run.stats.skipped == 2);
+  if (world_rank() == 0) {
+    std::vector<std::string> completed = run.timeline->completed();
+    std::sort(completed.begin(), completed.end());
+    CHECK(completed == std::vector<std::string>{"a/b/c", "a/b/c/0d", "a/b/c/1d"});
+  }
+}
+
+TEST_CASE("SPEC 5 row 3 across ranks: a skip inside a nested barrier keeps every enclosing barrier closed") {
+  const CoreRun run = run_core({"x", "x/node", "x/node/child", "x/node/~/bar/fail", "x/other", "x/~/after"},
+                               skipping({"x/node/~/bar/fail"}));
+  CHECK(run.executed == 5);
+  if (world_rank() == 0) {
+    const std::vector<std::string> completed = run.timeline->completed();
+    CHECK(std::find(completed.begin(), completed.end(), "x/~/after") == completed.end());
+    CHECK(std::find(completed.begin(), completed.end(), "x/other") != completed.end());
+  }
+}
+
+TEST_CASE("SPEC 5 rows 4 and 5 across ranks: barriers under an intermediate node and as an only child") {
+  const CoreRun run = run_core({"a/b/before", "a/b/~/after", "root", "root/~/after"});
+  CHECK(run.executed == 4);
+  if (world_rank() == 0) {
+    CHECK(run.timeline->completed_before_submitted("a/b/before", "a/b/~/after"));
+    CHECK(run.timeline->completed_before_submitted("root", "root/~/after"));
+  }
+}
+
+// ---- Errors, stops and shutdown ----------------------------------------------------------------
+
+TEST_CASE("a job throwing on a worker ends the run: every rank throws a RemoteError with its message") {
+  std::atomic<std::uint64_t> executed{0};
+  RunStats stats;
+  const Thrown thrown = thrown_by([&] {
+    tasktree::mpi::process_datasets_in_parallel(
+        {
+            .datasets = {"a", "a/child", "b", "c"},
+            .process_dataset =
+                [&](std::string_view dataset, std::int64_t) {
+                  ++executed;
+                  if (dataset == "a") throw DiskFull("disk full on a");
+                  return JobOutcome{};
+                },
+            .max_workers = 1,
+        },
+        stats);
+  });
+  CHECK(thrown.remote);
+  CHECK(thrown.what == "disk full on a");
+  CHECK(thrown.origin == (world_size() > 1 ? 1 : 0));
+  CHECK(sum_over_ranks(executed.load()) == 1);
+  CHECK(stats.started == 1);
+  CHECK(stats.cancelled == 3);
+  CHECK(adds_up(stats));
+  // The ranks shut down cleanly: the next run works.
+  CHECK_FALSE(run_core({"a", "b"}).failed);
+}
+
+TEST_CASE("a stop requested on rank 0 reaches the jobs on the workers; every rank returns true") {
+  std::stop_source stop;
+  std::atomic<std::uint64_t> saw_stop{0};
+  std::atomic<std::uint64_t> timed_out{0};
+  std::vector<std::string> datasets{"quick"};
+  for (int i = 0; i < 8; ++i) datasets.push_back(fmt::format("slow{}", i));
+  RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view dataset, std::int64_t, const std::stop_token& token) {
+                if (dataset == "quick") return JobOutcome{};
+                // Waits for the stop; the bound only turns a lost stop into a failure.
+                ++(eventually([&] { return token.stop_requested(); }) ? saw_stop : timed_out);
+                return JobOutcome{.no_skip = false};
+              },
+          .completion =
+              [&stop](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+                if (dataset == "quick") stop.request_stop();
+                return CompletionCallbackResult{.no_skip = outcome.no_skip};
+              },
+          .max_workers = 3,
+          .stop_token = stop.get_token(),
+      },
+      stats);
+  CHECK(failed);
+  CHECK(sum_over_ranks(timed_out.load()) == 0);
+  CHECK(sum_over_ranks(saw_stop.load()) == stats.started - 1);
+  CHECK(stats.completed == 1);
+  CHECK(stats.cancelled >= datasets.size() - 3);
+  CHECK(adds_up(stats));
+  CHECK(same_on_all_ranks(stats.started));
+  CHECK_FALSE(run_core({"a", "b"}).failed);
+}
+
+TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worker ranks") {
+  const int per_rank = 2;
+  std::vector<std::string> datasets;
+  for (int i = 0; i < per_rank * worker_ranks(); ++i) datasets.push_back(fmt::format("job{}", i));
+  ConcurrencyMeter meter;
+  std::atomic<int> running{0};
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = datasets,
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            meter.enter();
+            ++running;
+            eventually([&] { return running.load() >= per_rank; }, std::chrono::seconds(20));
+            meter.leave();
+            return JobOutcome{};
+          },
+      .max_workers = per_rank * worker_ranks(),
+  });
+  CHECK_FALSE(failed);
+  const bool runs_jobs = world_size() == 1 || world_rank() != 0;
+  CHECK(meter.peak() == (runs_jobs ? per_rank : 0));
+}
+
+TEST_CASE("payloads of any bytes arrive intact on rank 0") {
+  std::string big(1 << 20, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
+  const std::string with_zeros("a\0b\0\0c", 6);
+  std::map<std::string, std::string> received;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"big", "empty", "zeros"},
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            return JobOutcome{.payload = dataset == "big" ? big : dataset == "zeros" ? with_zeros : std::string()};
+          },
+      .completion =
+          [&received](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+            received[std::string(dataset)] = std::move(outcome.payload);
+            return CompletionCallbackResult{};
+          },
+  });
+  CHECK_FALSE(failed);
+  if (world_rank() == 0) {
+    CHECK(received.at("big") == big);
+    CHECK(received.at("empty").empty());
+    CHECK(received.at("zeros") == with_zeros);
+  }
+}
+
+TEST_CASE("a run on a communicator of some ranks uses only those ranks") {
+  MPI_Comm half = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank() % 2, world_rank(), &half);
+  int half_size = 0;
+  MPI_Comm_size(half, &half_size);
+  std::set<std::string> ran_on;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"a", "b", "c", "d"},
+      .process_dataset = [](std::string_view,
+                            std::int64_t) { return JobOutcome{.payload = std::to_string(world_rank())}; },
+      .completion =
+          [&ran_on](std::string_view, JobOutcome& outcome, InFlight&) {
+            ran_on.insert(outcome.payload);
+            return CompletionCallbackResult{};
+          },
+      .comm = half,
+  });
+  CHECK_FALSE(failed);
+  int half_rank = 0;
+  MPI_Comm_rank(half, &half_rank);
+  if (half_rank == 0) {
+    CHECK_FALSE(ran_on.empty());
+    for (const std::string& rank : ran_on) CHECK(std::stoi(rank) % 2 == world_rank() % 2);
+  }
+  MPI_Comm_free(&half);
+}
+
+// ---- Invalid input -----------------------------------------------------------------------------
+
+TEST_CASE("invalid options are rejected on every rank, naming the value, before anything runs") {
+  std::atomic<std::uint64_t> executed{0};
+  const auto job = [&executed](std::string_view, std::int64_t) {
+    ++executed;
+    return JobOutcome{};
+  };
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel({.datasets = {"a//b"}, .process_dataset = job});
+             }).what,
+             Catch::Contains("a//b"));
+  CHECK_THAT(
+      thrown_by([&] {
+        tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .max_workers = -2});
+      }).what,
+      Catch::Contains("max_workers -2"));
+  CHECK_THAT(thrown_by([&] { tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}}); }).what,
+             Catch::Contains("process_dataset is not set"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+                   .datasets = {"a"},
+                   .process_dataset = [](std::string_view, std::string_view, const Retry&) { return true; },
+                   .retry_policy = {.max_retries = -1},
+               });
+             }).what,
+             Catch::Contains("max_retries -1"));
+  CHECK_THAT(
+      thrown_by([&] {
+        tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .comm = MPI_COMM_NULL});
+      }).what,
+      Catch::Contains("MPI_COMM_NULL"));
+  CHECK(sum_over_ranks(executed.load()) == 0);
+}
+
+TEST_CASE("options rejected on one rank only: that rank names the value, the others name the rank") {
+  const int odd_rank = world_size() - 1;
+  std::atomic<std::uint64_t> executed{0};
+  const Thrown thrown = thrown_by([&] {
+    tasktree::mpi::process_datasets_in_parallel({
+        .datasets = {"a", "b"},
+        .process_dataset =
+            [&executed](std::string_view, std::int64_t) {
+              ++executed;
+              return JobOutcome{};
+            },
+        .max_workers = world_rank() == odd_rank ? -1 : 0,
+    });
+  });
+  if (world_rank() == odd_rank) {
+    CHECK_THAT(thrown.what, Catch::Contains("max_workers -1"));
+  } else {
+    CHECK_THAT(thrown.what, Catch::Contains(fmt::format("rank {} could not start the run", odd_rank)));
+  }
+  CHECK(sum_over_ranks(executed.load()) == 0);
+}
+
+TEST_CASE("ranks given different datasets refuse to run, all of them") {
+  std::atomic<std::uint64_t> executed{0};
+  const auto run = [&] {
+    return tasktree::mpi::process_datasets_in_parallel({
+        .datasets = {"a", world_rank() == 0 ? "b" : "c"},
+        .process_dataset =
+            [&executed](std::string_view, std::int64_t) {
+              ++executed;
+              return JobOutcome{};
+            },
+    });
+  };
+  if (world_size() == 1) {
+    CHECK_FALSE(run());  // nobody to disagree with
+    CHECK(executed == 2);
+  } else {
+    CHECK_THAT(thrown_by(run).what, Catch::Contains("every rank must pass the same datasets"));
+    CHECK(sum_over_ranks(executed.load()) == 0);
+  }
+}
+
+TEST_CASE("broadcast copies rank 0's strings to every rank") {
+  std::vector<std::string> strings;
+  if (world_rank() == 0) {
+    strings = {"pool", "", std::string("with\0zero", 9), std::string(100000, 'y')};
+  } else {
+    strings = {"stale"};
+  }
+  tasktree::mpi::broadcast(strings);
+  CHECK(strings == std::vector<std::string>{"pool", "", std::string("with\0zero", 9), std::string(100000, 'y')});
+}
+
+// ---- The policy layer across ranks -------------------------------------------------------------
+
+TEST_CASE("policy, dataset mode: a job failing on a worker is appended on rank 0 and its children still run") {
+  PolicyRecorder recorder;
+  auto options = recorder.options({"a", "a/b", "a/b/c", "d"});
+  std::atomic<std::uint64_t> executed{0};
+  options.process_dataset = [&executed](std::string_view dataset, std::string_view, const Retry&) {
+    ++executed;
+    if (dataset == "a/b") throw DiskFull("no space left on a/b");
+    return true;
+  };
+  options.skip_on_error = SkipOnError::dataset;
+  FaultTolerantStats stats;
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
+  CHECK(sum_over_ranks(executed.load()) == 4);
+  CHECK(stats.run == RunStats{.total = 4, .started = 4, .completed = 4, .succeeded = 3, .failed = 1});
+  if (world_rank() == 0) {
+    CHECK(recorder.appended ==
+          std::vector<std::string>{fmt::format("replicate a/b: no space left on a/b ({})", remote_origin())});
+    REQUIRE(recorder.errors.size() == 1);
+    CHECK_THAT(recorder.errors.front(), Catch::Contains("failed: a/b: no space left on a/b"));
+    CHECK(recorder.terminations == 0);
+  }
+}
+
+TEST_CASE("policy, tree mode: a job failing on a worker skips its subtree; other subtrees run") {
+  PolicyRecorder recorder;
+  auto options = recorder.options({"a", "a/b", "a/b/c", "a/b/c/d", "e"});
+  std::atomic<std::uint64_t> executed{0};
+  options.process_dataset = [&executed](std::string_view dataset, std::string_view, const Retry&) {
+    ++executed;
+    if (dataset == "a/b") throw DiskFull("no space left on a/b");
+    return true;
+  };
+  options.skip_on_error = SkipOnError::tree;
+  FaultTolerantStats stats;
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
+  CHECK(sum_over_ranks(executed.load()) == 3);
+  CHECK(stats.run == RunStats{.total = 5, .started = 3, .completed = 3, .succeeded = 2, .failed = 1, .skipped = 2});
+  if (world_rank() == 0) CHECK(recorder.appended.size() == 1);
+}
+
+TEST_CASE("policy, fail mode: the run stops, the handler runs once, every rank throws the job's message") {
+  PolicyRecorder recorder;
+  auto options = recorder.options({"a", "a/b", "c", "d", "e"});
+  options.process_dataset = [](std::string_view dataset, std::string_view, const Retry&) {
+    if (dataset == "a") throw DiskFull("disk full on a");
+    return true;
+  };
+  options.max_workers = 1;
+  FaultTolerantStats stats;
+  const Thrown thrown =
+      thrown_by([&] { tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats); });
+  CHECK(thrown.remote);
+  CHECK(thrown.what == "disk full on a");
+  CHECK(thrown.origin == (world_size() > 1 ? 1 : 0));
+  CHECK(stats.run == RunStats{.total = 5, .started = 1, .completed = 1, .failed = 1, .skipped = 1, .cancelled = 3});
+  if (world_rank() == 0) {
+    CHECK(recorder.terminations == 1);
+    CHECK(recorder.appended.empty());
+  }
+  CHECK_FALSE(run_core({"a", "b"}).failed);
+}
+
+TEST_CASE("policy: retries are decided by exception type on the worker and run again on a worker rank") {
+  PolicyRecorder recorder;
+  auto options = recorder.options({"flaky", "broken", "fine"});
+  std::atomic<std::uint64_t> attempts{0};
+  options.process_dataset = [&attempts](std::string_view dataset, std::string_view, const Retry& retry) {
+    ++attempts;
+    if (dataset == "flaky" && retry.count < 2) throw Transient("try again");
+    if (dataset == "broken") throw Permanent("broken for good");
+    return true;
+  };
+  options.skip_on_error = SkipOnError::dataset;
+  options.retry_policy = {.max_retries = 3,
+                          .initial_backoff = std::chrono::microseconds(100),
+                          .retryable = tasktree::exception_is<Transient>};
+  FaultTolerantStats stats;
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
+  CHECK(sum_over_ranks(attempts.load()) == 3 + 1 + 1);  // flaky: 3 attempts, broken: 1, fine: 1
+  CHECK(stats.retries == 2);
+  CHECK(stats.recovered == 1);
+  CHECK(stats.run.failed == 1);
+  if (world_rank() == 0) {
+    CHECK(recorder.appended ==
+          std::vector<std::string>{fmt::format("replicate broken: broken for good ({})", remote_origin())});
+  }
+}
+
+TEST_CASE("policy: is_job_failure runs on the worker; a fatal exception is rethrown on every rank in any mode") {
+  for (const SkipOnError mode : {SkipOnError::dataset, SkipOnError::tree}) {
+    PolicyRecorder recorder;
+    auto options = recorder.options({"a", "b"});
+    options.process_dataset = [](std::string_view dataset, std::string_view, const Retry&) {
+      if (dataset == "a") throw Permanent("corrupt pool");
+      return true;
+    };
+    options.skip_on_error = mode;
+    options.is_job_failure = tasktree::exception_is<Transient>;  // Permanent is fatal
+    options.retry_policy.max_retries = 3;
+    const Thrown thrown =
+        thrown_by([&] { tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options)); });
+    CHECK(thrown.remote);
+    CHECK(thrown.what == "corrupt pool");
+    if (world_rank() == 0) {
+      CHECK(recorder.appended.empty());
+      CHECK(recorder.terminations == 0);
+    }
+  }
+}
+
+TEST_CASE("policy: a stop on rank 0 reaches the attempts on the workers; every rank returns true") {
+  std::stop_source stop;
+  std::atomic<std::uint64_t> saw_stop{0};
+  std::atomic<std::uint64_t> timed_out{0};
+  PolicyRecorder recorder;
+  std::vector<std::string> datasets{"quick"};
+  for (int i = 0; i < 6; ++i) datasets.push_back(fmt::format("slow{}", i));
+  auto options = recorder.options(datasets);
+  options.process_dataset = [&](std::string_view dataset, std::string_view, const Retry& retry) {
+    if (dataset == "quick") return true;  // once it completed, rank 0's observer requests the stop
+    ++(eventually([&] { return retry.stop_token.stop_requested(); }) ? saw_stop : timed_out);
+    return false;
+  };
+  struct StopAfterQuick final : tasktree::RunObserver {
+    std::stop_source* stop;
+    explicit StopAfterQuick(std::stop_source* source) : stop(source) {}
+    void on_complete(std::string_view dataset, std::chrono::nanoseconds, CompletionCallbackResult) override {
+      if (dataset == "quick") stop->request_stop();
+    }
+  };
+  options.observer = std::make_shared<StopAfterQuick>(&stop);
+  options.stop_token = stop.get_token();
+  options.skip_on_error = SkipOnError::dataset;
+  options.max_workers = 3;
+  FaultTolerantStats stats;
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
+  CHECK(sum_over_ranks(timed_out.load()) == 0);
+  CHECK(sum_over_ranks(saw_stop.load()) == stats.run.started - 1);
+  CHECK(stats.run.cancelled >= datasets.size() - 3);
+  CHECK(adds_up(stats.run));
+  if (world_rank() == 0) CHECK(recorder.terminations == 0);
+}
+
+TEST_CASE("policy: tids count submissions over the run, like on one machine") {
+  std::mutex mutex;
+  std::vector<std::string> tids;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+      .datasets = {"a", "a/b", "c"},
+      .process_dataset =
+          [&](std::string_view, std::string_view tid, const Retry&) {
+            std::lock_guard lock(mutex);
+            tids.emplace_back(tid);
+            return true;
+          },
+      .max_workers = 1,
+  });
+  CHECK_FALSE(failed);
+  // Each rank saw some of the tids; together, "1/3", "2/3" and "3/3" once each.
+  std::uint64_t submit_counts = 0;
+  for (const std::string& tid : tids) {
+    CHECK((tid == "1/3" || tid == "2/3" || tid == "3/3"));
+    submit_counts |= std::uint64_t{1} << (tid.front() - '0');
+  }
+  CHECK(sum_over_ranks(tids.size()) == 3);
+  CHECK(sum_over_ranks(submit_counts) == 0b1110);  // distinct bits: no tid twice
+}
