@@ -6,7 +6,9 @@
 
 #include <tasktree/tasktree.hpp>
 
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 using namespace tasktree_test;
@@ -206,6 +208,11 @@ TEST_CASE("an exception from interval_nanos is rethrown after in-flight jobs ret
           },
       .max_workers = 3,
       .interval_nanos = [&](std::int64_t, std::string_view, std::int64_t submit_count) -> std::int64_t {
+        // Regression: the default pool wakes sleeping threads when the coordinator is about to
+        // block; it must also wake them before it calls user code such as this function, or the
+        // second job waits in the queue while this one waits for it. Letting the pool's threads
+        // fall asleep before the first submission makes that case certain.
+        if (submit_count == 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
         if (submit_count == 3) {
           CHECK(eventually([&] { return started.load() == 2; }));  // both others are running
           throw std::runtime_error("bad interval");

@@ -7,6 +7,7 @@
 #include <tasktree/tasktree.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -303,5 +304,44 @@ TEST_CASE("an executor whose submit throws: the accepted jobs finish, then the e
   const auto stats = tree.last_run_stats();
   CHECK(stats.started == 2);
   CHECK(stats.cancelled == 2);
+  CHECK(workers.failures() == 0);
+}
+
+// The default pool defers waking its sleeping threads until the coordinator is about to block (so
+// that jobs taking nanoseconds run on one awake thread). User code that the coordinator calls must
+// not delay queued jobs: the pool is woken before each such call. The case first lets the pool's
+// threads fall asleep, then makes a queued job the only way for the coordinator's user code to
+// return; before the fix it waited for the 60-second `eventually` limit and failed. (The pacing
+// function's case is in test_clock.cpp.)
+
+TEST_CASE("default pool: a queued job starts while the coordinator runs an observer hook") {
+  struct SlowObserver final : tasktree::RunObserver {
+    std::atomic<int>* started;
+    bool waited = false;
+    explicit SlowObserver(std::atomic<int>& s) : started(&s) {}
+    void on_start(std::size_t) override { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
+    void on_submit(std::string_view, std::int64_t submit_count) override {
+      // "a" running first means the pool has an awake thread when "b" is queued, so that only a
+      // wake before this hook can start "b".
+      if (submit_count == 1) waited = eventually([&] { return started->load() == 1; });
+      if (submit_count == 2) waited = waited && eventually([&] { return started->load() == 2; });
+    }
+  };
+  std::atomic<int> started = 0;
+  WorkerChecks workers;
+  auto observer = std::make_shared<SlowObserver>(started);
+  ParallelTaskTree tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++started;
+            workers.eventually([&] { return started.load() == 2; });  // both run at once
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 2,
+      .observer = observer,
+  });
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  CHECK(observer->waited);
   CHECK(workers.failures() == 0);
 }

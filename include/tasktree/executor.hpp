@@ -179,7 +179,8 @@ class ThreadPoolExecutor {
     std::condition_variable ready;
     std::vector<std::thread> threads;
     // Set for the scheduler's own pool. Its submitter, the coordinator, waits for the jobs it
-    // submitted and calls `wake_for_queued_jobs()` before it blocks; so `submit` wakes a thread
+    // submitted and calls `wake_for_queued_jobs()` before it blocks and before it calls user code
+    // (which may take any time); so `submit` wakes a thread
     // only when all sleep, and a thread that takes a job does not wake another. Jobs that take
     // nanoseconds then run on the one thread that is awake, next to the coordinator, instead of
     // waking the others on every submission to compete for the cores; jobs that take long still
@@ -202,18 +203,21 @@ class ThreadPoolExecutor {
       }
     }
 
-    /// Wakes as many sleeping threads as jobs are queued, unless a thread spins (it will take
-    /// them).
+    /// Wakes a sleeping thread for each queued job that no spinning thread will take. A spinner
+    /// takes one job, then runs it: counting it for all of them left the rest queued behind a
+    /// job of any length while threads slept.
     void wake_for_queued_jobs() noexcept {
       const std::size_t jobs = queued.load(std::memory_order_seq_cst);
-      if (jobs == 0 || spinning.load(std::memory_order_seq_cst) > 0) return;
+      const std::size_t spinners = spinning.load(std::memory_order_seq_cst);
+      if (jobs <= spinners) return;
       const std::size_t asleep = sleeping.load(std::memory_order_seq_cst);
       if (asleep == 0) return;
+      const std::size_t wanted = jobs - spinners;
       std::lock_guard lock(sleep_mutex);
-      if (jobs >= asleep) {
+      if (wanted >= asleep) {
         ready.notify_all();
       } else {
-        for (std::size_t i = 0; i < jobs; ++i) ready.notify_one();
+        for (std::size_t i = 0; i < wanted; ++i) ready.notify_one();
       }
     }
 
@@ -298,7 +302,8 @@ class ThreadPoolExecutor {
   friend class DefaultExecutor;
 
   struct Coordinated {};
-  /// A pool whose submitter promises to call `wake_for_queued_jobs()` before it blocks (see
+  /// A pool whose submitter promises to call `wake_for_queued_jobs()` before it blocks or runs
+  /// user code (see
   /// `State::coordinated`).
   ThreadPoolExecutor(std::size_t threads, Coordinated) : ThreadPoolExecutor(threads) {
     state_->coordinated.store(true, std::memory_order_relaxed);
@@ -342,8 +347,8 @@ class DefaultExecutor {
 };
 
 namespace detail {
-/// Called by the coordinator before it blocks: the default pool wakes threads only then (see
-/// `ThreadPoolExecutor::State::coordinated`).
+/// Called by the coordinator before it blocks or calls user code: the default pool wakes threads
+/// only then (see `ThreadPoolExecutor::State::coordinated`).
 inline void wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept { executor.wake_for_queued_jobs(); }
 }  // namespace detail
 

@@ -145,7 +145,9 @@ class Coordinator : private JobContext {
     std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
     std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
-    // The default pool wakes its sleeping threads when the coordinator is about to block.
+    // The default pool wakes its sleeping threads only when the coordinator is about to block, or
+    // about to call user code (a completion callback, a hook, the pacing function), which may take
+    // any time: a queued job never waits for the coordinator while a thread sleeps.
     const auto before_blocking = [&]() noexcept {
       if constexpr (std::same_as<std::remove_cvref_t<decltype(executor)>, DefaultExecutor>) {
         wake_workers_for_queued_jobs(executor);
@@ -164,10 +166,11 @@ class Coordinator : private JobContext {
       if (finished_inline_ != InFlight::free_slot) {
         process_finished(std::exchange(finished_inline_, InFlight::free_slot));
       } else if (completions_.has_items()) {
+        before_blocking();  // completion callbacks are user code
         process_completions();
       } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
         if (pacing && !wait_for_pacing(next_update, before_blocking)) continue;
-        submit_next(executor, pacing, next_update);
+        submit_next(executor, pacing, next_update, before_blocking);
       } else if (in_flight_ > 0) {
         completions_.wait(before_blocking);
       } else {
@@ -271,15 +274,23 @@ class Coordinator : private JobContext {
     return due;
   }
 
-  template <class Executor>
-  void submit_next(Executor& executor, bool pacing, std::int64_t& next_update) {
+  /// Submits the best available job. `before_user_code` runs before each user hook that is set
+  /// (the pacing function, the log sink, the observer), so that jobs queued earlier can start.
+  template <class Executor, class BeforeUserCode>
+  void submit_next(Executor& executor, bool pacing, std::int64_t& next_update, const BeforeUserCode& before_user_code) {
     guard([&] {
       const ReadyJob job = ready_.pop();
       ++submit_count_;
       const std::string_view name = names_[job.dataset];
-      if (pacing) next_update = add_saturated(next_update, config_.interval_nanos(next_update, name, submit_count_));
+      if (pacing) {
+        before_user_code();
+        next_update = add_saturated(next_update, config_.interval_nanos(next_update, name, submit_count_));
+      }
       // Before the job takes a slot: a log sink that throws must not leave a phantom job in flight.
-      config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
+      if (config_.log.enabled(LogLevel::trace)) {
+        before_user_code();
+        config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
+      }
       const std::uint32_t index = free_slots_.back();
       Slot& slot = slots_[index];
       slot.dataset = job.dataset;
@@ -295,7 +306,10 @@ class Coordinator : private JobContext {
         release(index);
         throw;
       }
-      if (config_.observer != nullptr) config_.observer->on_submit(name, submit_count_);
+      if (config_.observer != nullptr) {
+        before_user_code();
+        config_.observer->on_submit(name, submit_count_);
+      }
     });
   }
 
