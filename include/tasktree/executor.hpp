@@ -202,18 +202,21 @@ class ThreadPoolExecutor {
       }
     }
 
-    /// Wakes as many sleeping threads as jobs are queued, unless a thread spins (it will take
-    /// them).
+    /// Wakes a sleeping thread for every queued job that the spinning threads will not take. A
+    /// spinner takes one job, and here a thread that takes a job wakes no other, so with more jobs
+    /// than spinners the rest would wait, with threads asleep, until a job finishes.
     void wake_for_queued_jobs() noexcept {
       const std::size_t jobs = queued.load(std::memory_order_seq_cst);
-      if (jobs == 0 || spinning.load(std::memory_order_seq_cst) > 0) return;
+      const std::size_t spinners = spinning.load(std::memory_order_seq_cst);
+      if (jobs <= spinners) return;
       const std::size_t asleep = sleeping.load(std::memory_order_seq_cst);
       if (asleep == 0) return;
+      const std::size_t wanted = jobs - spinners;
       std::lock_guard lock(sleep_mutex);
-      if (jobs >= asleep) {
+      if (wanted >= asleep) {
         ready.notify_all();
       } else {
-        for (std::size_t i = 0; i < jobs; ++i) ready.notify_one();
+        for (std::size_t i = 0; i < wanted; ++i) ready.notify_one();
       }
     }
 
