@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -138,6 +139,43 @@ TEST_CASE("the default executor is a thread pool only if max_workers > 1 and som
   CHECK(tasktree::DefaultExecutor(4, true).is_parallel());
   CHECK_FALSE(tasktree::DefaultExecutor(4, false).is_parallel());
   CHECK_FALSE(tasktree::DefaultExecutor().is_parallel());
+}
+
+TEST_CASE("the default pool wakes a sleeping thread for every queued job that spinning threads leave") {
+  // Regression: before the coordinator blocks, it wakes sleeping pool threads for the queued jobs,
+  // but it used to wake none while any thread was spinning. A spinner takes one job, so with more
+  // jobs queued the rest waited, threads asleep, until some job finished. Here the first jobs wait
+  // for each other, so such a wait shows as a timeout. It needs a thread to be spinning at that
+  // moment, which is a matter of timing (seen under ThreadSanitizer on a loaded machine): many
+  // short rounds make it likely there, and cost little everywhere.
+  const int rounds = under_sanitizer ? 100 : 300;
+  int stalled_rounds = 0;
+  for (int round = 0; round < rounds && stalled_rounds == 0; ++round) {
+    for (const int workers : {2, 3, 8}) {
+      std::latch all_running(workers);
+      std::atomic<int> stalls = 0;
+      std::vector<std::string> datasets;
+      for (int i = 0; i < 16; ++i) datasets.push_back(fmt::format("pool/{:02}", i));
+      ParallelTaskTree tree({
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view, std::int64_t submit_count) {
+                if (submit_count <= workers) {
+                  all_running.count_down();
+                  if (!eventually([&] { return all_running.try_wait(); }, std::chrono::seconds(10))) ++stalls;
+                }
+                return CompletionCallbackResult{.no_skip = true, .fail = false};
+              },
+          .max_workers = workers,
+      });
+      CHECK_FALSE(tree.process_datasets_in_parallel());
+      if (stalls > 0) {
+        ++stalled_rounds;
+        FAIL_CHECK("round " << round << " with " << workers << " workers: a queued job did not start");
+      }
+    }
+  }
+  CHECK(stalled_rounds == 0);
 }
 
 namespace {

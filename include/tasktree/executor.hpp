@@ -203,9 +203,9 @@ class ThreadPoolExecutor {
       }
     }
 
-    /// Wakes a sleeping thread for each queued job that no spinning thread will take. A spinner
-    /// takes one job, then runs it: counting it for all of them left the rest queued behind a
-    /// job of any length while threads slept.
+    /// Wakes a sleeping thread for every queued job that the spinning threads will not take. A
+    /// spinner takes one job, and here a thread that takes a job wakes no other, so with more jobs
+    /// than spinners the rest would wait, with threads asleep, until a job finishes.
     void wake_for_queued_jobs() noexcept {
       const std::size_t jobs = queued.load(std::memory_order_seq_cst);
       const std::size_t spinners = spinning.load(std::memory_order_seq_cst);

@@ -16,6 +16,11 @@
 // Skips need no rule of their own: a job whose prerequisite completed with no_skip = false can never
 // become available, and that is exactly the SPEC's "no descendant starts" and "the barrier never
 // opens, nor the barriers of the job's ancestors".
+// A run that stops early (a callback asks it to stop, a job throws, or a stop request arrives while
+// a job runs: SPEC 4.8, 4.9; the policy layer's fail mode, fatal errors and stops in
+// tests/test_policy_model.cpp) needs one rule: nothing is submitted after the job that stopped it.
+// Its unstarted jobs then count as skipped if a prerequisite completed with no_skip = false, and as
+// cancelled otherwise.
 
 #include <algorithm>
 #include <cstddef>
@@ -30,10 +35,16 @@
 
 namespace tasktree_model {
 
-/// What a job's completion callback returns.
+/// What a job's completion callback returns, and whether the job ends the run.
 struct Outcome {
   bool no_skip = true;
   bool fail = false;
+  /// The callback also asks the run to stop (`InFlight::request_stop()`, as a fail-fast policy
+  /// does): nothing is submitted after it (SPEC 4.6 and 4.8).
+  bool stop = false;
+  /// The job never completes, and the run stops: the job throws (SPEC 4.9), or the run is asked to
+  /// stop while the job runs (SPEC 4.8). Its callback never runs; it counts as started.
+  bool unfinished = false;
   friend bool operator==(const Outcome&, const Outcome&) = default;
 };
 
@@ -265,11 +276,14 @@ class RunState {
 /// What the SPEC says a valid case does when run with jobs executed inline, one at a time
 /// (`max_workers = 1`, or any executor that runs each job inside `submit`).
 struct Prediction {
-  /// The order in which the jobs run (and complete).
+  /// The order in which the jobs run (and complete, except a last job that is unfinished).
   std::vector<std::string> order;
   /// The `priority` calls, in order: each step's newly available jobs, in name order.
   std::vector<std::string> priority_calls;
+  /// What the run returns; meaningless if the last job is unfinished.
   bool failed = false;
+  /// The last job in `order` stopped the run (`Outcome::stop` or `Outcome::unfinished`).
+  bool stopped = false;
   Stats stats;
 };
 
@@ -281,11 +295,22 @@ inline Prediction predict(const Model& model) {
   };
   step();
   while (const auto next = state.smallest_available()) {
+    const Outcome outcome = model.outcome(*next);
     prediction.order.push_back(model.name(*next));
     state.submit(*next);
-    state.complete(*next, model.outcome(*next));
-    prediction.failed = prediction.failed || model.outcome(*next).fail;
+    if (outcome.unfinished) {
+      prediction.stopped = true;
+      break;
+    }
+    state.complete(*next, outcome);
+    prediction.failed = prediction.failed || outcome.fail;
     step();
+    if (outcome.stop) {
+      // Stopped with work left: the run returns true (SPEC 4.8).
+      prediction.stopped = true;
+      prediction.failed = prediction.failed || state.any_available();
+      break;
+    }
   }
   prediction.stats = state.stats(prediction.order.size());
   return prediction;
