@@ -13,6 +13,7 @@
 #include "model/library_run.hpp"
 #include "model/random_case.hpp"
 #include "model/reference_model.hpp"
+#include "model/seeded_cases.hpp"
 #include "support.hpp"
 
 #include <cstdint>
@@ -21,7 +22,6 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -33,52 +33,28 @@ using tasktree_model::predict;
 
 namespace {
 
-std::uint64_t first_seed() {
-  if (const char* text = std::getenv("TASKTREE_TEST_SEED")) return std::strtoull(text, nullptr, 0);
-  std::random_device device;
-  return (static_cast<std::uint64_t>(device()) << 32) ^ device();
-}
-
-std::size_t case_count(std::size_t fallback) {
-  if (const char* text = std::getenv("TASKTREE_TEST_CASES")) return std::strtoull(text, nullptr, 0);
-  return fallback;
-}
-
 /// Chooses how a random case is run.
 using Configure = std::function<CheckOptions(const Case&, tasktree_model::RandomSource&)>;
 
-/// Runs `count` random cases, each run as `configure` says; case i uses seed `first + i`, so any
-/// one replays alone.
+/// Runs `count` random cases, each run as `configure` says (see `check_seeded_cases`).
 void check_random_cases(const Configure& configure, std::size_t count, const tasktree_model::CaseLimits& limits = {}) {
-  const std::uint64_t first = first_seed();
-  count = case_count(count);
-  std::size_t failures = 0;
-  std::size_t checked = 0;
-  for (std::size_t i = 0; i < count && failures < 3; ++i, ++checked) {
-    const std::uint64_t seed = first + i;
-    tasktree_model::RandomSource source(seed);
+  tasktree_model::check_seeded_cases(count, [&](tasktree_model::RandomSource& source) {
     const Case c = tasktree_model::random_case(source, limits);
     const CheckOptions options = configure(c, source);
     const auto problems = tasktree_model::check_case(c, options, [&source](std::size_t n) { return source.pick(n); });
-    if (!problems.empty()) {
-      ++failures;
-      std::string report = "replay: TASKTREE_TEST_SEED=" + std::to_string(seed) + " TASKTREE_TEST_CASES=1\n" +
-                           tasktree_model::describe(c) + "\n";
-      if (options.stop.at != tasktree_model::StopAt::never) {
-        report += "stop kind " + std::to_string(static_cast<int>(options.stop.at)) + " at " +
-                  std::to_string(options.stop.count) + "\n";
-      }
-      for (const auto& fault : options.faults) {
-        report += std::string("fault in ") + tasktree_model::to_string(fault.site) + " at call " +
-                  std::to_string(fault.call) + "\n";
-      }
-      for (const std::string& problem : problems) report += "- " + problem + "\n";
-      FAIL_CHECK(report);
+    if (problems.empty()) return std::string();
+    std::string report = tasktree_model::describe(c) + "\n";
+    if (options.stop.at != tasktree_model::StopAt::never) {
+      report += "stop kind " + std::to_string(static_cast<int>(options.stop.at)) + " at " +
+                std::to_string(options.stop.count) + "\n";
     }
-  }
-  INFO("first seed " << first << ", " << checked << " cases");
-  CHECK(failures == 0);
-  CHECK(checked == count);
+    for (const auto& fault : options.faults) {
+      report += std::string("fault in ") + tasktree_model::to_string(fault.site) + " at call " +
+                std::to_string(fault.call) + "\n";
+    }
+    for (const std::string& problem : problems) report += "- " + problem + "\n";
+    return report;
+  });
 }
 
 /// Plain runs in `mode`, sometimes paced, logged or run twice.

@@ -24,6 +24,7 @@
 #include "catch.hpp"
 #include "model/random_case.hpp"
 #include "model/reference_model.hpp"
+#include "model/seeded_cases.hpp"
 #include "support.hpp"
 
 #include <tasktree/tasktree.hpp>
@@ -41,7 +42,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -1005,41 +1005,18 @@ std::vector<std::string> check_policy_case(const PolicyCase& pc, bool pool) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Seeds
+// Running random cases
 
-std::uint64_t first_seed() {
-  if (const char* text = std::getenv("TASKTREE_TEST_SEED")) return std::strtoull(text, nullptr, 0);
-  std::random_device device;
-  return (static_cast<std::uint64_t>(device()) << 32) ^ device();
-}
-
-std::size_t case_count(std::size_t fallback) {
-  if (const char* text = std::getenv("TASKTREE_TEST_CASES")) return std::strtoull(text, nullptr, 0);
-  return fallback;
-}
-
-/// Runs `count` random cases; case i uses seed `first + i`, so any one replays alone.
+/// Runs `count` random cases (see `check_seeded_cases`).
 void check_random_cases(bool pool, std::size_t count) {
-  const std::uint64_t first = first_seed();
-  count = case_count(count);
-  std::size_t failures = 0;
-  std::size_t checked = 0;
-  for (std::size_t i = 0; i < count && failures < 3; ++i, ++checked) {
-    const std::uint64_t seed = first + i;
-    tasktree_model::RandomSource source(seed);
+  tasktree_model::check_seeded_cases(count, [pool](tasktree_model::RandomSource& source) {
     const PolicyCase pc = random_policy_case(source, pool);
     const std::vector<std::string> problems = check_policy_case(pc, pool);
-    if (!problems.empty()) {
-      ++failures;
-      std::string report =
-          "replay: TASKTREE_TEST_SEED=" + std::to_string(seed) + " TASKTREE_TEST_CASES=1\n" + describe(pc) + "\n";
-      for (const std::string& problem : problems) report += "- " + problem + "\n";
-      FAIL_CHECK(report);
-    }
-  }
-  INFO("first seed " << first << ", " << checked << " cases");
-  CHECK(failures == 0);
-  CHECK(checked == count);
+    if (problems.empty()) return std::string();
+    std::string report = describe(pc) + "\n";
+    for (const std::string& problem : problems) report += "- " + problem + "\n";
+    return report;
+  });
 }
 
 }  // namespace

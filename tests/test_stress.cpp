@@ -5,6 +5,7 @@
 // every build, sanitizers included. Replay a random test with TASKTREE_TEST_SEED=<seed>.
 
 #include "catch.hpp"
+#include "model/seeded_cases.hpp"
 #include "support.hpp"
 
 #include <tasktree/tasktree.hpp>
@@ -136,11 +137,6 @@ void run_siblings(std::size_t count) {
   CHECK(tree.last_run_stats().completed == count + 1);
 }
 
-std::uint64_t seed_for_run() {
-  if (const char* text = std::getenv("TASKTREE_TEST_SEED")) return std::strtoull(text, nullptr, 0);
-  return std::random_device()();
-}
-
 }  // namespace
 
 TEST_CASE("a million datasets on the thread pool run once each, parents and barriers first", "[slow]") {
@@ -206,7 +202,7 @@ TEST_CASE("stops from another thread at random moments of large runs leave every
   // started. Whatever the moment: no job runs twice or before its parent completed, nothing runs after the
   // call returns, the statistics add up, the run returns true exactly when work was left, and the
   // tree runs completely afterwards.
-  const std::uint64_t seed = seed_for_run();
+  const std::uint64_t seed = tasktree_model::first_seed();
   INFO("TASKTREE_TEST_SEED=" << seed);
   std::mt19937_64 random(seed);
   std::vector<std::string> datasets;
