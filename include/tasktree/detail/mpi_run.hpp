@@ -166,6 +166,21 @@ inline mpi_wire::Fingerprint fingerprint(MpiEntryPoint entry_point, std::span<co
   };
 }
 
+/// Validates a run's datasets and tree options on a rank that builds no tree for the run, exactly
+/// as the tree on rank 0 does (throwing what it throws), and returns the run's fingerprint.
+inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, std::vector<std::string> datasets,
+                                                   int max_workers, std::optional<bool> enable_barriers,
+                                                   std::string barrier_name) {
+  const ParallelTaskTree<SynchronousExecutor> check(tasktree::Options<SynchronousExecutor>{
+      .datasets = std::move(datasets),
+      .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
+      .max_workers = max_workers,
+      .enable_barriers = enable_barriers,
+      .barrier_name = std::move(barrier_name),
+  });
+  return fingerprint(entry_point, check.datasets(), max_workers);
+}
+
 /// The agreement that starts every run (collective): each rank says whether it could start and
 /// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
 /// start the same run; a rank that could not rethrows its own error.
@@ -863,15 +878,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
       });
       mine = detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), max_workers);
     } else {
-      // Validated exactly as on rank 0, then dropped: a worker needs no tree.
-      const ParallelTaskTree<SynchronousExecutor> check(tasktree::Options<SynchronousExecutor>{
-          .datasets = std::move(options.datasets),
-          .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
-          .max_workers = max_workers,
-          .enable_barriers = options.enable_barriers,
-          .barrier_name = options.barrier_name,
-      });
-      mine = detail::fingerprint(detail::MpiEntryPoint::core, check.datasets(), max_workers);
+      // A worker needs no tree.
+      mine = detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), max_workers,
+                                           options.enable_barriers, options.barrier_name);
     }
   } catch (...) {
     rejected = std::current_exception();
@@ -923,20 +932,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
     // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
     // needs no tree and gives them away.
-    std::vector<std::string> datasets;
-    if (run.rank == 0) {
-      datasets = options.datasets;
-    } else {
-      datasets = std::move(options.datasets);
-    }
-    const ParallelTaskTree<SynchronousExecutor> check(tasktree::Options<SynchronousExecutor>{
-        .datasets = std::move(datasets),
-        .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
-        .max_workers = max_workers,
-        .enable_barriers = options.enable_barriers,
-        .barrier_name = options.barrier_name,
-    });
-    mine = detail::fingerprint(detail::MpiEntryPoint::policy, check.datasets(), max_workers);
+    mine = detail::validated_fingerprint(detail::MpiEntryPoint::policy,
+                                         run.rank == 0 ? options.datasets : std::move(options.datasets), max_workers,
+                                         options.enable_barriers, options.barrier_name);
   } catch (...) {
     rejected = std::current_exception();
   }
