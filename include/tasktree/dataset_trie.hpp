@@ -348,9 +348,12 @@ class DatasetTrie {
       for (;; ++depth) {
         const std::string_view part = name.substr(start, end - start);
         const bool last = end == name.size();
+        if (part.empty()) reject(name, "it has an empty component");
+        // The first byte decides almost always; a library call to compare one-byte components
+        // costs as much as the rest of the node.
+        const bool is_barrier = part.front() == barrier_name_.front() && part == barrier_name_;
         {
-          if (part.empty()) reject(name, "it has an empty component");
-          if (part == barrier_name_) {
+          if (is_barrier) {
             if (last) {
               throw std::invalid_argument(
                   fmt::format("tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so "
@@ -364,7 +367,7 @@ class DatasetTrie {
         Level& up = path.back();
         if constexpr (fill) {
           const std::uint32_t kind = last                    ? static_cast<std::uint32_t>(index)
-                                     : part == barrier_name_ ? barrier
+                                     : is_barrier            ? barrier
                                                              : intermediate;
           nodes_[node] = Node{up.node, npos, npos, kind};
           if (up.last_child == npos) {
