@@ -300,7 +300,14 @@ class Coordinator : private JobContext {
       in_flight_datasets_[index] = job.dataset;
       ++in_flight_;
       try {
-        executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
+        if (runs_inline_) {
+          // What the executor's `submit` would do, without building a `Job` and passing it through
+          // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
+          // docs/performance.md).
+          JobContext::execute(static_cast<JobContext*>(this), index);
+        } else {
+          executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
+        }
       } catch (...) {
         --in_flight_;  // not taken by the executor, so it will never report back
         release(index);
