@@ -9,7 +9,11 @@
 // library's memory is counted on one extra, untimed repetition by a replaced global operator new
 // (allocation_counter.cpp): the bytes allocated from the start of construction to the end of the
 // run, not counting the caller's input vector. W4 runs 10,000 jobs that sleep 1 ms (and a variant
-// that spins 100 us) on 8 workers, against the ideal N x t / workers, with the process's CPU time.
+// that spins 100 us) on 8 workers, against the ideal N x t / workers, with the process's CPU time,
+// next to two floors measured in the same run: plain threads (no scheduling at all) and one
+// deciding thread handing out jobs through condition variables (what any design pays in which one
+// thread decides what runs next, as tasktree's coordinator does); and it prints what one thread
+// hand-off costs on this machine.
 // --quick runs small sizes once, for CI: it checks that everything works, not how fast.
 
 #include "allocation_counter.hpp"
@@ -26,11 +30,13 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -284,6 +290,110 @@ void print_scheduler_tables(const std::vector<Row>& rows) {
   }
 }
 
+/// What one thread hand-off costs on this machine, the unit of W4's overhead: a thread that has
+/// just slept 1 ms (like a W4 job) wakes another that sleeps on a condition variable, `rounds`
+/// times. Prints the delay from the notify to the woken thread running, at three percentiles.
+void print_wake_latency(int rounds) {
+  std::mutex mutex;
+  std::condition_variable woken;
+  int round = 0;                   // guarded by `mutex`
+  Stopwatch::time_point notified;  // guarded by `mutex`
+  std::vector<double> micros;
+  micros.reserve(static_cast<std::size_t>(rounds));
+  std::thread sleeper([&] {
+    std::unique_lock lock(mutex);
+    for (int seen = 0; seen < rounds;) {
+      woken.wait(lock, [&] { return round > seen; });
+      micros.push_back(std::chrono::duration<double, std::micro>(Stopwatch::now() - notified).count());
+      seen = round;
+    }
+  });
+  for (int r = 1; r <= rounds; ++r) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    {
+      std::lock_guard lock(mutex);
+      round = r;
+      notified = Stopwatch::now();
+    }
+    woken.notify_one();
+  }
+  sleeper.join();
+  std::sort(micros.begin(), micros.end());
+  const auto at = [&](double share) {
+    return micros[static_cast<std::size_t>(share * static_cast<double>(micros.size() - 1))];
+  };
+  fmt::print(
+      "\nOne thread hand-off on this machine (a thread wakes another sleeping on a condition variable, "
+      "{} times): {:.1f} us at the median, {:.1f} us at the 90th percentile, {:.1f} us at the 99th.\n",
+      rounds, at(0.5), at(0.9), at(0.99));
+}
+
+/// The least any design pays in which one thread decides what runs next, as SPEC section 2 asks
+/// of tasktree's coordinator: `workers` threads each wait on a condition variable of their own for
+/// a job index, run the job and report back on the coordinator's condition variable; the
+/// coordinator hands each reporting thread the next index. Two thread hand-offs per job and
+/// nothing else: no trie, no priorities, no spinning. Runs `job(i)` for i in [0, count).
+template <class Job>
+void run_on_minimal_coordinator(std::size_t count, int workers, const Job& job) {
+  struct Worker {
+    std::mutex mutex;
+    std::condition_variable assigned;
+    std::optional<std::size_t> next;  // guarded by `mutex`; `count` means "stop"
+  };
+  std::vector<Worker> pool(static_cast<std::size_t>(workers));
+  std::mutex mutex;
+  std::condition_variable reported;
+  std::vector<std::size_t> finished;  // worker numbers, guarded by `mutex`
+  std::vector<std::thread> threads;
+  for (std::size_t w = 0; w < pool.size(); ++w) {
+    threads.emplace_back([&, w] {
+      while (true) {
+        std::size_t index = 0;
+        {
+          std::unique_lock lock(pool[w].mutex);
+          pool[w].assigned.wait(lock, [&] { return pool[w].next.has_value(); });
+          index = *std::exchange(pool[w].next, std::nullopt);
+        }
+        if (index == count) return;
+        job(index);
+        {
+          std::lock_guard lock(mutex);
+          finished.push_back(w);
+        }
+        reported.notify_one();
+      }
+    });
+  }
+  const auto assign = [&](std::size_t w, std::size_t index) {
+    {
+      std::lock_guard lock(pool[w].mutex);
+      pool[w].next = index;
+    }
+    pool[w].assigned.notify_one();
+  };
+  std::size_t next = 0;
+  std::size_t in_flight = 0;
+  for (std::size_t w = 0; w < pool.size() && next < count; ++w, ++in_flight) assign(w, next++);
+  std::vector<std::size_t> batch;
+  while (in_flight > 0) {
+    {
+      std::unique_lock lock(mutex);
+      reported.wait(lock, [&] { return !finished.empty(); });
+      batch.swap(finished);
+    }
+    for (const std::size_t w : batch) {
+      --in_flight;
+      if (next < count) {
+        assign(w, next++);
+        ++in_flight;
+      }
+    }
+    batch.clear();
+  }
+  for (std::size_t w = 0; w < pool.size(); ++w) assign(w, count);
+  for (std::thread& thread : threads) thread.join();
+}
+
 /// W4: real work. `ideal` is N x t / workers; `ideal_measured` the sum of the jobs' own measured
 /// durations / workers (a sleep takes a little longer than asked).
 void run_real_work(const Arguments& arguments) {
@@ -329,6 +439,16 @@ void run_real_work(const Arguments& arguments) {
       report("plain threads, no scheduler", wall, process_cpu_seconds() - cpu_start,
              static_cast<double>(job_nanos.load()) * 1e-9 / workers);
     }
+    // The floor of a design with one deciding thread: two hand-offs per job.
+    {
+      job_nanos = 0;
+      const double cpu_start = process_cpu_seconds();
+      const auto start = Stopwatch::now();
+      run_on_minimal_coordinator(count, workers, [&](std::size_t i) { job(names[i]); });
+      const double wall = seconds_since(start);
+      report("one deciding thread, no scheduler", wall, process_cpu_seconds() - cpu_start,
+             static_cast<double>(job_nanos.load()) * 1e-9 / workers);
+    }
     job_nanos = 0;
     const double cpu_start = process_cpu_seconds();
     const double wall = run_tasktree(names, workers, job);
@@ -342,6 +462,7 @@ void run_real_work(const Arguments& arguments) {
     report("oneTBB flow graph", tbb_wall, process_cpu_seconds() - tbb_cpu_start, std::nullopt);
 #endif
   }
+  print_wake_latency(arguments.quick ? 100 : 1'000);
   fmt::print("\nThe spinning variant is CPU-bound: with {} hardware threads its floor is N x t / {} = {:.4f} s.\n",
              std::thread::hardware_concurrency(), std::min<unsigned>(workers, std::thread::hardware_concurrency()),
              static_cast<double>(count) * 100e-6 / std::min<unsigned>(workers, std::thread::hardware_concurrency()));
