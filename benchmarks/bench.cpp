@@ -191,7 +191,7 @@ std::string size_label(std::size_t size) {
 int repetitions(const Arguments& arguments, std::size_t size) {
   if (arguments.repeat > 0) return arguments.repeat;
   if (arguments.quick) return 1;
-  return size >= 1'000'000 ? 3 : size >= 100'000 ? 5 : 15;
+  return size >= 100'000 ? 5 : 15;
 }
 
 std::string machine() {
