@@ -349,26 +349,22 @@ class DatasetTrie {
         const std::string_view part = name.substr(start, end - start);
         const bool last = end == name.size();
         if (part.empty()) reject(name, "it has an empty component");
-        // The first byte decides almost always; a library call to compare one-byte components
-        // costs as much as the rest of the node.
+        // The first byte settles it almost always: a `memcmp` call for every component (W2's are
+        // one character long, like `~`) was 7% of building W2's trie.
         const bool is_barrier = part.front() == barrier_name_.front() && part == barrier_name_;
-        {
-          if (is_barrier) {
-            if (last) {
-              throw std::invalid_argument(
-                  fmt::format("tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so "
-                              "it could never run",
-                              name, barrier_name_));
-            }
-            has_barriers_ = true;
+        if (is_barrier) {
+          if (last) {
+            throw std::invalid_argument(
+                fmt::format("tasktree: invalid dataset name {:?}: its last component is the barrier name {:?}, so "
+                            "it could never run",
+                            name, barrier_name_));
           }
+          has_barriers_ = true;
         }
         const auto node = static_cast<NodeIndex>(count++);
         Level& up = path.back();
         if constexpr (fill) {
-          const std::uint32_t kind = last                    ? static_cast<std::uint32_t>(index)
-                                     : is_barrier            ? barrier
-                                                             : intermediate;
+          const std::uint32_t kind = last ? static_cast<std::uint32_t>(index) : is_barrier ? barrier : intermediate;
           nodes_[node] = Node{up.node, npos, npos, kind};
           if (up.last_child == npos) {
             nodes_[up.node].first_child = node;
