@@ -423,11 +423,18 @@ void run_real_work(const Arguments& arguments) {
                  micros, runner, wall, ideal, wall / ideal, measured ? fmt::format("{:.4f} s", *measured) : "n/a",
                  measured ? fmt::format("{:.3f}", wall / *measured) : "n/a", 100 * cpu / wall);
     };
-    // The floor on this machine: the same jobs on `workers` plain threads, no scheduling at all.
-    {
+    // Runs the jobs once through `run_all` and reports it as `runner`: wall and CPU time, and the
+    // jobs' own measured durations.
+    const auto measure = [&](std::string_view runner, const auto& run_all) {
       job_nanos = 0;
       const double cpu_start = process_cpu_seconds();
       const auto start = Stopwatch::now();
+      run_all();
+      const double wall = seconds_since(start);
+      report(runner, wall, process_cpu_seconds() - cpu_start, static_cast<double>(job_nanos.load()) * 1e-9 / workers);
+    };
+    // The floor on this machine: the same jobs on `workers` plain threads, no scheduling at all.
+    measure("plain threads, no scheduler", [&] {
       std::vector<std::thread> threads;
       for (int t = 0; t < workers; ++t) {
         threads.emplace_back([&, t] {
@@ -435,20 +442,10 @@ void run_real_work(const Arguments& arguments) {
         });
       }
       for (std::thread& thread : threads) thread.join();
-      const double wall = seconds_since(start);
-      report("plain threads, no scheduler", wall, process_cpu_seconds() - cpu_start,
-             static_cast<double>(job_nanos.load()) * 1e-9 / workers);
-    }
+    });
     // The floor of a design with one deciding thread: two hand-offs per job.
-    {
-      job_nanos = 0;
-      const double cpu_start = process_cpu_seconds();
-      const auto start = Stopwatch::now();
-      run_on_minimal_coordinator(count, workers, [&](std::size_t i) { job(names[i]); });
-      const double wall = seconds_since(start);
-      report("one deciding thread, no scheduler", wall, process_cpu_seconds() - cpu_start,
-             static_cast<double>(job_nanos.load()) * 1e-9 / workers);
-    }
+    measure("one deciding thread, no scheduler",
+            [&] { run_on_minimal_coordinator(count, workers, [&](std::size_t i) { job(names[i]); }); });
     job_nanos = 0;
     const double cpu_start = process_cpu_seconds();
     const double wall = run_tasktree(names, workers, job);
