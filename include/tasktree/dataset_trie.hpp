@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -80,32 +81,29 @@ class DatasetTrie {
                        std::string_view barrier_name = default_barrier_name)
       : names_(sorted_datasets), barrier_name_(barrier_name) {
     validate_barrier_name(barrier_name);
-    if (sorted_datasets.size() > max_datasets) {
-      throw std::invalid_argument(
-          fmt::format("tasktree: too many datasets: {} (at most {})", sorted_datasets.size(), max_datasets));
+    build(Order::required);
+  }
+
+  /// Builds the trie of `datasets` if they are in sorted order, validating every name on the way,
+  /// as the constructor does; returns nothing, without an exception, if they are not (so that the
+  /// caller can sort them and build again).
+  ///
+  /// @throws std::invalid_argument as the constructor does, except for the order; for input that
+  /// is both out of order and invalid, nothing is returned, so that the error reported after
+  /// sorting is the one a sorted list gives.
+  [[nodiscard]] static std::optional<DatasetTrie> build_if_sorted(
+      std::span<const std::string> datasets, std::string_view barrier_name = default_barrier_name) {
+    validate_barrier_name(barrier_name);
+    DatasetTrie trie;
+    trie.names_ = datasets;
+    trie.barrier_name_ = barrier_name;
+    try {
+      if (!trie.build(Order::reported)) return std::nullopt;
+    } catch (const std::invalid_argument&) {
+      if (!std::is_sorted(datasets.begin(), datasets.end())) return std::nullopt;
+      throw;
     }
-    // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
-    // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
-    // array. Otherwise the pass stops at the first intermediate node (or before a name that might
-    // not fit), and a second walk counts the nodes of the remaining names; if they fit after all,
-    // the first pass goes on, else the build starts over in an array of exactly the final size.
-    // So a trie with intermediate nodes costs what counting first and filling afterwards costs,
-    // and peak memory stays the final size (growing the array would hold the old and the new one
-    // at once).
-    nodes_.resize(sorted_datasets.size() + 1);
-    BuildState state;
-    walk<true>(state, nodes_.size());
-    if (state.index < names_.size()) {
-      BuildState rest = state;
-      walk<false>(rest, npos);
-      if (rest.count > nodes_.size()) {
-        nodes_ = std::vector<Node>();  // free the first array before allocating the second
-        nodes_.resize(rest.count);
-        state = BuildState();
-      }
-      walk<true>(state, npos);  // fits: the count is exact
-    }
-    nodes_.resize(state.count);
+    return trie;
   }
 
   /// Number of nodes, including the root.
@@ -208,6 +206,46 @@ class DatasetTrie {
     std::uint32_t dataset;  // dataset index for a job node, else `barrier` or `intermediate`
   };
 
+  /// What a build does with names out of order: reject them (the constructor) or stop and say so
+  /// (`build_if_sorted`).
+  enum class Order { required, reported };
+
+  /// Validates the names and fills the nodes. Returns false, with the trie unusable, if `order`
+  /// is `reported` and a name comes before the previous one.
+  bool build(Order order) {
+    if (names_.size() > max_datasets) {
+      throw std::invalid_argument(
+          fmt::format("tasktree: too many datasets: {} (at most {})", names_.size(), max_datasets));
+    }
+    // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
+    // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
+    // array. Otherwise the pass stops at the first intermediate node (or before a name that might
+    // not fit), and a second walk counts the nodes of the remaining names; if they fit after all,
+    // the first pass goes on, else the build starts over in an array of exactly the final size.
+    // So a trie with intermediate nodes costs what counting first and filling afterwards costs,
+    // and peak memory stays the final size (growing the array would hold the old and the new one
+    // at once).
+    nodes_.resize(names_.size() + 1);
+    BuildState state;
+    state.order = order;
+    walk<true>(state, nodes_.size());
+    if (state.unsorted) return false;
+    if (state.index < names_.size()) {
+      BuildState rest = state;
+      walk<false>(rest, npos);
+      if (rest.unsorted) return false;
+      if (rest.count > nodes_.size()) {
+        nodes_ = std::vector<Node>();  // free the first array before allocating the second
+        nodes_.resize(rest.count);
+        state = BuildState();
+        state.order = order;
+      }
+      walk<true>(state, npos);  // fits: the count is exact
+    }
+    nodes_.resize(state.count);
+    return true;
+  }
+
   /// True if `later` extends `earlier` with a character that sorts before '/', such as "a-b" after
   /// "a": then names below `earlier` ("a/...") still come later in sorted order.
   static bool extends_below_separator(std::string_view later, std::string_view earlier) noexcept {
@@ -246,13 +284,15 @@ class DatasetTrie {
     if (name.back() == component_separator) reject(name, "it ends with '/'");
   }
 
-  /// Validates the order of `name` after `previous`, given their common prefix (the first pass).
-  static void validate_order(std::string_view previous, std::string_view name, std::size_t common) {
+  /// True if `name` may follow `previous`, given their common prefix (the first pass). A duplicate
+  /// is always rejected; a name out of order too, unless `order` is `reported`.
+  static bool in_order(std::string_view previous, std::string_view name, std::size_t common, Order order) {
     if (common < name.size() && (common == previous.size() || static_cast<unsigned char>(name[common]) >
                                                                   static_cast<unsigned char>(previous[common]))) {
-      return;
+      return true;
     }
     if (previous == name) throw std::invalid_argument(fmt::format("tasktree: duplicate dataset name {:?}", name));
+    if (order == Order::reported) return false;
     throw std::invalid_argument(
         fmt::format("tasktree: datasets are not sorted: {:?} comes after {:?}", name, previous));
   }
@@ -274,6 +314,8 @@ class DatasetTrie {
     std::vector<Level> path{{root, 0, npos}};  // path[d] is the node at depth d of the previous name
     std::vector<Suspended> suspended;          // by non-decreasing depth
     std::string_view previous;                 // the previous name
+    Order order = Order::required;
+    bool unsorted = false;  // the walk stopped at a name out of order (`Order::reported`)
   };
 
   /// Walks the sorted names from `state`, validating each. With `fill` it writes the nodes; given
@@ -305,7 +347,10 @@ class DatasetTrie {
         if (capacity != npos && (count > index + 1 || capacity - count < name.size() / 2 + 1)) break;
       }
       const std::size_t common = common_prefix(previous, name);
-      if (index > 0) validate_order(previous, name, common);
+      if (index > 0 && !in_order(previous, name, common, state.order)) {
+        state.unsorted = true;
+        return;
+      }
       validate_ends(name);
 
       // depth: the first level where this name leaves the previous name's path. A component is

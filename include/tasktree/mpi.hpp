@@ -169,16 +169,10 @@ struct JobOutcome {
   friend bool operator==(const JobOutcome&, const JobOutcome&) = default;
 };
 
-class RemoteJob;
-
 /// @brief A callable that can be a job on a worker rank: `f(dataset, submit_count)` or
 /// `f(dataset, submit_count, stop_token)` returning something convertible to `JobOutcome`.
 template <class F>
-concept RemoteDatasetJob =
-    !std::same_as<std::remove_cvref_t<F>, RemoteJob> &&
-    (std::is_convertible_v<
-         std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t, const std::stop_token&>, JobOutcome> ||
-     std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t>, JobOutcome>);
+concept RemoteDatasetJob = DatasetFunctionOf<F, JobOutcome>;
 
 /// @brief The job of `mpi::process_datasets_in_parallel()`: `job(dataset, submit_count)` or
 /// `job(dataset, submit_count, stop_token)`, returning a `JobOutcome`.
@@ -194,37 +188,7 @@ concept RemoteDatasetJob =
 ///   return tasktree::mpi::JobOutcome{.no_skip = copy(dataset, stop)};
 /// };
 /// @endcode
-class RemoteJob {
- public:
-  RemoteJob() = default;
-
-  template <RemoteDatasetJob F>
-  RemoteJob(F&& function) {  // NOLINT(google-explicit-constructor)
-    using Fn = std::decay_t<F>;
-    if constexpr (std::is_invocable_v<Fn&, std::string_view, std::int64_t, const std::stop_token&>) {
-      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
-                                                      const std::stop_token& stop) mutable -> JobOutcome {
-        return f(dataset, submit_count, stop);
-      };
-    } else {
-      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
-                                                      const std::stop_token&) mutable -> JobOutcome {
-        return f(dataset, submit_count);
-      };
-    }
-  }
-
-  /// True if a job is set.
-  explicit operator bool() const noexcept { return static_cast<bool>(function_); }
-
-  /// Runs the job.
-  JobOutcome operator()(std::string_view dataset, std::int64_t submit_count, const std::stop_token& stop) const {
-    return function_(dataset, submit_count, stop);
-  }
-
- private:
-  std::function<JobOutcome(std::string_view, std::int64_t, const std::stop_token&)> function_;
-};
+using RemoteJob = DatasetFunction<JobOutcome>;
 
 /// @brief Rank 0's side of a finished job: `completion(dataset, outcome, in_flight)` returns the
 /// job's `CompletionCallbackResult`. It is the job's completion callback: it runs on rank 0's
@@ -394,4 +358,4 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
 }  // namespace tasktree::mpi
 
 // The definitions need the types above.
-#include <tasktree/detail/mpi_run.hpp>
+#include <tasktree/mpi/run.hpp>

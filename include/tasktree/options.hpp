@@ -10,6 +10,7 @@
 #include <tasktree/log.hpp>
 #include <tasktree/observer.hpp>
 #include <tasktree/priority.hpp>
+#include <tasktree/thread_pool.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -26,18 +27,58 @@
 
 namespace tasktree {
 
-class ProcessDataset;
+template <class Result>
+class DatasetFunction;
 
-/// @brief A callable that can be a job: `f(dataset, submit_count)` or
-/// `f(dataset, submit_count, stop_token)` returning something convertible to `CompletionCallback`
-/// (`F` may be a reference type, as deduced for a forwarding reference).
-template <class F>
-concept DatasetJob =
-    !std::same_as<std::remove_cvref_t<F>, ProcessDataset> &&
+/// @brief A callable that can be a `DatasetFunction<Result>`: `f(dataset, submit_count)` or
+/// `f(dataset, submit_count, stop_token)` returning something convertible to `Result` (`F` may be
+/// a reference type, as deduced for a forwarding reference).
+template <class F, class Result>
+concept DatasetFunctionOf =
+    !std::same_as<std::remove_cvref_t<F>, DatasetFunction<Result>> &&
     (std::is_convertible_v<
-         std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t, const std::stop_token&>,
-         CompletionCallback> ||
-     std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t>, CompletionCallback>);
+         std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t, const std::stop_token&>, Result> ||
+     std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, std::string_view, std::int64_t>, Result>);
+
+/// @brief A job as the library stores it: `f(dataset, submit_count)` or
+/// `f(dataset, submit_count, stop_token)` returning a `Result`, kept in the three-argument form.
+///
+/// `ProcessDataset` (the core's job) and `mpi::RemoteJob` (a job on a worker rank) are this
+/// template; their documentation says what the job may do and when it runs.
+template <class Result>
+class DatasetFunction {
+ public:
+  /// No job.
+  DatasetFunction() = default;
+
+  /// Stores `function`, either form.
+  template <DatasetFunctionOf<Result> F>
+  DatasetFunction(F&& function) {  // NOLINT(google-explicit-constructor)
+    using Fn = std::decay_t<F>;
+    if constexpr (std::is_invocable_v<Fn&, std::string_view, std::int64_t, const std::stop_token&>) {
+      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
+                                                      const std::stop_token& stop) mutable -> Result {
+        return f(dataset, submit_count, stop);
+      };
+    } else {
+      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
+                                                      const std::stop_token&) mutable -> Result {
+        return f(dataset, submit_count);
+      };
+    }
+  }
+
+  /// True if a job is set.
+  explicit operator bool() const noexcept { return static_cast<bool>(function_); }
+
+  /// Runs the job.
+  Result operator()(std::string_view dataset, std::int64_t submit_count, const std::stop_token& stop) const {
+    return function_(dataset, submit_count, stop);
+  }
+
+ private:
+  std::function<Result(std::string_view, std::int64_t, const std::stop_token&)> function_;
+};
 
 /// @brief The job: `process_dataset(dataset, submit_count)` or
 /// `process_dataset(dataset, submit_count, stop_token)`, returning a `CompletionCallback` (or
@@ -56,38 +97,11 @@ concept DatasetJob =
 ///   return tasktree::CompletionCallbackResult{.no_skip = !stop.stop_requested()};
 /// };
 /// @endcode
-class ProcessDataset {
- public:
-  ProcessDataset() = default;
+using ProcessDataset = DatasetFunction<CompletionCallback>;
 
-  template <DatasetJob F>
-  ProcessDataset(F&& function) {  // NOLINT(google-explicit-constructor)
-    using Fn = std::decay_t<F>;
-    if constexpr (std::is_invocable_v<Fn&, std::string_view, std::int64_t, const std::stop_token&>) {
-      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
-                                                      const std::stop_token& stop) mutable -> CompletionCallback {
-        return f(dataset, submit_count, stop);
-      };
-    } else {
-      function_ = [f = Fn(std::forward<F>(function))](std::string_view dataset, std::int64_t submit_count,
-                                                      const std::stop_token&) mutable -> CompletionCallback {
-        return f(dataset, submit_count);
-      };
-    }
-  }
-
-  /// True if a job is set.
-  explicit operator bool() const noexcept { return static_cast<bool>(function_); }
-
-  /// Runs the job.
-  CompletionCallback operator()(std::string_view dataset, std::int64_t submit_count,
-                                const std::stop_token& stop) const {
-    return function_(dataset, submit_count, stop);
-  }
-
- private:
-  std::function<CompletionCallback(std::string_view, std::int64_t, const std::stop_token&)> function_;
-};
+/// @brief A callable that can be a job: see `ProcessDataset`.
+template <class F>
+concept DatasetJob = DatasetFunctionOf<F, CompletionCallback>;
 
 /// @brief Pacing: `interval_nanos(last_update_nanos, dataset, submit_count)` returns the delay to
 /// add to the earliest time of the *next* submission (negative counts as zero). Called on the

@@ -19,6 +19,7 @@
 #include <concepts>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <stop_token>
@@ -77,7 +78,6 @@ class ParallelTaskTree {
   /// `/`; `enable_barriers == false` while a dataset has a barrier component; no `process_dataset`;
   /// no `executors` factory for an executor type that cannot be default-constructed.
   explicit ParallelTaskTree(Options<E> options) : options_(std::move(options)) {
-    validate_barrier_name(options_.barrier_name);
     if (options_.max_workers < 1) {
       throw std::invalid_argument(
           fmt::format("tasktree: invalid max_workers {}: it must be at least 1", options_.max_workers));
@@ -87,13 +87,11 @@ class ParallelTaskTree {
       throw std::invalid_argument("tasktree: executors is not set and the executor type has no default constructor");
     }
     std::vector<std::string>& datasets = options_.datasets;
-    // Sorted input (the usual case) is validated and built in one walk over the names; only if
-    // that fails is the order checked, and unsorted input sorted and built again (reporting the
-    // same error a sorted list would, if any).
-    try {
-      trie_ = DatasetTrie(datasets, options_.barrier_name);
-    } catch (const std::invalid_argument&) {
-      if (std::is_sorted(datasets.begin(), datasets.end())) throw;
+    // Sorted input (the usual case) is validated and built in one walk over the names; the walk
+    // notices when the names are out of order, and then they are sorted and built again.
+    if (std::optional<DatasetTrie> sorted = DatasetTrie::build_if_sorted(datasets, options_.barrier_name)) {
+      trie_ = std::move(*sorted);
+    } else {
       std::sort(datasets.begin(), datasets.end());
       trie_ = DatasetTrie(datasets, options_.barrier_name);
     }

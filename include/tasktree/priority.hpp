@@ -2,38 +2,22 @@
 /// @file priority.hpp
 /// @brief `Priority`: which available job starts first.
 
-#include <tasktree/detail/ready_queue.hpp>
-
+#include <algorithm>
+#include <cmath>
 #include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
+
+#include <fmt/format.h>
 
 namespace tasktree {
-
-namespace detail {
-/// Makes the ready queue for one run of a custom priority.
-class PriorityModel {
- public:
-  virtual ~PriorityModel() = default;
-  [[nodiscard]] virtual std::unique_ptr<ReadyQueueModel> make_queue() const = 0;
-};
-
-template <class F>
-class PriorityFunction final : public PriorityModel {
- public:
-  using Key = std::remove_cvref_t<std::invoke_result_t<const F&, std::string_view>>;
-  explicit PriorityFunction(F function) : function_(std::move(function)) {}
-  [[nodiscard]] std::unique_ptr<ReadyQueueModel> make_queue() const override {
-    return std::make_unique<KeyedReadyQueue<Key, F>>(function_);
-  }
-
- private:
-  F function_;
-};
-}  // namespace detail
 
 class Priority;
 
@@ -66,16 +50,96 @@ class Priority {
   /// Orders by `function(dataset)`, smallest first.
   template <PriorityKeyFunction F>
   Priority(F&& function)  // NOLINT(google-explicit-constructor)
-      : model_(std::make_shared<detail::PriorityFunction<std::decay_t<F>>>(std::forward<F>(function))) {}
+      : model_(std::make_shared<Function<std::decay_t<F>>>(std::forward<F>(function))) {}
 
   /// True for the default name order.
   [[nodiscard]] bool is_name_order() const noexcept { return model_ == nullptr; }
 
-  /// The queue for one run (custom priorities only). Used by the scheduler.
-  [[nodiscard]] std::unique_ptr<detail::ReadyQueueModel> make_queue() const { return model_->make_queue(); }
+  /// @brief The available jobs of one run, ordered by a custom priority: a binary min-heap of
+  /// (key, dataset index), with each key computed once, when its job is pushed. Used by the
+  /// scheduler through one virtual call per push and pop; users do not need it.
+  class Queue {
+   public:
+    virtual ~Queue() = default;
+    /// Makes room for `capacity` jobs.
+    virtual void reserve(std::size_t capacity) = 0;
+    /// Adds the job of dataset number `dataset` (its place in name order, which breaks ties)
+    /// named `name`, computing its key; `tag` comes back with it from `pop`.
+    /// @throws std::invalid_argument naming the dataset if its key is NaN.
+    virtual void push(std::uint32_t dataset, std::uint32_t tag, std::string_view name) = 0;
+    /// Removes the job with the smallest key (ties: the smallest dataset number) and returns its
+    /// dataset number and tag. The queue must not be empty.
+    virtual std::pair<std::uint32_t, std::uint32_t> pop() = 0;
+    /// True if no job is queued.
+    [[nodiscard]] virtual bool empty() const noexcept = 0;
+    /// The number of queued jobs.
+    [[nodiscard]] virtual std::size_t size() const noexcept = 0;
+  };
+
+  /// A new, empty queue for one run. Only for a custom priority (`!is_name_order()`).
+  [[nodiscard]] std::unique_ptr<Queue> make_queue() const { return model_->make_queue(); }
 
  private:
-  std::shared_ptr<const detail::PriorityModel> model_;
+  class Model {
+   public:
+    virtual ~Model() = default;
+    [[nodiscard]] virtual std::unique_ptr<Queue> make_queue() const = 0;
+  };
+  template <class F>
+  class Function;
+
+  std::shared_ptr<const Model> model_;
+};
+
+/// The queue of a key function `F`: keys of type `Key`, compared inline.
+template <class F>
+class Priority::Function final : public Priority::Model {
+ public:
+  using Key = std::remove_cvref_t<std::invoke_result_t<const F&, std::string_view>>;
+  explicit Function(F function) : function_(std::move(function)) {}
+  [[nodiscard]] std::unique_ptr<Queue> make_queue() const override { return std::make_unique<KeyedQueue>(function_); }
+
+ private:
+  class KeyedQueue final : public Queue {
+   public:
+    explicit KeyedQueue(const F& function) : function_(function) {}
+    void reserve(std::size_t capacity) override { heap_.reserve(capacity); }
+    void push(std::uint32_t dataset, std::uint32_t tag, std::string_view name) override {
+      Key key = function_(name);
+      if constexpr (std::is_floating_point_v<Key>) {
+        if (std::isnan(key)) {
+          throw std::invalid_argument(fmt::format("tasktree: priority of dataset {:?} is NaN", name));
+        }
+      }
+      heap_.push_back(Entry{std::move(key), dataset, tag});
+      std::push_heap(heap_.begin(), heap_.end(), later);
+    }
+    std::pair<std::uint32_t, std::uint32_t> pop() override {
+      std::pop_heap(heap_.begin(), heap_.end(), later);
+      const Entry& entry = heap_.back();
+      const std::pair<std::uint32_t, std::uint32_t> job{entry.dataset, entry.tag};
+      heap_.pop_back();
+      return job;
+    }
+    [[nodiscard]] bool empty() const noexcept override { return heap_.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept override { return heap_.size(); }
+
+   private:
+    struct Entry {
+      Key key;
+      std::uint32_t dataset;
+      std::uint32_t tag;
+    };
+    static bool later(const Entry& a, const Entry& b) {
+      if (b.key < a.key) return true;
+      if (a.key < b.key) return false;
+      return a.dataset > b.dataset;
+    }
+    const F& function_;
+    std::vector<Entry> heap_;
+  };
+
+  F function_;
 };
 
 }  // namespace tasktree

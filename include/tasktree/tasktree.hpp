@@ -19,4 +19,6 @@
 #include <tasktree/parallel_task_tree.hpp>
 #include <tasktree/policy.hpp>
 #include <tasktree/priority.hpp>
+#include <tasktree/retry.hpp>
+#include <tasktree/thread_pool.hpp>
 #include <tasktree/version.hpp>

@@ -8,6 +8,8 @@
 #include <tasktree/completion.hpp>
 #include <tasktree/dataset_trie.hpp>
 #include <tasktree/detail/completion_queue.hpp>
+#include <tasktree/detail/deadline.hpp>
+#include <tasktree/detail/error_text.hpp>
 #include <tasktree/detail/ready_queue.hpp>
 #include <tasktree/executor.hpp>
 #include <tasktree/log.hpp>
@@ -32,17 +34,6 @@
 #include <vector>
 
 namespace tasktree::detail {
-
-/// A short description of an exception for log messages.
-inline std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
 
 /// What one run needs from the tree; all references outlive the run.
 struct RunConfig {
@@ -192,13 +183,6 @@ class Coordinator : private JobContext {
   }
 
  private:
-  /// `time + delay`, with a negative delay counting as zero and no overflow past the far future.
-  static std::int64_t add_saturated(std::int64_t time, std::int64_t delay) noexcept {
-    if (delay <= 0) return time;
-    return time > std::numeric_limits<std::int64_t>::max() - delay ? std::numeric_limits<std::int64_t>::max()
-                                                                   : time + delay;
-  }
-
   static std::size_t slot_count(const RunConfig& config) {
     return std::max<std::size_t>(1, std::min(config.max_workers, config.trie.dataset_count()));
   }
@@ -284,7 +268,7 @@ class Coordinator : private JobContext {
       const std::string_view name = names_[job.dataset];
       if (pacing) {
         before_user_code();
-        next_update = add_saturated(next_update, config_.interval_nanos(next_update, name, submit_count_));
+        next_update = deadline_after(next_update, config_.interval_nanos(next_update, name, submit_count_));
       }
       // Before the job takes a slot: a log sink that throws must not leave a phantom job in flight.
       if (config_.log.enabled(LogLevel::trace)) {

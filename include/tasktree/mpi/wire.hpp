@@ -1,5 +1,5 @@
 #pragma once
-/// @file detail/mpi_wire.hpp
+/// @file mpi/wire.hpp
 /// @brief The messages rank 0 and the worker ranks exchange during an MPI run, and their byte
 /// encoding.
 ///
@@ -9,9 +9,6 @@
 /// by different compilers read each other's messages. MPI does not let messages between two ranks
 /// overtake each other on one communicator, which the protocol relies on: a worker sees a job's
 /// request before a stop or the shutdown that rank 0 sent after it.
-
-#include <tasktree/observer.hpp>
-#include <tasktree/policy.hpp>
 
 #include <fmt/format.h>
 
@@ -164,7 +161,11 @@ struct Shutdown {
   bool failed = false;      // what the call returns, if it does not throw
   std::int32_t origin = 0;  // the rank the error came from
   std::string message{};
-  FaultTolerantStats stats{};
+  /// Rank 0's statistics of the run, in the order of `RunStats` and then the policy layer's
+  /// counters (`FaultTolerantStats`): total, started, completed, succeeded, failed, skipped,
+  /// cancelled, retries, recovered, failed_while_stopping. The wire format has no dependency on
+  /// those structs; mpi/run.hpp converts.
+  std::array<std::uint64_t, 10> counts{};
 };
 
 inline std::string encode(const Shutdown& shutdown) {
@@ -173,12 +174,7 @@ inline std::string encode(const Shutdown& shutdown) {
   out.u8(shutdown.failed ? 1 : 0);
   out.i32(shutdown.origin);
   out.str(shutdown.message);
-  const RunStats& run = shutdown.stats.run;
-  for (const std::size_t count :
-       {run.total, run.started, run.completed, run.succeeded, run.failed, run.skipped, run.cancelled,
-        shutdown.stats.retries, shutdown.stats.recovered, shutdown.stats.failed_while_stopping}) {
-    out.u64(count);
-  }
+  for (const std::uint64_t count : shutdown.counts) out.u64(count);
   return out.take();
 }
 
@@ -189,12 +185,7 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
   shutdown.failed = in.u8() != 0;
   shutdown.origin = in.i32();
   shutdown.message = std::string(in.str());
-  RunStats& run = shutdown.stats.run;
-  for (std::size_t* count :
-       {&run.total, &run.started, &run.completed, &run.succeeded, &run.failed, &run.skipped, &run.cancelled,
-        &shutdown.stats.retries, &shutdown.stats.recovered, &shutdown.stats.failed_while_stopping}) {
-    *count = static_cast<std::size_t>(in.u64());
-  }
+  for (std::uint64_t& count : shutdown.counts) count = in.u64();
   return shutdown;
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-/// @file detail/fault_tolerant_run.hpp
+/// @file policy/fault_tolerant_run.hpp
 /// @brief One run of the policy layer: the core job that wraps the user's job in the retry loop,
 /// the completion callback that applies `SkipOnError`, and the decision, once the core run has
 /// ended, about what the call returns or rethrows. Also the definitions of
@@ -7,12 +7,13 @@
 
 #include <tasktree/clock.hpp>
 #include <tasktree/completion.hpp>
-#include <tasktree/detail/coordinator.hpp>
-#include <tasktree/detail/retry_loop.hpp>
+#include <tasktree/detail/error_text.hpp>
+#include <tasktree/detail/option_fields.hpp>
 #include <tasktree/log.hpp>
 #include <tasktree/options.hpp>
 #include <tasktree/parallel_task_tree.hpp>
 #include <tasktree/policy.hpp>
+#include <tasktree/policy/retry_loop.hpp>
 
 #include <fmt/format.h>
 
@@ -24,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -65,27 +67,29 @@ inline void validate_policy(const FaultTolerantJob& process_dataset, SkipOnError
   }
 }
 
-/// What the coordinator side of the policy reads: references into the options of the call.
-struct PolicyConfig {
-  SkipOnError skip_on_error;
-  const std::function<bool(std::string_view)>& skip_tree_on_error;
-  const std::function<void()>& termination_handler;
-  const std::function<void(const std::exception_ptr&, std::string_view, std::string_view)>& append_exception;
-  std::string_view task_name;
-  bool dry_run;
-  const Logger& log;
-};
+/// The fields of `FaultTolerantOptions` that only the policy layer reads: `skip_on_error`,
+/// `skip_tree_on_error`, `retry_policy`, `is_job_failure`, `termination_handler`,
+/// `append_exception`, `task_name`, `dry_run`, `random`.
+inline constexpr std::size_t policy_only_options = 9;
 
 /// The per-run state of the policy layer. Workers call `execute`; everything else runs on the
-/// coordinator (completion callbacks, `finish`).
+/// coordinator (completion callbacks, `finish`). Reads the policy's own fields of `policy` (the
+/// run options it shares with the core were moved into the core tree) and the core tree's log and
+/// clock.
+template <Executor E>
 class FaultTolerantRun {
  public:
-  FaultTolerantRun(const FaultTolerantJob& job, const RetryPolicy& retry_policy,
-                   const ExceptionPredicate& is_job_failure, const RandomSource& random, Clock& clock,
-                   const PolicyConfig& config)
-      : retry_{job, retry_policy, is_job_failure, random, clock, retries_, recovered_},
-        clock_(clock),
-        config_(config) {}
+  FaultTolerantRun(const FaultTolerantOptions<E>& policy, const Options<E>& core)
+      : retry_{policy.process_dataset,
+               policy.retry_policy,
+               policy.is_job_failure,
+               policy.random,
+               *core.clock,
+               retries_,
+               recovered_},
+        clock_(*core.clock),
+        policy_(policy),
+        log_(core.log) {}
 
   FaultTolerantRun(const FaultTolerantRun&) = delete;
   FaultTolerantRun& operator=(const FaultTolerantRun&) = delete;
@@ -174,9 +178,9 @@ class FaultTolerantRun {
 
   /// The completion callback: applies `skip_on_error` to a failure.
   CompletionCallbackResult complete(InFlight& in_flight, const Outcome& outcome) {
-    if (config_.log.enabled(LogLevel::debug)) {
-      config_.log.log(LogLevel::debug, "{} done: {} took {}", prefix(outcome.submit_count), outcome.dataset,
-                      format_duration(std::chrono::nanoseconds(outcome.elapsed_nanos)));
+    if (log_.enabled(LogLevel::debug)) {
+      log_.log(LogLevel::debug, "{} done: {} took {}", prefix(outcome.submit_count), outcome.dataset,
+               format_duration(std::chrono::nanoseconds(outcome.elapsed_nanos)));
     }
     if (outcome.failure == no_failure) return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = false};
     JobFailure failure;
@@ -186,36 +190,36 @@ class FaultTolerantRun {
       failure = failures_[outcome.failure];
     }
     log_failure(failure, "failed");
-    if (config_.skip_on_error == SkipOnError::fail || in_flight.stop_requested()) {
+    if (policy_.skip_on_error == SkipOnError::fail || in_flight.stop_requested()) {
       in_flight.request_stop();
       if (!fail_error_) fail_error_ = failure.error;
       call_termination_handler();
       return CompletionCallbackResult{.no_skip = false, .fail = true};  // rethrown by `finish`
     }
-    if (config_.append_exception) config_.append_exception(failure.error, config_.task_name, failure.dataset);
-    const bool skip_tree = config_.skip_on_error == SkipOnError::tree ||
-                           (config_.skip_tree_on_error && config_.skip_tree_on_error(failure.dataset));
+    if (policy_.append_exception) policy_.append_exception(failure.error, policy_.task_name, failure.dataset);
+    const bool skip_tree = policy_.skip_on_error == SkipOnError::tree ||
+                           (policy_.skip_tree_on_error && policy_.skip_tree_on_error(failure.dataset));
     return CompletionCallbackResult{.no_skip = !skip_tree, .fail = true};
   }
 
   void call_termination_handler() {
     if (termination_handled_) return;
     termination_handled_ = true;
-    if (config_.termination_handler) config_.termination_handler();
+    if (policy_.termination_handler) policy_.termination_handler();
   }
 
   /// `"[Dry ]{tid}[ {task_name}]"`.
   [[nodiscard]] std::string prefix(std::int64_t submit_count) const {
-    return fmt::format("{}{}/{}{}{}", config_.dry_run ? dry_run_marker : std::string_view(), submit_count, total_,
-                       config_.task_name.empty() ? "" : " ", config_.task_name);
+    return fmt::format("{}{}/{}{}{}", policy_.dry_run ? dry_run_marker : std::string_view(), submit_count, total_,
+                       policy_.task_name.empty() ? "" : " ", policy_.task_name);
   }
 
   void log_failure(const JobFailure& failure, std::string_view what) const {
-    if (!config_.log.enabled(LogLevel::error)) return;
+    if (!log_.enabled(LogLevel::error)) return;
     const std::string attempts =
         failure.retries > 0 ? fmt::format(" ({} attempts)", std::int64_t{failure.retries} + 1) : std::string();
-    config_.log.log(LogLevel::error, "{} {}: {}{}: {}", prefix(failure.submit_count), what, failure.dataset, attempts,
-                    describe(failure.error));
+    log_.log(LogLevel::error, "{} {}: {}{}: {}", prefix(failure.submit_count), what, failure.dataset, attempts,
+             describe(failure.error));
   }
 
   // Worker side.
@@ -228,7 +232,8 @@ class FaultTolerantRun {
   std::vector<JobFailure> failures_;  // guarded by `failures_mutex_`
 
   // Coordinator side.
-  const PolicyConfig& config_;
+  const FaultTolerantOptions<E>& policy_;
+  const Logger& log_;
   std::exception_ptr fail_error_;  // the failure handled as `fail`, rethrown by `finish`
   bool termination_handled_ = false;
 };
@@ -247,34 +252,25 @@ template <Executor E>
 bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions<E> options, FaultTolerantStats& stats) {
   stats = FaultTolerantStats{};
   detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
-  if (!options.clock) options.clock = std::make_shared<SteadyClock>();
-  const detail::PolicyConfig config{
-      .skip_on_error = options.skip_on_error,
-      .skip_tree_on_error = options.skip_tree_on_error,
-      .termination_handler = options.termination_handler,
-      .append_exception = options.append_exception,
-      .task_name = options.task_name,
-      .dry_run = options.dry_run,
-      .log = options.log,
-  };
-  detail::FaultTolerantRun run(options.process_dataset, options.retry_policy, options.is_job_failure, options.random,
-                               *options.clock, config);
-  ParallelTaskTree<E> tree(Options<E>{
-      .datasets = std::move(options.datasets),
-      .process_dataset = [&run](std::string_view dataset, std::int64_t submit_count,
-                                const std::stop_token& stop) { return run.execute(dataset, submit_count, stop); },
-      .priority = std::move(options.priority),
-      .max_workers = options.max_workers,
-      .executors = std::move(options.executors),
-      .interval_nanos = std::move(options.interval_nanos),
-      .stop_token = options.stop_token,
-      .enable_barriers = options.enable_barriers,
-      .barrier_name = std::move(options.barrier_name),
-      .clock = options.clock,
-      .log = options.log,
-      .observer = std::move(options.observer),
-  });
-  run.set_total(tree.datasets().size());
+  // The run's state exists once the tree does: it reads the log and the clock where the tree keeps
+  // them. Jobs call it only during the run.
+  std::optional<detail::FaultTolerantRun<E>> run;
+  Options<E> core{
+      .process_dataset = [&run](std::string_view dataset, std::int64_t submit_count, const std::stop_token& stop) {
+        return run->execute(dataset, submit_count, stop);
+      }};
+  // Every core option but the job comes from the policy options; the others are the policy's own.
+  static_assert(
+      detail::field_count<Options<E>>() == detail::shared_option_count<Options<E>, FaultTolerantOptions<E>> + 1,
+      "an option of Options is missing from FaultTolerantOptions or from detail::for_each_shared_option");
+  static_assert(detail::field_count<FaultTolerantOptions<E>>() ==
+                    detail::shared_option_count<Options<E>, FaultTolerantOptions<E>> + 1 + detail::policy_only_options,
+                "a new option of FaultTolerantOptions: share it with Options (detail::for_each_shared_option) or "
+                "read it in detail::FaultTolerantRun and count it in detail::policy_only_options");
+  detail::carry_shared_options(std::move(options), core);
+  ParallelTaskTree<E> tree(std::move(core));
+  run.emplace(options, tree.options());
+  run->set_total(tree.datasets().size());
   bool failed = false;
   std::exception_ptr error;
   try {
@@ -282,7 +278,7 @@ bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions<E> opt
   } catch (...) {
     error = std::current_exception();
   }
-  return run.finish(failed, error, tree.last_run_stats(), stats);
+  return run->finish(failed, error, tree.last_run_stats(), stats);
 }
 
 }  // namespace tasktree

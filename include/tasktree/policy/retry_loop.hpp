@@ -1,5 +1,5 @@
 #pragma once
-/// @file detail/retry_loop.hpp
+/// @file policy/retry_loop.hpp
 /// @brief The loop the policy layer runs on a worker around each job: attempts, the exponential
 /// backoff with full jitter between them, and a backoff sleep on the injectable clock that ends at
 /// once when the run stops.
@@ -8,7 +8,8 @@
 /// completed while one job waits for its next attempt.
 
 #include <tasktree/clock.hpp>
-#include <tasktree/policy.hpp>
+#include <tasktree/detail/deadline.hpp>
+#include <tasktree/retry.hpp>
 
 #include <fmt/format.h>
 
@@ -61,12 +62,6 @@ class StopWakeup final : public Wakeup {
   // is destroyed.
   std::stop_callback<Signal> on_stop_;
 };
-
-/// `time + delay` for a non-negative delay, saturating instead of overflowing.
-inline std::int64_t add_saturated(std::int64_t time, std::int64_t delay) noexcept {
-  return time > std::numeric_limits<std::int64_t>::max() - delay ? std::numeric_limits<std::int64_t>::max()
-                                                                 : time + delay;
-}
 
 /// Sleeps on `clock` until `deadline_nanos` or a stop request, whichever comes first.
 inline void sleep_until(Clock& clock, std::int64_t deadline_nanos, const std::stop_token& stop) {
@@ -159,7 +154,7 @@ inline Attempts run_with_retries(const RetryContext& context, std::string_view d
     const std::int64_t now = context.clock.now_nanos();
     const std::int64_t elapsed = std::max<std::int64_t>(0, now - start_nanos);
     if (elapsed > max_elapsed || wait > max_elapsed - elapsed) return failed;  // would start too late
-    sleep_until(context.clock, add_saturated(now, wait), stop);
+    sleep_until(context.clock, deadline_after(now, wait), stop);
     if (stop.stop_requested()) return failed;
     context.retries.fetch_add(1, std::memory_order_relaxed);
   }

@@ -1,0 +1,121 @@
+#pragma once
+/// @file mpi/agreement.hpp
+/// @brief The agreement that starts every MPI run: each rank validates its own arguments and the
+/// ranks compare fingerprints of them, so that no rank runs anything unless all were asked to run
+/// the same thing.
+
+#include <tasktree/mpi/transport.hpp>
+#include <tasktree/mpi/wire.hpp>
+#include <tasktree/options.hpp>
+#include <tasktree/parallel_task_tree.hpp>
+
+#include <fmt/format.h>
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tasktree::detail {
+
+/// Which entry point a rank called, as exchanged in the agreement.
+enum class MpiEntryPoint : std::uint32_t { core = 1, policy = 2 };
+
+/// `max_workers` as the run uses it: 0 means one job at a time per worker rank.
+inline int effective_max_workers(int requested, int ranks) {
+  if (requested < 0) {
+    throw std::invalid_argument(
+        fmt::format("tasktree: invalid max_workers {}: it must be at least 0 (0: one job per worker rank)", requested));
+  }
+  if (requested > 0) return requested;
+  return ranks > 1 ? ranks - 1 : default_max_workers();
+}
+
+/// The summary of a validated tree that the ranks compare.
+inline mpi_wire::Fingerprint fingerprint(MpiEntryPoint entry_point, std::span<const std::string> sorted_datasets,
+                                         int max_workers) noexcept {
+  return mpi_wire::Fingerprint{
+      .entry_point = static_cast<std::uint32_t>(entry_point),
+      .datasets = sorted_datasets.size(),
+      .hash = mpi_wire::hash_names(sorted_datasets),
+      .max_workers = max_workers,
+  };
+}
+
+/// Validates a run's datasets and tree options on a rank that builds no tree for the run, exactly
+/// as the tree on rank 0 does (throwing what it throws), and returns the run's fingerprint.
+inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, std::vector<std::string> datasets,
+                                                   int max_workers, std::optional<bool> enable_barriers,
+                                                   std::string barrier_name) {
+  const ParallelTaskTree<SynchronousExecutor> check(tasktree::Options<SynchronousExecutor>{
+      .datasets = std::move(datasets),
+      .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
+      .max_workers = max_workers,
+      .enable_barriers = enable_barriers,
+      .barrier_name = std::move(barrier_name),
+  });
+  return fingerprint(entry_point, check.datasets(), max_workers);
+}
+
+/// The agreement that starts every run (collective): each rank says whether it could start and
+/// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
+/// start the same run; a rank that could not rethrows its own error.
+inline void agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
+  mine.rejected = rejected ? 1 : 0;
+  const auto bytes = mine.encode();
+  constexpr int size = static_cast<int>(mpi_wire::Fingerprint::size);
+  std::vector<char> all(static_cast<std::size_t>(run.size) * mpi_wire::Fingerprint::size);
+  MPI_Allgather(bytes.data(), size, MPI_BYTE, all.data(), size, MPI_BYTE, run.comm);
+  std::vector<mpi_wire::Fingerprint> prints;
+  prints.reserve(static_cast<std::size_t>(run.size));
+  for (int r = 0; r < run.size; ++r) {
+    prints.push_back(mpi_wire::Fingerprint::decode(std::string_view(
+        all.data() + static_cast<std::size_t>(r) * mpi_wire::Fingerprint::size, mpi_wire::Fingerprint::size)));
+  }
+  if (rejected) std::rethrow_exception(rejected);
+  for (int r = 0; r < run.size; ++r) {
+    if (prints[r].rejected != 0) {
+      throw std::invalid_argument(
+          fmt::format("tasktree: rank {} could not start the run (its own exception says why), so no rank did", r));
+    }
+  }
+  const mpi_wire::Fingerprint& root = prints[0];
+  for (int r = 1; r < run.size; ++r) {
+    const mpi_wire::Fingerprint& other = prints[r];
+    if (other.version != root.version) {
+      throw std::invalid_argument(fmt::format(
+          "tasktree: rank {} speaks MPI protocol version {} and rank 0 version {}: run the same program on every rank",
+          r, other.version, root.version));
+    }
+    if (other.entry_point != root.entry_point) {
+      const auto name = [](std::uint32_t entry_point) {
+        return entry_point == static_cast<std::uint32_t>(MpiEntryPoint::core)
+                   ? "process_datasets_in_parallel"
+                   : "process_datasets_in_parallel_and_fault_tolerant";
+      };
+      throw std::invalid_argument(fmt::format("tasktree: rank {} called tasktree::mpi::{} but rank 0 called {}", r,
+                                              name(other.entry_point), name(root.entry_point)));
+    }
+    if (other.datasets != root.datasets || other.hash != root.hash) {
+      throw std::invalid_argument(fmt::format(
+          "tasktree: rank {} passed {} datasets{} and rank 0 passed {}: every rank must pass the same datasets "
+          "(tasktree::mpi::broadcast copies rank 0's list to every rank)",
+          r, other.datasets, other.datasets == root.datasets ? " with different names" : "", root.datasets));
+    }
+    if (other.max_workers != root.max_workers) {
+      throw std::invalid_argument(
+          fmt::format("tasktree: rank {} runs with max_workers {} and rank 0 with {}: every rank must pass the same "
+                      "max_workers",
+                      r, other.max_workers, root.max_workers));
+    }
+  }
+}
+
+}  // namespace tasktree::detail

@@ -1,0 +1,403 @@
+#pragma once
+/// @file mpi/run.hpp
+/// @brief One run across MPI ranks, put together: the agreement at the start (mpi/agreement.hpp),
+/// rank 0's dispatcher (mpi/dispatcher.hpp) or a worker rank's message loop (mpi/worker_loop.hpp),
+/// and the shutdown that hands rank 0's result to every rank. Also the definitions of the entry
+/// points of mpi.hpp.
+///
+/// Threads: every MPI call of a run happens on the thread that called the entry point, which runs
+/// a message loop on every rank, so `MPI_THREAD_FUNNELED` is enough. On rank 0 the coordinator (the
+/// core's `ParallelTaskTree`, or the policy layer over it) runs on a thread the call starts; its
+/// jobs are stubs that hand a request to the message loop and wait for the reply. On a worker rank,
+/// jobs run on threads of their own, started on demand (as many as the rank runs at once) and
+/// joined when the run ends.
+///
+/// The message loops poll: MPI cannot wake a thread that waits on a condition variable, nor the
+/// reverse. A loop that just did something polls again at once; an idle one sleeps on its condition
+/// variable (which local events, such as a finished job, interrupt) for a time that doubles up to a
+/// cap. The caps bound the latency a reply or a request can see (`reply_poll_cap`,
+/// `request_poll_cap`) and, on a worker whose jobs occupy all its capacity, how long a stop request
+/// may wait (`stop_poll_cap`).
+
+#include <tasktree/detail/error_text.hpp>
+#include <tasktree/detail/option_fields.hpp>
+#include <tasktree/mpi.hpp>
+#include <tasktree/mpi/agreement.hpp>
+#include <tasktree/mpi/dispatcher.hpp>
+#include <tasktree/mpi/transport.hpp>
+#include <tasktree/mpi/wire.hpp>
+#include <tasktree/mpi/worker_loop.hpp>
+#include <tasktree/options.hpp>
+#include <tasktree/parallel_task_tree.hpp>
+#include <tasktree/policy.hpp>
+
+#include <fmt/format.h>
+
+#include <mpi.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tasktree::detail {
+
+/// Throws `std::logic_error` unless this thread may make MPI calls while other threads run.
+inline void check_thread_level() {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level < MPI_THREAD_FUNNELED) {
+    throw std::logic_error(
+        fmt::format("tasktree: MPI thread level {} forbids threads; initialize MPI with MPI_Init_thread and at least "
+                    "MPI_THREAD_FUNNELED (tasktree::mpi::Environment does)",
+                    mpi::thread_level_name(level)));
+  }
+  int main_thread = 0;
+  MPI_Is_thread_main(&main_thread);
+  if (level == MPI_THREAD_FUNNELED && main_thread == 0) {
+    throw std::logic_error(
+        "tasktree: MPI thread level MPI_THREAD_FUNNELED allows MPI calls on the thread that initialized MPI only; call "
+        "from that thread or initialize MPI with MPI_THREAD_SERIALIZED");
+  }
+}
+
+/// The start of every run (collective): checks MPI's thread level and `max_workers`, validates this
+/// rank's arguments with `validate(max_workers)`, which returns the run's fingerprint, and agrees on
+/// the run with the other ranks (see `agree_on_run`). Returns the run's `max_workers`.
+template <class Validate>
+int start_run(const RunComm& run, int requested_max_workers, Validate&& validate) {
+  std::exception_ptr rejected;
+  mpi_wire::Fingerprint mine;
+  int max_workers = 0;
+  try {
+    check_thread_level();
+    max_workers = effective_max_workers(requested_max_workers, run.size);
+    mine = validate(max_workers);
+  } catch (...) {
+    rejected = std::current_exception();
+  }
+  agree_on_run(run, mine, rejected);
+  return max_workers;
+}
+
+/// Rank 0's statistics as the shutdown message carries them (see `mpi_wire::Shutdown::counts`).
+inline std::array<std::uint64_t, 10> to_wire(const FaultTolerantStats& stats) noexcept {
+  const RunStats& run = stats.run;
+  return {run.total,   run.started,   run.completed, run.succeeded,   run.failed,
+          run.skipped, run.cancelled, stats.retries, stats.recovered, stats.failed_while_stopping};
+}
+
+inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 10>& counts) noexcept {
+  FaultTolerantStats stats;
+  RunStats& run = stats.run;
+  std::size_t* const fields[] = {
+      &run.total,   &run.started,   &run.completed, &run.succeeded,   &run.failed,
+      &run.skipped, &run.cancelled, &stats.retries, &stats.recovered, &stats.failed_while_stopping};
+  for (std::size_t i = 0; i < counts.size(); ++i) *fields[i] = static_cast<std::size_t>(counts[i]);
+  return stats;
+}
+
+/// Runs a validated run on this rank: rank 0 calls `coordinate(dispatcher, stats)` (on a thread of
+/// its own while the calling thread pumps messages, or on the calling thread when it is alone);
+/// worker ranks run jobs with `execute` until rank 0 sends the result. Every rank returns rank 0's
+/// result and fills `stats` with its statistics.
+template <class Coordinate>
+bool run_on_ranks(const RunComm& run, int max_workers, const ExecuteRequest& execute, Coordinate&& coordinate,
+                  FaultTolerantStats& stats) {
+  if (run.size == 1) {
+    Dispatcher local(execute);
+    return coordinate(local, stats);
+  }
+  if (run.rank != 0) {
+    const auto workers = static_cast<std::size_t>(run.size - 1);
+    const std::size_t capacity = (static_cast<std::size_t>(max_workers) + workers - 1) / workers;
+    WorkerLoop worker(run.comm, run.rank, execute, capacity);
+    mpi_wire::Shutdown result = worker.run();
+    stats = from_wire(result.counts);
+    if (result.threw) throw mpi::RemoteError(result.message, result.origin);
+    return result.failed;
+  }
+  Dispatcher dispatcher(run.comm, run.size);
+  bool failed = false;
+  std::exception_ptr error;
+  FaultTolerantStats run_stats;
+  std::thread coordinator;
+  try {
+    coordinator = std::thread([&]() noexcept {
+      try {
+        failed = coordinate(dispatcher, run_stats);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      dispatcher.coordinator_finished();
+    });
+  } catch (...) {  // no thread, so no run: tell the workers
+    error = std::current_exception();
+    dispatcher.coordinator_finished();
+  }
+  dispatcher.pump();
+  if (coordinator.joinable()) coordinator.join();
+  stats = run_stats;
+  mpi_wire::Shutdown result{.failed = failed, .counts = to_wire(run_stats)};
+  if (error) {
+    result.threw = true;
+    result.message = describe(error);
+    try {
+      std::rethrow_exception(error);
+    } catch (const mpi::RemoteError& remote) {
+      result.origin = remote.rank();
+    } catch (...) {
+    }
+  }
+  dispatcher.shutdown(result);
+  if (error) std::rethrow_exception(error);
+  return failed;
+}
+
+/// A job's exception on a worker rank, as rank 0's policy layer sees it: with the worker's verdict
+/// on whether it is a job failure and worth retrying.
+class RemoteAttemptError final : public mpi::RemoteError {
+ public:
+  RemoteAttemptError(const mpi_wire::Reply& reply)
+      : mpi::RemoteError(reply.text, reply.rank), job_failure_(reply.job_failure), retryable_(reply.retryable) {}
+  [[nodiscard]] bool job_failure() const noexcept { return job_failure_; }
+  [[nodiscard]] bool retryable() const noexcept { return retryable_; }
+
+  /// True if `error` is a `RemoteAttemptError` whose `flag` is set.
+  static bool says(const std::exception_ptr& error, bool (RemoteAttemptError::*flag)() const noexcept) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const RemoteAttemptError& remote) {
+      return (remote.*flag)();
+    } catch (...) {
+      return false;
+    }
+  }
+
+ private:
+  bool job_failure_;
+  bool retryable_;
+};
+
+/// A core-level job on the rank that runs it.
+inline mpi_wire::Reply run_remote_job(const mpi::RemoteJob& job, const mpi_wire::Request& request,
+                                      const std::stop_token& stop) {
+  try {
+    mpi::JobOutcome outcome = job(request.dataset, request.submit_count, stop);
+    return mpi_wire::Reply{.no_skip = outcome.no_skip, .fail = outcome.fail, .text = std::move(outcome.payload)};
+  } catch (...) {
+    return mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
+  }
+}
+
+/// One attempt of a policy-level job on the rank that runs it; a failure is classified here, where
+/// the exception object exists.
+inline mpi_wire::Reply run_remote_attempt(const mpi::FaultTolerantOptions& options, const mpi_wire::Request& request,
+                                          const std::stop_token& stop) {
+  std::exception_ptr error;
+  try {
+    const bool no_skip =
+        options.process_dataset(request.dataset, request.tid, Retry{.count = request.retry_count, .stop_token = stop});
+    return mpi_wire::Reply{.no_skip = no_skip};
+  } catch (...) {
+    error = std::current_exception();
+  }
+  mpi_wire::Reply reply{.kind = mpi_wire::Reply::threw, .text = describe(error)};
+  try {
+    reply.job_failure = options.is_job_failure ? options.is_job_failure(error) : exception_is<std::exception>(error);
+    const RetryPolicy& retry = options.retry_policy;
+    reply.retryable =
+        reply.job_failure && request.retry_count < retry.max_retries && (!retry.retryable || retry.retryable(error));
+  } catch (...) {  // a throwing predicate is a fatal error, as on one machine
+    reply = mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
+  }
+  return reply;
+}
+
+}  // namespace tasktree::detail
+
+namespace tasktree::mpi {
+
+inline void Environment::init(int* argc, char*** argv, int required) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized != 0) throw std::runtime_error("tasktree: MPI was already finalized; it cannot be initialized again");
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized != 0) return;
+  int provided = MPI_THREAD_SINGLE;
+  detail::check_mpi(MPI_Init_thread(argc, argv, required, &provided), "MPI_Init_thread");
+  if (provided < required) {
+    MPI_Finalize();
+    throw std::runtime_error(fmt::format("tasktree: MPI provides the thread level {}, below the {} required",
+                                         thread_level_name(provided), thread_level_name(required)));
+  }
+  owner_ = true;
+}
+
+inline void broadcast(std::vector<std::string>& strings, MPI_Comm comm) {
+  int rank = 0;
+  detail::check_mpi(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  std::string bytes;
+  if (rank == 0) {
+    detail::mpi_wire::Writer out;
+    out.u64(strings.size());
+    for (const std::string& text : strings) out.str(text);
+    bytes = out.take();
+  }
+  std::uint64_t size = bytes.size();
+  detail::check_mpi(MPI_Bcast(&size, 1, MPI_UINT64_T, 0, comm), "MPI_Bcast");
+  bytes.resize(static_cast<std::size_t>(size));
+  constexpr std::uint64_t chunk = 1u << 30;  // counts are ints
+  for (std::uint64_t offset = 0; offset < size; offset += chunk) {
+    const int count = static_cast<int>(std::min(chunk, size - offset));
+    detail::check_mpi(MPI_Bcast(bytes.data() + offset, count, MPI_BYTE, 0, comm), "MPI_Bcast");
+  }
+  if (rank == 0) return;
+  detail::mpi_wire::Reader in(bytes);
+  const std::uint64_t count = in.u64();
+  if (count > size / 8) throw std::runtime_error("tasktree: malformed broadcast of strings");
+  strings.clear();
+  strings.reserve(static_cast<std::size_t>(count));
+  for (std::uint64_t i = 0; i < count; ++i) strings.emplace_back(in.str());
+}
+
+inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
+  stats = RunStats{};
+  detail::RunComm run(options.comm);
+  // Rank 0's jobs are stubs that run the real job elsewhere, through the dispatcher of the run.
+  detail::Dispatcher* dispatcher = nullptr;
+  std::optional<ParallelTaskTree<>> tree;
+  const int max_workers = detail::start_run(run, options.max_workers, [&](int workers) {
+    if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
+    if (run.rank != 0) {  // a worker needs no tree
+      return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
+                                           options.enable_barriers, options.barrier_name);
+    }
+    tasktree::Options<> core{
+        .process_dataset = [&dispatcher, &completion = options.completion](
+                               std::string_view dataset, std::int64_t submit_count,
+                               const std::stop_token& stop) -> CompletionCallback {
+          detail::mpi_wire::Reply reply = dispatcher->call({.submit_count = submit_count, .dataset = dataset}, stop);
+          if (reply.kind == detail::mpi_wire::Reply::threw) throw RemoteError(reply.text, reply.rank);
+          return CompletionCallback(
+              [&completion, dataset,
+               outcome = JobOutcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)}](
+                  InFlight& in_flight) mutable {
+                if (completion) return completion(dataset, outcome, in_flight);
+                return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+              });
+        },
+    };
+    // All of the core's options but the job and the executor (the ranks are the executor) come
+    // from these options; the job, `completion` and `comm` are the scale-out's own.
+    using Core = tasktree::Options<>;
+    static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
+                  "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
+    static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 3,
+                  "a new option of mpi::Options: share it with tasktree::Options or handle it here");
+    detail::carry_shared_options(std::move(options), core, &Core::max_workers);
+    core.max_workers = workers;
+    tree.emplace(std::move(core));
+    return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
+  });
+
+  const detail::ExecuteRequest execute = [&job = options.process_dataset](const detail::mpi_wire::Request& request,
+                                                                          const std::stop_token& stop) {
+    return detail::run_remote_job(job, request, stop);
+  };
+  FaultTolerantStats all_stats;
+  try {
+    const bool failed = detail::run_on_ranks(
+        run, max_workers, execute,
+        [&](detail::Dispatcher& transport, FaultTolerantStats& run_stats) {
+          dispatcher = &transport;
+          try {
+            const bool result = tree->process_datasets_in_parallel();
+            run_stats.run = tree->last_run_stats();
+            return result;
+          } catch (...) {
+            run_stats.run = tree->last_run_stats();
+            throw;
+          }
+        },
+        all_stats);
+    stats = all_stats.run;
+    return failed;
+  } catch (...) {
+    stats = all_stats.run;
+    throw;
+  }
+}
+
+inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions options, FaultTolerantStats& stats) {
+  stats = FaultTolerantStats{};
+  detail::RunComm run(options.comm);
+  const int max_workers = detail::start_run(run, options.max_workers, [&](int workers) {
+    detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
+    // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
+    // needs no tree and gives them away.
+    return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
+                                         run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
+                                         options.enable_barriers, options.barrier_name);
+  });
+
+  const detail::ExecuteRequest execute = [&options](const detail::mpi_wire::Request& request,
+                                                    const std::stop_token& stop) {
+    return detail::run_remote_attempt(options, request, stop);
+  };
+  const auto coordinate = [&](detail::Dispatcher& dispatcher, FaultTolerantStats& run_stats) {
+    using Local = tasktree::FaultTolerantOptions<>;
+    Local local{
+        .process_dataset = [&dispatcher](std::string_view dataset, std::string_view tid, const Retry& attempt) -> bool {
+          detail::mpi_wire::Reply reply =
+              dispatcher.call({.retry_count = attempt.count, .dataset = dataset, .tid = tid}, attempt.stop_token);
+          if (reply.kind == detail::mpi_wire::Reply::threw) throw detail::RemoteAttemptError(reply);
+          return reply.no_skip;
+        },
+    };
+    // All of the policy layer's options but the job and the executor come from these options; the
+    // job and `comm` are the scale-out's own.
+    static_assert(detail::shared_option_count<Local, FaultTolerantOptions> == detail::field_count<Local>() - 2,
+                  "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
+                  "detail::for_each_shared_option");
+    static_assert(
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 2,
+        "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
+        "it here");
+    // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and
+    // `retry_policy` there, and on this rank when it is alone); here the verdict travels with it.
+    detail::carry_shared_options(std::move(options), local, &Local::max_workers, &Local::retry_policy,
+                                 &Local::is_job_failure);
+    local.max_workers = max_workers;
+    local.retry_policy = options.retry_policy;
+    local.retry_policy.retryable = [](const std::exception_ptr& error) {
+      return detail::RemoteAttemptError::says(error, &detail::RemoteAttemptError::retryable);
+    };
+    local.is_job_failure = [](const std::exception_ptr& error) {
+      return detail::RemoteAttemptError::says(error, &detail::RemoteAttemptError::job_failure);
+    };
+    return tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(local), run_stats);
+  };
+  return detail::run_on_ranks(run, max_workers, execute, coordinate, stats);
+}
+
+inline bool process_datasets_in_parallel(Options options) {
+  RunStats stats;
+  return process_datasets_in_parallel(std::move(options), stats);
+}
+
+inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions options) {
+  FaultTolerantStats stats;
+  return process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats);
+}
+
+}  // namespace tasktree::mpi

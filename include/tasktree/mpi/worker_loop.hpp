@@ -1,0 +1,214 @@
+#pragma once
+/// @file mpi/worker_loop.hpp
+/// @brief A worker rank's side of an MPI run: the message loop on the calling thread, and the jobs
+/// on threads of their own, started as the rank needs them and joined when the run ends.
+
+#include <tasktree/mpi/transport.hpp>
+#include <tasktree/mpi/wire.hpp>
+
+#include <mpi.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tasktree::detail {
+
+/// A worker rank's side of a run: the message loop on the calling thread, the jobs on threads of
+/// their own.
+class WorkerLoop {
+ public:
+  /// `capacity`: the most jobs rank 0 sends this rank at once.
+  WorkerLoop(MPI_Comm comm, int rank, const ExecuteRequest& execute, std::size_t capacity)
+      : comm_(comm), rank_(rank), execute_(execute), capacity_(capacity) {}
+  WorkerLoop(const WorkerLoop&) = delete;
+  WorkerLoop& operator=(const WorkerLoop&) = delete;
+  ~WorkerLoop() { close_threads(); }
+
+  /// Runs jobs until rank 0 ends the run; returns how it ended. Aborts the MPI job if the loop
+  /// itself fails.
+  mpi_wire::Shutdown run() noexcept {
+    try {
+      mpi_wire::Shutdown shutdown = loop();
+      close_threads();
+      sends_.wait();
+      return shutdown;
+    } catch (...) {
+      abort_mpi_job(comm_, rank_, std::current_exception());
+    }
+  }
+
+ private:
+  struct Task {
+    std::uint64_t id = 0;
+    std::int64_t submit_count = 0;
+    std::int32_t retry_count = 0;
+    std::string dataset;
+    std::string tid;
+  };
+
+  mpi_wire::Shutdown loop() {
+    PollBackoff backoff;
+    std::vector<std::string> outgoing;
+    MPI_Status status;
+    while (true) {
+      bool busy = false;
+      std::optional<mpi_wire::Shutdown> shutdown;
+      while (!shutdown && receive(comm_, 0, MPI_ANY_TAG, bytes_, status)) {
+        busy = true;
+        switch (status.MPI_TAG) {
+          case mpi_wire::request: start(mpi_wire::decode_request(bytes_)); break;
+          case mpi_wire::stop: stop_.request_stop(); break;
+          case mpi_wire::shutdown: shutdown = mpi_wire::decode_shutdown(bytes_); break;
+          default: throw std::runtime_error(fmt::format("tasktree: unexpected MPI message tag {}", status.MPI_TAG));
+        }
+      }
+      {
+        std::lock_guard lock(mutex_);
+        outgoing.swap(outbox_);
+      }
+      busy = busy || !outgoing.empty();
+      for (std::string& reply : outgoing) sends_.send(comm_, 0, mpi_wire::outcome, std::move(reply));
+      outgoing.clear();
+      sends_.test();
+      if (shutdown) {
+        std::lock_guard lock(mutex_);
+        // Rank 0 ends the run only after every reply arrived.
+        if (running_ != 0) throw std::runtime_error("tasktree: rank 0 ended the run while jobs were running here");
+        return std::move(*shutdown);
+      }
+      if (busy) {
+        backoff.reset();
+        continue;
+      }
+      std::unique_lock lock(mutex_);
+      const auto cap = running_ >= capacity_ ? stop_poll_cap : request_poll_cap;
+      if (const auto nap = backoff.next(cap); nap > 0us) {
+        wake_.wait_for(lock, nap, [this] { return !outbox_.empty(); });
+      } else {
+        lock.unlock();
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  /// Queues a job for a job thread, starting one if none is idle.
+  void start(const mpi_wire::Request& request) {
+    std::unique_lock lock(mutex_);
+    tasks_.push_back(Task{
+        .id = request.id,
+        .submit_count = request.submit_count,
+        .retry_count = request.retry_count,
+        .dataset = std::string(request.dataset),
+        .tid = std::string(request.tid),
+    });
+    ++running_;
+    if (tasks_.size() > idle_) {
+      try {
+        threads_.emplace_back([this] { work(); });
+      } catch (...) {  // no thread for it: the job fails, the run goes on
+        tasks_.pop_back();
+        --running_;
+        mpi_wire::Reply reply{.id = request.id, .kind = mpi_wire::Reply::threw};
+        reply.text = fmt::format("tasktree: rank {} could not start a thread for {:?}: {}", rank_, request.dataset,
+                                 describe(std::current_exception()));
+        outbox_.push_back(mpi_wire::encode(reply));
+        return;
+      }
+    }
+    task_ready_.notify_one();
+  }
+
+  /// A job thread: runs queued jobs until the run ends.
+  void work() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      ++idle_;
+      task_ready_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
+      --idle_;
+      if (tasks_.empty()) return;  // closing
+      const Task task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      std::string reply = run_job(task);
+      lock.lock();
+      outbox_.push_back(std::move(reply));
+      --running_;
+      wake_.notify_one();
+    }
+  }
+
+  /// Runs one job and encodes its reply.
+  std::string run_job(const Task& task) {
+    const mpi_wire::Request request{
+        .id = task.id,
+        .submit_count = task.submit_count,
+        .retry_count = task.retry_count,
+        .dataset = task.dataset,
+        .tid = task.tid,
+    };
+    mpi_wire::Reply reply;
+    try {
+      reply = execute_(request, stop_.get_token());
+    } catch (...) {
+      reply = mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
+    }
+    reply.id = task.id;
+    std::string bytes = mpi_wire::encode(reply);
+    if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
+      const std::size_t size = bytes.size();
+      bytes = mpi_wire::encode(mpi_wire::Reply{
+          .id = task.id,
+          .kind = mpi_wire::Reply::threw,
+          .text = fmt::format("tasktree: the outcome of {:?} is {} bytes, more than an MPI message carries (2 GiB)",
+                              task.dataset, size),
+      });
+    }
+    return bytes;
+  }
+
+  void close_threads() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = true;
+    }
+    task_ready_.notify_all();
+    for (std::thread& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+    threads_.clear();
+  }
+
+  MPI_Comm comm_;
+  int rank_;
+  const ExecuteRequest& execute_;
+  std::size_t capacity_;
+  std::stop_source stop_;  // the jobs' stop token: signalled by rank 0's stop message
+
+  // Shared with the job threads, guarded by `mutex_`.
+  std::mutex mutex_;
+  std::condition_variable wake_;        // the message loop sleeps on it
+  std::condition_variable task_ready_;  // idle job threads sleep on it
+  std::deque<Task> tasks_;
+  std::vector<std::string> outbox_;
+  std::size_t idle_ = 0;
+  std::size_t running_ = 0;  // received and not yet replied to
+  bool closing_ = false;
+
+  // The message loop's own.
+  std::vector<std::thread> threads_;
+  PendingSends sends_;
+  std::string bytes_;
+};
+
+}  // namespace tasktree::detail
