@@ -1,7 +1,8 @@
 #pragma once
 /// @file detail/ready_queue.hpp
-/// @brief The priority queue of available jobs: binary min-heaps keyed by (priority key, dataset
-/// index), with the default key being the dataset index itself.
+/// @brief The queue of available jobs: for the default priority (name order) a bitset over trie
+/// nodes (`IndexReadyQueue`); for a custom priority a binary min-heap keyed by (priority key,
+/// dataset index) behind one virtual call (`KeyedReadyQueue`, used through `ErasedReadyQueue`).
 
 #include <tasktree/dataset_trie.hpp>
 
