@@ -353,7 +353,8 @@ TEST_CASE("docs/semantics.md §5 row 2 across ranks: a skip below the barrier ke
   }
 }
 
-TEST_CASE("docs/semantics.md §5 row 3 across ranks: a skip inside a nested barrier keeps every enclosing barrier closed") {
+TEST_CASE(
+    "docs/semantics.md §5 row 3 across ranks: a skip inside a nested barrier keeps every enclosing barrier closed") {
   const CoreRun run = run_core({"x", "x/node", "x/node/child", "x/node/~/bar/fail", "x/other", "x/~/after"},
                                skipping({"x/node/~/bar/fail"}));
   CHECK(run.executed == 5);
