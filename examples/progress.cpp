@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -59,6 +60,9 @@ class ProgressLine : public tasktree::RunObserver {
   void print(bool force) {
     const auto now = std::chrono::steady_clock::now();
     if (!force && now - last_print_ < (terminal_ ? 20ms : 100ms)) return;  // don't flood the output
+    const std::array counts{done_, running_, failed_, skipped_};
+    if (counts == last_counts_ && last_print_ != std::chrono::steady_clock::time_point{}) return;  // nothing new
+    last_counts_ = counts;
     last_print_ = now;
     const std::chrono::duration<double> elapsed = now - start_;
     fmt::print("{}done {:>2}  running {}  failed {}  skipped {}  total {}  elapsed {:.1f}s{}", terminal_ ? "\r" : "",
@@ -68,6 +72,7 @@ class ProgressLine : public tasktree::RunObserver {
 
   const bool terminal_ = isatty(fileno(stdout)) != 0;
   std::size_t total_ = 0, running_ = 0, done_ = 0, failed_ = 0, skipped_ = 0;
+  std::array<std::size_t, 4> last_counts_{};
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_print_{};
 };
 
