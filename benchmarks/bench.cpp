@@ -328,8 +328,8 @@ void print_wake_latency(int rounds) {
       rounds, at(0.5), at(0.9), at(0.99));
 }
 
-/// The least any design pays in which one thread decides what runs next, as SPEC section 2 asks
-/// of tasktree's coordinator: `workers` threads each wait on a condition variable of their own for
+/// The least any design pays in which one thread decides what runs next, as tasktree's coordinator
+/// does today (docs/semantics.md §2): `workers` threads each wait on a condition variable of their own for
 /// a job index, run the job and report back on the coordinator's condition variable; the
 /// coordinator hands each reporting thread the next index. Two thread hand-offs per job and
 /// nothing else: no trie, no priorities, no spinning. Runs `job(i)` for i in [0, count).

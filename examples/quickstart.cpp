@@ -25,9 +25,9 @@
 int main() {
   tasktree::ParallelTaskTree tree({
       .datasets = {"a", "a/b", "a/b/c", "a/d", "e"},
-      // The job: runs on a worker thread. It returns a completion callback, which the scheduler
-      // runs later on its own thread to learn whether the job's subtree may continue (`no_skip`)
-      // and whether the run counts as failed (`fail`).
+      // The job: runs on a worker thread. It returns a completion callback, which the coordinator
+      // runs later, one callback at a time, to learn whether the job's subtree may continue
+      // (`no_skip`) and whether the run counts as failed (`fail`): docs/semantics.md §4.6.
       .process_dataset =
           [](std::string_view dataset, std::int64_t /*submit_count*/) {
             fmt::print("{}\n", dataset);

@@ -1,4 +1,4 @@
-// Tests for include/tasktree/detail/barrier_enqueue.hpp: SPEC section 5, every row of its table,
+// Tests for include/tasktree/detail/barrier_enqueue.hpp: docs/semantics.md §5, every row of its table,
 // nesting, only-child and top-level barriers, skip propagation, and equivalence with the simple
 // algorithm on barrier-free input.
 
@@ -47,7 +47,7 @@ EventLog run_on_pool(const std::vector<std::string>& datasets, const Outcomes& o
 
 }  // namespace
 
-TEST_CASE("SPEC 5 row 1: the barrier waits for both children; nested jobs follow") {
+TEST_CASE("docs/semantics.md §5 row 1: the barrier waits for both children; nested jobs follow") {
   const std::vector<std::string> datasets{"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"};
   const auto run = run_inline(datasets);
   CHECK(run.order.size() == 5);
@@ -66,7 +66,7 @@ TEST_CASE("SPEC 5 row 1: the barrier waits for both children; nested jobs follow
   }
 }
 
-TEST_CASE("SPEC 5 row 2: a skip below the barrier keeps it closed; siblings still run") {
+TEST_CASE("docs/semantics.md §5 row 2: a skip below the barrier keeps it closed; siblings still run") {
   Outcomes outcomes;
   outcomes.by_name["a/b/c/0d"] = skip;
   const auto run = run_inline({"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"}, outcomes);
@@ -83,7 +83,7 @@ TEST_CASE("SPEC 5 row 2: a skip below the barrier keeps it closed; siblings stil
   }
 }
 
-TEST_CASE("SPEC 5 row 3: a skip inside a nested barrier keeps every enclosing barrier closed") {
+TEST_CASE("docs/semantics.md §5 row 3: a skip inside a nested barrier keeps every enclosing barrier closed") {
   const std::vector<std::string> datasets{"x", "x/node", "x/node/child", "x/node/~/bar/fail", "x/other", "x/~/after"};
   Outcomes outcomes;
   outcomes.by_name["x/node/~/bar/fail"] = skip;
@@ -121,14 +121,14 @@ TEST_CASE("SPEC 5 row 3: a skip inside a nested barrier keeps every enclosing ba
   }
 }
 
-TEST_CASE("SPEC 5 row 4: a barrier under an intermediate node waits for its siblings") {
+TEST_CASE("docs/semantics.md §5 row 4: a barrier under an intermediate node waits for its siblings") {
   const auto run = run_inline({"a/b/before", "a/b/~/after"});
   CHECK(run.order == std::vector<std::string>{"a/b/before", "a/b/~/after"});
   const auto log = run_on_pool({"a/b/before", "a/b/~/after", "a/c"}, Outcomes{});
   CHECK(log.ended_before_start("a/b/before", "a/b/~/after"));
 }
 
-TEST_CASE("SPEC 5 row 5: a barrier that is the only child opens right after its parent") {
+TEST_CASE("docs/semantics.md §5 row 5: a barrier that is the only child opens right after its parent") {
   const auto run = run_inline({"root", "root/~/after"});
   CHECK(run.order == std::vector<std::string>{"root", "root/~/after"});
   SECTION("an only-child barrier directly under the root opens at the start") {

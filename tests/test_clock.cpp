@@ -1,4 +1,4 @@
-// Tests for include/tasktree/clock.hpp and pacing (SPEC 4.7): a fake clock makes submission
+// Tests for include/tasktree/clock.hpp and pacing (docs/semantics.md §4.7): a fake clock makes submission
 // times exact; real-clock tests only check that sleeps end early, never how fast anything is.
 
 #include "catch.hpp"

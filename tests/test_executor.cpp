@@ -1,4 +1,4 @@
-// Tests for include/tasktree/executor.hpp: the shipped executors, the default choice (SPEC 4.11),
+// Tests for include/tasktree/executor.hpp: the shipped executors, the default choice (docs/semantics.md §4.11),
 // user-supplied executors and factories, and executor failures.
 
 #include "catch.hpp"

@@ -1,7 +1,7 @@
 // Model-based randomized tests: the library against the reference model of tests/model/, on
 // thousands of random cases per run, inline (exact order), with a deterministic interleaving
 // executor, and on a thread pool; plus the fuzzer's seed corpus, and checks of the model itself
-// against the SPEC's worked examples.
+// against the worked examples of docs/semantics.md.
 //
 // Every failure prints its seed. Replay one case with
 //   TASKTREE_TEST_SEED=<seed> TASKTREE_TEST_CASES=1 build/default/tests/test_model "<test name>"
@@ -87,7 +87,7 @@ const Outcome skip{.no_skip = false, .fail = false};
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// The model itself, against the SPEC's own examples: if these fail, the model is wrong.
+// The model itself, against the examples of docs/semantics.md: if these fail, the model is wrong.
 
 TEST_CASE("model: parents first, intermediate nodes pass through, priority order with ties by name") {
   const auto p = predict(Case{.datasets = {"e", "a/b/c", "a", "a/d"}});
@@ -110,7 +110,7 @@ TEST_CASE("model: skip and fail") {
             .total = 4, .started = 3, .completed = 3, .succeeded = 2, .failed = 1, .skipped = 1, .cancelled = 0});
 }
 
-TEST_CASE("model: every row of the SPEC's barrier table") {
+TEST_CASE("model: every row of the barrier table of docs/semantics.md §5") {
   const std::vector<std::string> row1{"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"};
   const auto p1 = predict(Case{.datasets = row1});
   CHECK(p1.order.size() == 5);

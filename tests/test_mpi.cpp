@@ -323,9 +323,9 @@ TEST_CASE("a job saying fail = true on a worker makes every rank return true; th
   CHECK(run.stats == RunStats{.total = 3, .started = 3, .completed = 3, .succeeded = 2, .failed = 1});
 }
 
-// ---- Barriers across ranks (SPEC section 5) ----------------------------------------------------
+// ---- Barriers across ranks (docs/semantics.md §5) ----------------------------------------------------
 
-TEST_CASE("SPEC 5 row 1 across ranks: the barrier waits for both children; nested jobs follow") {
+TEST_CASE("docs/semantics.md §5 row 1 across ranks: the barrier waits for both children; nested jobs follow") {
   for (const int max_workers : {1, 0}) {
     const CoreRun run =
         run_core({"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"}, succeed, max_workers);
@@ -340,7 +340,7 @@ TEST_CASE("SPEC 5 row 1 across ranks: the barrier waits for both children; neste
   }
 }
 
-TEST_CASE("SPEC 5 row 2 across ranks: a skip below the barrier keeps it closed; siblings still run") {
+TEST_CASE("docs/semantics.md §5 row 2 across ranks: a skip below the barrier keeps it closed; siblings still run") {
   const CoreRun run =
       run_core({"a/b/c", "a/b/c/0d", "a/b/c/1d", "a/b/c/~/prune", "a/b/c/~/prune/monitor"}, skipping({"a/b/c/0d"}));
   CHECK_FALSE(run.failed);
@@ -353,7 +353,8 @@ TEST_CASE("SPEC 5 row 2 across ranks: a skip below the barrier keeps it closed; 
   }
 }
 
-TEST_CASE("SPEC 5 row 3 across ranks: a skip inside a nested barrier keeps every enclosing barrier closed") {
+TEST_CASE(
+    "docs/semantics.md §5 row 3 across ranks: a skip inside a nested barrier keeps every enclosing barrier closed") {
   const CoreRun run = run_core({"x", "x/node", "x/node/child", "x/node/~/bar/fail", "x/other", "x/~/after"},
                                skipping({"x/node/~/bar/fail"}));
   CHECK(run.executed == 5);
@@ -364,7 +365,7 @@ TEST_CASE("SPEC 5 row 3 across ranks: a skip inside a nested barrier keeps every
   }
 }
 
-TEST_CASE("SPEC 5 rows 4 and 5 across ranks: barriers under an intermediate node and as an only child") {
+TEST_CASE("docs/semantics.md §5 rows 4 and 5 across ranks: barriers under an intermediate node and as an only child") {
   const CoreRun run = run_core({"a/b/before", "a/b/~/after", "root", "root/~/after"});
   CHECK(run.executed == 4);
   if (world_rank() == 0) {

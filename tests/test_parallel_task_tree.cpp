@@ -1,4 +1,4 @@
-// Tests for include/tasktree/parallel_task_tree.hpp: the scheduling contract of SPEC section 4,
+// Tests for include/tasktree/parallel_task_tree.hpp: the scheduling contract of docs/semantics.md §4,
 // input validation (section 3), reuse, errors and termination.
 
 #include "catch.hpp"
@@ -55,7 +55,7 @@ tasktree::Options<> options_for(std::vector<std::string> datasets) {
 
 }  // namespace
 
-TEST_CASE("the SPEC's minimal use runs every dataset and reports success") {
+TEST_CASE("the minimal use of docs/semantics.md §7 runs every dataset and reports success") {
   std::mutex mutex;
   std::vector<std::string> seen;
   ParallelTaskTree tree({
@@ -380,7 +380,7 @@ TEST_CASE("a callback that returns an empty CompletionCallback is an error namin
 }
 
 // ---------------------------------------------------------------------------------------------
-// Exceptions (SPEC 4.9): whatever throws, in-flight jobs finish first, then the first exception
+// Exceptions (docs/semantics.md §4.9): whatever throws, in-flight jobs finish first, then the first exception
 // reaches the caller, and the tree stays usable.
 
 namespace {
@@ -493,7 +493,7 @@ TEST_CASE("non-std exceptions are rethrown unchanged") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Termination (SPEC 4.8)
+// Termination (docs/semantics.md §4.8)
 
 TEST_CASE("a stop requested before the run starts runs nothing and returns true") {
   std::stop_source source;

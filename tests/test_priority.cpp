@@ -1,4 +1,4 @@
-// Tests for include/tasktree/priority.hpp (and the ready queue behind it): SPEC 4.5.
+// Tests for include/tasktree/priority.hpp (and the ready queue behind it): docs/semantics.md §4.5.
 
 #include "catch.hpp"
 #include "support.hpp"

@@ -1,4 +1,4 @@
-// Stress tests at the sizes the SPEC promises (section 6): a million datasets and a million
+// Stress tests at the sizes docs/semantics.md §6 promises: a million datasets and a million
 // siblings on the thread pool, a chain 100,000 levels deep with barriers and skips at the bottom,
 // and stops from another thread at random moments of large runs. The full sizes are tagged [slow]
 // (ctest label "slow", which the sanitizer presets skip); each has a reduced variant that runs in

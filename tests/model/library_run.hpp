@@ -213,7 +213,7 @@ class Interleaver {
         return;
       }
     } else if (!(previous_ < dataset)) {
-      // SPEC 4.6: jobs found finished at once get their callbacks in name order.
+      // docs/semantics.md §4.6: jobs found finished at once get their callbacks in name order.
       problem_ = "callbacks of one batch out of name order: " + previous_ + " before " + dataset;
     }
     previous_ = dataset;

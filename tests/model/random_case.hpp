@@ -77,7 +77,7 @@ void shuffle(std::vector<std::string>& names, Source& source) {
   for (std::size_t i = names.size(); i > 1; --i) std::swap(names[i - 1], names[source.pick(i)]);
 }
 
-/// Turns a valid case into an invalid one in one of the ways SPEC 3 lists.
+/// Turns a valid case into an invalid one in one of the ways docs/semantics.md §3 lists.
 template <class Source>
 void make_invalid(Case& c, Source& source) {
   const std::string some = c.datasets.empty() ? std::string("a") : c.datasets[source.pick(c.datasets.size())];

@@ -1,23 +1,23 @@
 #pragma once
-// The reference model: an independent, deliberately simple statement of SPEC.md's scheduling
+// The reference model: an independent, deliberately simple statement of docs/semantics.md's scheduling
 // semantics, used to check the library on random cases (tests/test_model.cpp, fuzz/).
 //
 // It includes nothing from the library and shares none of its machinery: no trie, no heap, no
 // pending counters, no incremental barrier state. A job's prerequisites are written down once,
-// straight from the SPEC's words, as a list of other jobs; a job is available when all of them
+// straight from the contract's words, as a list of other jobs; a job is available when all of them
 // have completed with no_skip = true; every question is answered by scanning plain vectors. It is
 // quadratic and proud of it: small enough to be checked by reading.
 //
-// SPEC 4.1 and 5, restated as prerequisites of a job J with components c[0..n):
+// docs/semantics.md §4.1 and §5, restated as prerequisites of a job J with components c[0..n):
 // - every ancestor job of J (a dataset equal to c[0..k) for some k < n), and
 // - for every barrier component c[i] == barrier_name (i < n - 1) with X = c[0..i): every job
 //   strictly below X that is not below X/barrier. (If there is none, the barrier is its node's only
 //   child and opens at once; X itself, when it is a job, is an ancestor anyway.)
 // Skips need no rule of their own: a job whose prerequisite completed with no_skip = false can never
-// become available, and that is exactly the SPEC's "no descendant starts" and "the barrier never
-// opens, nor the barriers of the job's ancestors".
+// become available, and that is exactly the contract's "no descendant starts" (§4.2) and "the barrier never
+// opens, nor the barriers of the job's ancestors" (§5 rule 4).
 // A run that stops early (a callback asks it to stop, a job throws, or a stop request arrives while
-// a job runs: SPEC 4.8, 4.9; the policy layer's fail mode, fatal errors and stops in
+// a job runs: docs/semantics.md §4.8, §4.9; the policy layer's fail mode, fatal errors and stops in
 // tests/test_policy_model.cpp) needs one rule: nothing is submitted after the job that stopped it.
 // Its unstarted jobs then count as skipped if a prerequisite completed with no_skip = false, and as
 // cancelled otherwise.
@@ -40,10 +40,10 @@ struct Outcome {
   bool no_skip = true;
   bool fail = false;
   /// The callback also asks the run to stop (`InFlight::request_stop()`, as a fail-fast policy
-  /// does): nothing is submitted after it (SPEC 4.6 and 4.8).
+  /// does): nothing is submitted after it (docs/semantics.md §4.6 and §4.8).
   bool stop = false;
-  /// The job never completes, and the run stops: the job throws (SPEC 4.9), or the run is asked to
-  /// stop while the job runs (SPEC 4.8). Its callback never runs; it counts as started.
+  /// The job never completes, and the run stops: the job throws (§4.9), or the run is asked to
+  /// stop while the job runs (§4.8). Its callback never runs; it counts as started.
   bool unfinished = false;
   friend bool operator==(const Outcome&, const Outcome&) = default;
 };
@@ -97,7 +97,7 @@ inline std::vector<std::string> components(std::string_view name) {
   return parts;
 }
 
-/// Why the library must reject `c` with std::invalid_argument (SPEC 3), or nothing if it must not.
+/// Why the library must reject `c` with std::invalid_argument (docs/semantics.md §3), or nothing if it must not.
 inline std::optional<std::string> invalid_reason(const Case& c) {
   if (c.max_workers < 1) return "max_workers < 1";
   if (c.barrier_name.empty()) return "empty barrier name";
@@ -176,7 +176,7 @@ class Model {
   std::vector<std::vector<std::size_t>> prerequisites_;
 };
 
-/// What happened to the jobs so far in one run, and the questions the SPEC asks about it.
+/// What happened to the jobs so far in one run, and the questions docs/semantics.md asks about it.
 class RunState {
  public:
   explicit RunState(const Model& model)
@@ -188,7 +188,7 @@ class RunState {
         skipping_(model.size()) {}
 
   /// Marks and returns, in name order, the jobs whose prerequisites have all completed with
-  /// no_skip = true and that were not available before: one "step" of the SPEC.
+  /// no_skip = true and that were not available before: one "step" of docs/semantics.md §4.5.
   std::vector<std::size_t> newly_available() {
     std::vector<std::size_t> jobs;
     for (std::size_t job = 0; job < model_->size(); ++job) {
@@ -273,7 +273,7 @@ class RunState {
   std::size_t failed_count_ = 0;
 };
 
-/// What the SPEC says a valid case does when run with jobs executed inline, one at a time
+/// What docs/semantics.md says a valid case does when run with jobs executed inline, one at a time
 /// (`max_workers = 1`, or any executor that runs each job inside `submit`).
 struct Prediction {
   /// The order in which the jobs run (and complete, except a last job that is unfinished).
@@ -306,7 +306,7 @@ inline Prediction predict(const Model& model) {
     prediction.failed = prediction.failed || outcome.fail;
     step();
     if (outcome.stop) {
-      // Stopped with work left: the run returns true (SPEC 4.8).
+      // Stopped with work left: the run returns true (docs/semantics.md §4.8).
       prediction.stopped = true;
       prediction.failed = prediction.failed || state.any_available();
       break;
@@ -318,7 +318,7 @@ inline Prediction predict(const Model& model) {
 
 inline Prediction predict(const Case& c) { return predict(Model(c)); }
 
-/// Checks a trace of the coordinator's events, as they happen, against the SPEC: that each job is
+/// Checks a trace of the coordinator's events, as they happen, against docs/semantics.md: that each job is
 /// submitted only when available and is then the smallest available one; that no more than
 /// `max_workers` are in flight; that `priority` is called once per job, when it becomes available,
 /// in name order within a step; that each completion callback sees exactly the other jobs in flight;
