@@ -566,6 +566,19 @@ TEST_CASE("by default a std::exception is a job failure and anything else is fat
   CHECK(stats.run == RunStats{.total = 3, .started = 2, .completed = 1, .failed = 1, .cancelled = 1});
 }
 
+TEST_CASE("parse_skip_on_error reads the names to_string gives, and rejects others naming the value") {
+  for (const SkipOnError mode : {SkipOnError::fail, SkipOnError::dataset, SkipOnError::tree}) {
+    CHECK(tasktree::parse_skip_on_error(tasktree::to_string(mode)) == mode);
+  }
+  CHECK(tasktree::to_string(SkipOnError::dataset) == "dataset");
+  for (const std::string_view bad : {"", "Tree", "sometimes"}) {
+    INFO(bad);
+    CHECK(message_of<std::invalid_argument>([&] {
+            (void)tasktree::parse_skip_on_error(bad);
+          }).find(fmt::format("{:?}", bad)) != std::string::npos);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Retries
 
@@ -587,6 +600,22 @@ TEST_CASE("a job succeeding on its third attempt counts as succeeded, and its ch
   CHECK(stats.run == RunStats{.total = 2, .started = 2, .completed = 2, .succeeded = 2});
   CHECK(recorder.terminations == 0);
   CHECK_FALSE(recorder.logged(LogLevel::error, ""));
+}
+
+TEST_CASE("Retry::submit_count is the job's submission number, the same on every attempt") {
+  Recorder recorder;
+  auto options = recorder.options({"a", "a/b", "c"});
+  options.retry_policy = {.max_retries = 5, .initial_backoff = 0ns, .max_backoff = 0ns};
+  options.clock = std::make_shared<ManualClock>();
+  std::vector<std::string> seen;  // "dataset#count@submit_count tid"; one worker, so no lock
+  options.process_dataset = [&](std::string_view dataset, std::string_view tid, const Retry& retry) {
+    seen.push_back(fmt::format("{}#{}@{} {}", dataset, retry.count, retry.submit_count, tid));
+    if ((dataset == "a" && retry.count < 2) || (dataset == "c" && retry.count < 1)) throw Transient("flaky");
+    return true;
+  };
+  CHECK_FALSE(process_datasets_in_parallel_and_fault_tolerant(options));
+  CHECK(seen ==
+        std::vector<std::string>{"a#0@1 1/3", "a#1@1 1/3", "a#2@1 1/3", "a/b#0@2 2/3", "c#0@3 3/3", "c#1@3 3/3"});
 }
 
 TEST_CASE("a job is attempted at most 1 + max_retries times, then handled by skip_on_error") {
