@@ -11,6 +11,7 @@
 #include "signals.hpp"
 
 #include <tasktree/options.hpp>
+#include <tasktree/policy.hpp>
 #include <tasktree/version.hpp>
 
 #include <fmt/format.h>
@@ -159,9 +160,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   settings.workers = workers;
-  settings.skip_on_error = skip_on_error == "fail"   ? SkipOnError::fail
-                           : skip_on_error == "tree" ? SkipOnError::tree
-                                                     : SkipOnError::dataset;
+  settings.skip_on_error = tasktree::parse_skip_on_error(skip_on_error);
   settings.retries = retries;
   settings.retry_backoff = to_nanoseconds(retry_backoff);
   if (timeout) settings.timeout = to_nanoseconds(*timeout);
