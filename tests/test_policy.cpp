@@ -566,19 +566,6 @@ TEST_CASE("by default a std::exception is a job failure and anything else is fat
   CHECK(stats.run == RunStats{.total = 3, .started = 2, .completed = 1, .failed = 1, .cancelled = 1});
 }
 
-TEST_CASE("parse_skip_on_error reads the names to_string gives, and rejects others naming the value") {
-  for (const SkipOnError mode : {SkipOnError::fail, SkipOnError::dataset, SkipOnError::tree}) {
-    CHECK(tasktree::parse_skip_on_error(tasktree::to_string(mode)) == mode);
-  }
-  CHECK(tasktree::to_string(SkipOnError::dataset) == "dataset");
-  for (const std::string_view bad : {"", "Tree", "sometimes"}) {
-    INFO(bad);
-    CHECK(message_of<std::invalid_argument>([&] {
-            (void)tasktree::parse_skip_on_error(bad);
-          }).find(fmt::format("{:?}", bad)) != std::string::npos);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Retries
 

@@ -67,7 +67,7 @@ RunSettings plan(std::string_view jobs_text, const std::vector<std::string>& arg
 // ---------------------------------------------------------------------------------------------
 // The jobs file
 
-TEST_CASE("jobs file: the path is the first word, the command the rest; comments and blank lines are skipped") {
+TEST_CASE("jobs file: the path is the first word, the command the rest, comments and blank lines are skipped") {
   const std::vector<JobSpec> jobs = parse_jobs_file(
       "# a comment\n\n   \n  a   echo hi  \n\ta/b\tcat x # for the shell\r\n  # indented comment\n", "plan.jobs");
   REQUIRE(jobs.size() == 2);
@@ -278,7 +278,7 @@ TEST_CASE("command line: --version prints the library's version") {
 // ---------------------------------------------------------------------------------------------
 // --dry-run and --dot
 
-TEST_CASE("--dry-run prints the dependency tree and the one-worker order") {
+TEST_CASE("plan: --dry-run prints the dependency tree and the one-worker order") {
   const RunSettings settings = plan(R"(
 h/snap            touch ran
 h/snap/~/prune    echo prune
@@ -305,7 +305,7 @@ order with one worker if every job succeeds (--priority name):
 )");
 }
 
-TEST_CASE("--dry-run with --priority depth starts shallow jobs first (breadth first)") {
+TEST_CASE("plan: --dry-run with --priority depth starts shallow jobs first (breadth first)") {
   struct Case {
     std::vector<std::string> args;
     std::string_view order;
@@ -325,7 +325,7 @@ TEST_CASE("--dry-run with --priority depth starts shallow jobs first (breadth fi
   }
 }
 
-TEST_CASE("--dot prints a Graphviz digraph, barriers as octagons fed by the jobs beside them") {
+TEST_CASE("plan: --dot prints a Graphviz digraph, barriers as octagons fed by the jobs beside them") {
   const std::string out = format_dot(plan("h  touch ran\nh/r  x\nh/~/p  x\n"));
   CHECK(out == R"(digraph tasktree {
   rankdir=LR;
@@ -342,7 +342,7 @@ TEST_CASE("--dot prints a Graphviz digraph, barriers as octagons fed by the jobs
 )");
 }
 
-TEST_CASE("--dot quotes labels and shows paths without a job dashed") {
+TEST_CASE("plan: --dot quotes labels and shows paths without a job dashed") {
   const std::string out = format_dot(plan("a/\"q\\b  echo \"hi\"\n"));
   CHECK(contains(out, R"x(n1 [label="a", style=dashed, tooltip="a (no job)"];)x"));
   CHECK(contains(out, R"(n2 [label="\"q\\b", tooltip="a/\"q\\b: echo \"hi\""];)"));
@@ -402,7 +402,7 @@ struct FinishedRun {
 
 }  // namespace
 
-TEST_CASE("--json reports the result, the settings, the counts and every job") {
+TEST_CASE("report: --json reports the result, the settings, the counts and every job") {
   const FinishedRun run;
   const json report = json::parse(format_json(run.settings, run.report));
   CHECK(report.at("result") == "failed");
@@ -450,7 +450,7 @@ TEST_CASE("--json reports the result, the settings, the counts and every job") {
         json{{"path", "other"}, {"command", "sleep 1"}, {"line", 4}, {"status", "not_run"}, {"attempts", 0}});
 }
 
-TEST_CASE("--json: how a job ended, and without --timeout a null timeout") {
+TEST_CASE("report: --json: how a job ended, and without --timeout a null timeout") {
   FinishedRun run;
   run.settings.timeout.reset();
   run.report.jobs[1].last = ended(ProcessResult::End::signalled);
@@ -466,7 +466,7 @@ TEST_CASE("--json: how a job ended, and without --timeout a null timeout") {
   CHECK(report.at("jobs")[0].at("exit_code").is_null());
 }
 
-TEST_CASE("the verdict: exit code, --json result and the summary's last line") {
+TEST_CASE("report: the verdict: exit code, --json result and the summary's last line") {
   struct Case {
     std::string_view name;
     int signal;
@@ -503,7 +503,8 @@ TEST_CASE("the verdict: exit code, --json result and the summary's last line") {
   }
 }
 
-TEST_CASE("the summary: counts, failed jobs with their last stderr lines, skipped and not-run jobs, the slowest") {
+TEST_CASE(
+    "report: the summary: counts, failed jobs with their last stderr lines, skipped and not-run jobs, the slowest") {
   const FinishedRun run;
   const std::string summary = format_summary(run.settings, run.report);
   CHECK(summary ==
