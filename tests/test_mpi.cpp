@@ -752,12 +752,14 @@ TEST_CASE("policy: a stop on rank 0 reaches the attempts on the workers; every r
 TEST_CASE("policy: tids count submissions over the run, like on one machine") {
   std::mutex mutex;
   std::vector<std::string> tids;
+  std::vector<std::string> submit_counts_seen;  // Retry::submit_count as "n/3", beside each tid
   const bool failed = tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
       .datasets = {"a", "a/b", "c"},
       .process_dataset =
-          [&](std::string_view, std::string_view tid, const Retry&) {
+          [&](std::string_view, std::string_view tid, const Retry& retry) {
             std::lock_guard lock(mutex);
             tids.emplace_back(tid);
+            submit_counts_seen.push_back(fmt::format("{}/3", retry.submit_count));
             return true;
           },
       .max_workers = 1,
@@ -771,4 +773,5 @@ TEST_CASE("policy: tids count submissions over the run, like on one machine") {
   }
   CHECK(sum_over_ranks(tids.size()) == 3);
   CHECK(sum_over_ranks(submit_counts) == 0b1110);  // distinct bits: no tid twice
+  CHECK(submit_counts_seen == tids);               // the worker ranks get Retry::submit_count too
 }

@@ -589,6 +589,22 @@ TEST_CASE("a job succeeding on its third attempt counts as succeeded, and its ch
   CHECK_FALSE(recorder.logged(LogLevel::error, ""));
 }
 
+TEST_CASE("Retry::submit_count is the job's submission number, the same on every attempt") {
+  Recorder recorder;
+  auto options = recorder.options({"a", "a/b", "c"});
+  options.retry_policy = {.max_retries = 5, .initial_backoff = 0ns, .max_backoff = 0ns};
+  options.clock = std::make_shared<ManualClock>();
+  std::vector<std::string> seen;  // "dataset#count@submit_count tid"; one worker, so no lock
+  options.process_dataset = [&](std::string_view dataset, std::string_view tid, const Retry& retry) {
+    seen.push_back(fmt::format("{}#{}@{} {}", dataset, retry.count, retry.submit_count, tid));
+    if ((dataset == "a" && retry.count < 2) || (dataset == "c" && retry.count < 1)) throw Transient("flaky");
+    return true;
+  };
+  CHECK_FALSE(process_datasets_in_parallel_and_fault_tolerant(options));
+  CHECK(seen ==
+        std::vector<std::string>{"a#0@1 1/3", "a#1@1 1/3", "a#2@1 1/3", "a/b#0@2 2/3", "c#0@3 3/3", "c#1@3 3/3"});
+}
+
 TEST_CASE("a job is attempted at most 1 + max_retries times, then handled by skip_on_error") {
   const int max_retries = GENERATE(0, 1, 4);
   Recorder recorder;

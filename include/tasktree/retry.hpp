@@ -6,6 +6,7 @@
 /// policy.hpp; the retry loop (policy/retry_loop.hpp) needs only this.
 
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <stop_token>
@@ -24,6 +25,9 @@ namespace tasktree {
 struct Retry {
   /// 0 on the first attempt, then 1, 2, ... on each retry.
   int count = 0;
+  /// The job's submission number, 1-based and the same on every attempt: the `submit_count` of
+  /// `tid` (`"{submit_count}/{total}"`), as a number.
+  std::int64_t submit_count = 0;
   /// Signalled when the run stops (the caller's stop request, a failure in `fail` mode, or an
   /// error elsewhere); long jobs should return or throw soon after.
   std::stop_token stop_token{};

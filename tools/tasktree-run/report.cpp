@@ -18,15 +18,6 @@ namespace {
 
 double seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
 
-std::string_view to_string(SkipOnError mode) {
-  switch (mode) {
-    case SkipOnError::fail: return "fail";
-    case SkipOnError::dataset: return "dataset";
-    case SkipOnError::tree: return "tree";
-  }
-  return "unknown";
-}
-
 std::string_view to_string(ProcessResult::End end) {
   using End = ProcessResult::End;
   switch (end) {
@@ -174,7 +165,7 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
       {"settings",
        {
            {"workers", settings.workers},
-           {"skip_on_error", to_string(settings.skip_on_error)},
+           {"skip_on_error", tasktree::to_string(settings.skip_on_error)},
            {"retries", settings.retries},
            {"timeout_seconds", settings.timeout ? json(seconds(*settings.timeout)) : json(nullptr)},
            {"priority", settings.priority == PriorityOrder::name ? "name" : "depth"},

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -264,22 +263,6 @@ class JobFailure : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-tasktree::SkipOnError to_policy(SkipOnError mode) {
-  switch (mode) {
-    case SkipOnError::fail: return tasktree::SkipOnError::fail;
-    case SkipOnError::dataset: return tasktree::SkipOnError::dataset;
-    case SkipOnError::tree: return tasktree::SkipOnError::tree;
-  }
-  return tasktree::SkipOnError::fail;
-}
-
-/// The submission number in a policy `tid` ("7/120" -> 7).
-std::int64_t submit_count_of(std::string_view tid) {
-  std::int64_t count = 0;
-  std::from_chars(tid.data(), tid.data() + tid.size(), count);
-  return count;
-}
-
 /// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
 /// attempts with backoff and applies `--skip-on-error`. Each call of the job is one attempt.
 void schedule(Runner& runner, std::stop_token stop) {
@@ -290,13 +273,13 @@ void schedule(Runner& runner, std::stop_token stop) {
         tasktree::FaultTolerantOptions<>{
             .datasets = paths_of(settings),
             .process_dataset =
-                [&runner, &settings](std::string_view dataset, std::string_view tid, const tasktree::Retry& retry) {
+                [&runner, &settings](std::string_view dataset, std::string_view, const tasktree::Retry& retry) {
                   // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
                   const std::stop_callback stop_processes(retry.stop_token,
                                                           [&runner]() noexcept { runner.groups().stop(); });
                   const std::size_t index = runner.index(dataset);
                   JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
-                  const ProcessResult result = runner.attempt(index, submit_count_of(tid), retry.count + 1, output);
+                  const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1, output);
                   if (result.succeeded()) return true;
                   // Once the run is stopping, nothing is retried and the report has what happened;
                   // returning (rather than throwing) keeps the failure from being rethrown.
@@ -306,7 +289,7 @@ void schedule(Runner& runner, std::stop_token stop) {
                   }
                   throw JobFailure(fmt::format("{}: {}", dataset, describe(result)));
                 },
-            .skip_on_error = to_policy(settings.skip_on_error),
+            .skip_on_error = settings.skip_on_error,
             .retry_policy =
                 {
                     .max_retries = settings.retries,

@@ -6,6 +6,8 @@
 #include "output.hpp"
 #include "process.hpp"
 
+#include <tasktree/policy.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -19,13 +21,6 @@
 
 namespace tasktree_run {
 
-/// What a failed job does to the rest of the run (`--skip-on-error`).
-enum class SkipOnError {
-  fail,     ///< stop the run: no new jobs, running jobs get SIGTERM
-  dataset,  ///< carry on, including below the failed job
-  tree      ///< carry on, except below the failed job
-};
-
 /// Which ready job starts first (`--priority`).
 enum class PriorityOrder {
   name,  ///< by job path
@@ -36,7 +31,9 @@ enum class PriorityOrder {
 struct RunSettings {
   std::vector<JobSpec> jobs;
   int workers = 1;
-  SkipOnError skip_on_error = SkipOnError::dataset;
+  /// `--skip-on-error`: `fail` stops the run (no new jobs, running jobs get SIGTERM); `dataset`
+  /// carries on, also below the failed job; `tree` carries on except below it.
+  tasktree::SkipOnError skip_on_error = tasktree::SkipOnError::dataset;
   int retries = 0;
   std::chrono::nanoseconds retry_backoff = std::chrono::milliseconds(200);
   std::optional<std::chrono::nanoseconds> timeout;

@@ -204,8 +204,9 @@ inline mpi_wire::Reply run_remote_attempt(const mpi::FaultTolerantOptions& optio
                                           const std::stop_token& stop) {
   std::exception_ptr error;
   try {
-    const bool no_skip =
-        options.process_dataset(request.dataset, request.tid, Retry{.count = request.retry_count, .stop_token = stop});
+    const bool no_skip = options.process_dataset(
+        request.dataset, request.tid,
+        Retry{.count = request.retry_count, .submit_count = request.submit_count, .stop_token = stop});
     return mpi_wire::Reply{.no_skip = no_skip};
   } catch (...) {
     error = std::current_exception();
@@ -358,8 +359,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     using Local = tasktree::FaultTolerantOptions<>;
     Local local{
         .process_dataset = [&dispatcher](std::string_view dataset, std::string_view tid, const Retry& attempt) -> bool {
-          detail::mpi_wire::Reply reply =
-              dispatcher.call({.retry_count = attempt.count, .dataset = dataset, .tid = tid}, attempt.stop_token);
+          detail::mpi_wire::Reply reply = dispatcher.call(
+              {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
+              attempt.stop_token);
           if (reply.kind == detail::mpi_wire::Reply::threw) throw detail::RemoteAttemptError(reply);
           return reply.no_skip;
         },

@@ -87,7 +87,7 @@ class Reader {
 /// the reply arrives), into the received message on a worker.
 struct Request {
   std::uint64_t id = 0;           // rank 0's handle for the reply
-  std::int64_t submit_count = 0;  // the core's submission number (core level)
+  std::int64_t submit_count = 0;  // the core's submission number (both levels)
   std::int32_t retry_count = 0;   // the attempt (policy level)
   std::string_view dataset{};
   std::string_view tid{};  // "{submit_count}/{total}" (policy level)

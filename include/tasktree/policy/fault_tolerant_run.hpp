@@ -105,7 +105,7 @@ class FaultTolerantRun {
     const auto tid_end = fmt::format_to_n(buffer, sizeof buffer, "{}/{}", submit_count, total_).out;
     const std::string_view tid(buffer, static_cast<std::size_t>(tid_end - buffer));
     const std::int64_t start = clock_.now_nanos();
-    Attempts attempts = run_with_retries(retry_, dataset, tid, stop, start);
+    Attempts attempts = run_with_retries(retry_, dataset, submit_count, tid, stop, start);
     Outcome outcome{
         .dataset = dataset,
         .submit_count = submit_count,

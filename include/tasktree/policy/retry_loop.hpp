@@ -127,18 +127,20 @@ struct Attempts {
   int retries = 0;  // attempts after the first
 };
 
-/// Runs `dataset`'s job until it returns or its failure may not be retried. `start_nanos` is when
-/// the first attempt starts, on `context.clock`. A fatal exception (not a job failure) escapes at
-/// once, unchanged.
-inline Attempts run_with_retries(const RetryContext& context, std::string_view dataset, std::string_view tid,
-                                 const std::stop_token& stop, std::int64_t start_nanos) {
+/// Runs `dataset`'s job until it returns or its failure may not be retried. `submit_count` is the
+/// job's submission number (in `tid` and `Retry::submit_count`); `start_nanos` is when the first
+/// attempt starts, on `context.clock`. A fatal exception (not a job failure) escapes at once,
+/// unchanged.
+inline Attempts run_with_retries(const RetryContext& context, std::string_view dataset, std::int64_t submit_count,
+                                 std::string_view tid, const std::stop_token& stop, std::int64_t start_nanos) {
   const RetryPolicy& policy = context.policy;
   const std::int64_t max_elapsed = policy.max_elapsed.count();
   Backoff backoff(policy);
   for (int count = 0;; ++count) {
     std::exception_ptr error;
     try {
-      const bool no_skip = context.job(dataset, tid, Retry{.count = count, .stop_token = stop});
+      const bool no_skip =
+          context.job(dataset, tid, Retry{.count = count, .submit_count = submit_count, .stop_token = stop});
       if (count > 0) context.recovered.fetch_add(1, std::memory_order_relaxed);
       return Attempts{.no_skip = no_skip, .retries = count};
     } catch (...) {

@@ -1,0 +1,524 @@
+// In-process tests for tools/tasktree-run's pure parts, the tasktree_run_core library: the jobs
+// file parser, the command line, the --dry-run and --dot output, the --json report and the
+// summary. What needs a real process (running jobs, exit codes, signals, timeouts, retries, logs)
+// is in test_tasktree_run.cpp.
+
+#include "catch.hpp"
+
+#include "command_line.hpp"
+#include "execute.hpp"
+#include "jobs_file.hpp"
+#include "report.hpp"
+#include "run.hpp"
+
+#include <tasktree/options.hpp>
+#include <tasktree/policy.hpp>
+#include <tasktree/version.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace tasktree_run;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+/// The message of the `JobsFileError` that parsing `text` throws, or a marker.
+std::string jobs_file_error(std::string_view text, std::string_view source = "plan.jobs") {
+  try {
+    (void)parse_jobs_file(text, source);
+  } catch (const JobsFileError& error) {
+    return error.what();
+  }
+  return "<nothing thrown>";
+}
+
+/// The settings of a command line that must parse.
+CliSettings settings_of(const std::vector<std::string>& args) {
+  ParsedCommandLine parsed = parse_command_line(args);
+  INFO(parsed.err);
+  REQUIRE(parsed.settings.has_value());
+  CHECK(parsed.out.empty());
+  CHECK(parsed.err.empty());
+  return *std::move(parsed.settings);
+}
+
+/// The run settings of `args` with the jobs of `jobs_text`.
+RunSettings plan(std::string_view jobs_text, const std::vector<std::string>& args = {"plan.jobs"}) {
+  RunSettings settings = settings_of(args).run;
+  settings.jobs = parse_jobs_file(jobs_text, "plan.jobs");
+  return settings;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The jobs file
+
+TEST_CASE("jobs file: the path is the first word, the command the rest, comments and blank lines are skipped") {
+  const std::vector<JobSpec> jobs = parse_jobs_file(
+      "# a comment\n\n   \n  a   echo hi  \n\ta/b\tcat x # for the shell\r\n  # indented comment\n", "plan.jobs");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].path == "a");
+  CHECK(jobs[0].command == "echo hi");
+  CHECK(jobs[0].line == 4);
+  CHECK(jobs[1].path == "a/b");
+  CHECK(jobs[1].command == "cat x # for the shell");
+  CHECK(jobs[1].line == 5);
+}
+
+TEST_CASE("jobs file: each bad line is rejected with FILE:LINE and the value") {
+  struct Case {
+    std::string_view bad_line;
+    std::string_view message;  // after "plan.jobs:3: "
+  };
+  const Case cases[] = {
+      {"a//b  touch ran", R"(invalid job path "a//b": it has an empty component ('//'))"},
+      {"/a  touch ran", R"(invalid job path "/a": it starts with '/')"},
+      {"a/  touch ran", R"(invalid job path "a/": it ends with '/')"},
+      {"a/../b  touch ran", R"(invalid job path "a/../b": it has a ".." component (job paths name jobs, not files))"},
+      {"a/./b  touch ran", R"(invalid job path "a/./b": it has a "." component (job paths name jobs, not files))"},
+      {"first  touch ran", R"(duplicate job path "first" (first on line 2))"},
+      {"lonely", R"(job "lonely" has no command)"},
+      {"lonely   ", R"(job "lonely" has no command)"},
+      {"a/~  touch ran", R"(invalid job path "a/~": its last component is the barrier "~", so it could never run )"
+                         R"((a barrier waits for the jobs beside it; put jobs below it, e.g. a/~/prune))"},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(c.bad_line) {
+      CHECK(jobs_file_error(fmt::format("# line 1\nfirst  touch ran\n{}\nlast  echo after\n", c.bad_line)) ==
+            fmt::format("plan.jobs:3: {}", c.message));
+    }
+  }
+}
+
+TEST_CASE("jobs file: a file without jobs is rejected, naming the file") {
+  CHECK(jobs_file_error("# nothing\n\n", "empty.jobs") ==
+        R"(empty.jobs: no jobs (each line is "<job-path> <command>"))");
+  CHECK(jobs_file_error("", "<stdin>") == R"(<stdin>: no jobs (each line is "<job-path> <command>"))");
+}
+
+TEST_CASE("jobs file: one that cannot be opened is an error naming the file") {
+  const std::string missing =
+      (std::filesystem::temp_directory_path() / "tasktree-run-no-such-dir/missing.jobs").string();
+  CHECK_THROWS_WITH(read_jobs_file(missing),
+                    fmt::format("cannot open jobs file {:?}: No such file or directory", missing));
+  CHECK_THROWS_WITH(load_jobs(settings_of({missing})),
+                    fmt::format("cannot open jobs file {:?}: No such file or directory", missing));
+}
+
+TEST_CASE("jobs file: --demo loads the embedded plan, without any file") {
+  const std::vector<JobSpec> jobs = load_jobs(settings_of({"--demo"}));
+  CHECK(jobs.size() == 16);
+  CHECK(std::any_of(jobs.begin(), jobs.end(),
+                    [](const JobSpec& job) { return job.path == "beta/snapshot/replicate-offsite"; }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+TEST_CASE("command line: the defaults") {
+  const CliSettings settings = settings_of({"plan.jobs"});
+  CHECK(settings.action == Action::run);
+  CHECK_FALSE(settings.demo);
+  CHECK(settings.jobs_file == "plan.jobs");
+  CHECK(settings.json_file.empty());
+  CHECK(settings.kill_after_seconds == 5.0);
+  const RunSettings& run = settings.run;
+  CHECK(run.jobs.empty());
+  CHECK(run.workers == tasktree::default_max_workers());
+  CHECK(run.skip_on_error == tasktree::SkipOnError::dataset);
+  CHECK(run.retries == 0);
+  CHECK(run.retry_backoff == 200ms);
+  CHECK_FALSE(run.timeout.has_value());
+  CHECK(run.kill_after == 5s);
+  CHECK(run.work_period == 0ns);
+  CHECK_FALSE(run.jitter);
+  CHECK(run.priority == PriorityOrder::name);
+  CHECK(run.log_dir.empty());
+  CHECK(settings_of({}).jobs_file.empty());  // standard input
+  CHECK(settings_of({"-"}).jobs_file == "-");
+}
+
+TEST_CASE("command line: every option reaches the settings") {
+  const CliSettings settings = settings_of({"-j",
+                                            "3",
+                                            "--skip-on-error",
+                                            "tree",
+                                            "--retries",
+                                            "4",
+                                            "--retry-backoff",
+                                            "0.5",
+                                            "--timeout",
+                                            "1.25",
+                                            "--kill-after",
+                                            "0.75",
+                                            "--work-period",
+                                            "2",
+                                            "--jitter",
+                                            "--priority",
+                                            "depth",
+                                            "--log-dir",
+                                            "logs",
+                                            "--json",
+                                            "r.json",
+                                            "plan.jobs"});
+  CHECK(settings.jobs_file == "plan.jobs");
+  CHECK(settings.json_file == "r.json");
+  CHECK(settings.kill_after_seconds == 0.75);
+  const RunSettings& run = settings.run;
+  CHECK(run.workers == 3);
+  CHECK(run.skip_on_error == tasktree::SkipOnError::tree);
+  CHECK(run.retries == 4);
+  CHECK(run.retry_backoff == 500ms);
+  CHECK(run.timeout == std::optional<std::chrono::nanoseconds>(1250ms));
+  CHECK(run.kill_after == 750ms);
+  CHECK(run.work_period == 2s);
+  CHECK(run.jitter);
+  CHECK(run.priority == PriorityOrder::depth);
+  CHECK(run.log_dir == "logs");
+  CHECK(settings_of({"--workers", "7", "plan.jobs"}).run.workers == 7);
+}
+
+TEST_CASE("command line: --skip-on-error takes the library's mode names") {
+  for (const tasktree::SkipOnError mode :
+       {tasktree::SkipOnError::fail, tasktree::SkipOnError::dataset, tasktree::SkipOnError::tree}) {
+    DYNAMIC_SECTION(tasktree::to_string(mode)) {
+      CHECK(settings_of({"--skip-on-error", std::string(tasktree::to_string(mode)), "plan.jobs"}).run.skip_on_error ==
+            mode);
+    }
+  }
+}
+
+TEST_CASE("command line: --dry-run, -n and --dot print instead of running") {
+  CHECK(settings_of({"--dry-run", "plan.jobs"}).action == Action::dry_run);
+  CHECK(settings_of({"-n", "plan.jobs"}).action == Action::dry_run);
+  CHECK(settings_of({"--dot", "plan.jobs"}).action == Action::dot);
+}
+
+TEST_CASE("command line: --demo runs with --retries 2 and --workers 4 unless given") {
+  const CliSettings demo = settings_of({"--demo"});
+  CHECK(demo.demo);
+  CHECK(demo.jobs_file.empty());
+  CHECK(demo.run.retries == 2);
+  CHECK(demo.run.workers == 4);
+  const CliSettings given = settings_of({"--demo", "--retries", "0", "-j", "1"});
+  CHECK(given.run.retries == 0);
+  CHECK(given.run.workers == 1);
+}
+
+TEST_CASE("command line: each bad option is a usage error (exit 2) naming the option and its value") {
+  struct Case {
+    std::vector<std::string> args;
+    std::vector<std::string_view> named;  // what the message must mention
+  };
+  const Case cases[] = {
+      {{"--workers", "0"}, {"--workers", "0"}},
+      {{"--workers", "100001"}, {"--workers", "100001"}},
+      {{"--workers", "many"}, {"--workers", "many"}},
+      {{"--skip-on-error", "sometimes"}, {"--skip-on-error", "sometimes"}},
+      {{"--priority", "size"}, {"--priority", "size"}},
+      {{"--retries", "-1"}, {"--retries", "-1"}},
+      {{"--retries", "1001"}, {"--retries", "1001"}},
+      {{"--retry-backoff", "3601"}, {"--retry-backoff", "3601"}},
+      {{"--timeout", "0"}, {"--timeout", "0"}},
+      {{"--kill-after", "-2.5"}, {"--kill-after", "-2.5"}},
+      {{"--work-period", "soon"}, {"--work-period", "soon"}},
+      {{"--no-such-option"}, {"--no-such-option"}},
+      {{"--dry-run", "--dot"}, {"--dot", "--dry-run"}},
+      {{"--demo", "other.jobs"}, {"--demo", "jobs-file"}},
+      {{"one.jobs", "two.jobs"}, {"two.jobs"}},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(fmt::format("{}", fmt::join(c.args, " "))) {
+      const ParsedCommandLine parsed = parse_command_line(c.args);
+      INFO(parsed.err);
+      CHECK_FALSE(parsed.settings.has_value());
+      CHECK(parsed.exit_code == 2);
+      CHECK(parsed.out.empty());
+      for (const std::string_view part : c.named) CHECK(contains(parsed.err, part));
+      CHECK(contains(parsed.err, "Run with --help for more information."));
+    }
+  }
+}
+
+TEST_CASE("command line: --help lists the options with their defaults and the exit codes") {
+  const ParsedCommandLine parsed = parse_command_line({"--help"});
+  CHECK_FALSE(parsed.settings.has_value());
+  CHECK(parsed.exit_code == 0);
+  CHECK(parsed.err.empty());
+  for (const std::string_view text :
+       {"--workers", "--skip-on-error", "--retries", "--timeout", "--work-period", "--jitter", "--priority",
+        "--dry-run", "--dot", "--log-dir", "--json", "--demo", "dataset", "Exit codes", "130/143", "TASKTREE_JOB"}) {
+    INFO(text);
+    CHECK(contains(parsed.out, text));
+  }
+}
+
+TEST_CASE("command line: --version prints the library's version") {
+  const ParsedCommandLine parsed = parse_command_line({"--version"});
+  CHECK_FALSE(parsed.settings.has_value());
+  CHECK(parsed.exit_code == 0);
+  CHECK(parsed.out == fmt::format("tasktree-run {}.{}.{}\n", tasktree::version_major, tasktree::version_minor,
+                                  tasktree::version_patch));
+}
+
+// ---------------------------------------------------------------------------------------------
+// --dry-run and --dot
+
+TEST_CASE("plan: --dry-run prints the dependency tree and the one-worker order") {
+  const RunSettings settings = plan(R"(
+h/snap            touch ran
+h/snap/~/prune    echo prune
+h/snap/repl-b     echo b
+h/snap/repl-a     echo a
+g                 echo g
+)");
+  CHECK(format_dry_run(settings) ==
+        R"(dependency tree (5 jobs; a job starts after the jobs above it; below "~" only after everything beside it):
+├── g
+└── h  (no job)
+    └── snap
+        ├── repl-a
+        ├── repl-b
+        └── ~  (barrier)
+            └── prune
+
+order with one worker if every job succeeds (--priority name):
+1  g               echo g
+2  h/snap          touch ran
+3  h/snap/repl-a   echo a
+4  h/snap/repl-b   echo b
+5  h/snap/~/prune  echo prune
+)");
+}
+
+TEST_CASE("plan: --dry-run with --priority depth starts shallow jobs first (breadth first)") {
+  struct Case {
+    std::vector<std::string> args;
+    std::string_view order;
+  };
+  const Case cases[] = {
+      {{"--dry-run", "plan.jobs"},
+       "(--priority name):\n1  a      x\n2  a/b    x\n3  a/b/c  x\n4  z      x\n5  z/y    x\n"},
+      {{"--dry-run", "--priority", "depth", "plan.jobs"},
+       "(--priority depth):\n1  a      x\n2  z      x\n3  a/b    x\n4  z/y    x\n5  a/b/c  x\n"},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(fmt::format("{}", fmt::join(c.args, " "))) {
+      const std::string out = format_dry_run(plan("a  x\na/b  x\na/b/c  x\nz  x\nz/y  x\n", c.args));
+      INFO(out);
+      CHECK(out.ends_with(c.order));
+    }
+  }
+}
+
+TEST_CASE("plan: --dot prints a Graphviz digraph, barriers as octagons fed by the jobs beside them") {
+  const std::string out = format_dot(plan("h  touch ran\nh/r  x\nh/~/p  x\n"));
+  CHECK(out == R"(digraph tasktree {
+  rankdir=LR;
+  node [shape=box, fontname="monospace"];
+  n1 [label="h", tooltip="h: touch ran"];
+  n2 [label="r", tooltip="h/r: x"];
+  n3 [label="~", shape=octagon, tooltip="barrier h/~"];
+  n4 [label="p", tooltip="h/~/p: x"];
+  n1 -> n2;
+  n1 -> n3;
+  n2 -> n3 [style=dashed];
+  n3 -> n4;
+}
+)");
+}
+
+TEST_CASE("plan: --dot quotes labels and shows paths without a job dashed") {
+  const std::string out = format_dot(plan("a/\"q\\b  echo \"hi\"\n"));
+  CHECK(contains(out, R"x(n1 [label="a", style=dashed, tooltip="a (no job)"];)x"));
+  CHECK(contains(out, R"(n2 [label="\"q\\b", tooltip="a/\"q\\b: echo \"hi\""];)"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The --json report and the summary
+
+namespace {
+
+ProcessResult ended(ProcessResult::End end) {
+  ProcessResult result;
+  result.end = end;
+  return result;
+}
+
+ProcessResult exited(int exit_code) {
+  ProcessResult result = ended(ProcessResult::End::exited);
+  result.exit_code = exit_code;
+  return result;
+}
+
+/// A run of the plan `ok`, `ok/bad` (failed with exit code 4 after two attempts), `ok/bad/x`
+/// (skipped below it), `other` (not run) with `--skip-on-error tree -j 3 --retries 1`.
+struct FinishedRun {
+  RunSettings settings = plan(
+      "ok  echo fine\nok/bad  echo first >&2; exit 4\nok/bad/x  touch x\nother  sleep 1\n",
+      {"--skip-on-error", "tree", "-j", "3", "--retries", "1", "--timeout", "1.5", "--priority", "depth", "plan.jobs"});
+  RunReport report;
+
+  FinishedRun() {
+    const Clock::time_point t0{std::chrono::seconds(100)};
+    report.started = t0;
+    report.finished = t0 + 4s;
+    report.retries = 1;
+    report.jobs.resize(4);
+    JobRecord& ok = report.jobs[0];
+    ok.status = JobStatus::succeeded;
+    ok.attempts = 1;
+    ok.submit_count = 1;
+    ok.started = t0 + 500ms;
+    ok.finished = t0 + 1s;
+    ok.last = exited(0);
+    JobRecord& bad = report.jobs[1];
+    bad.status = JobStatus::failed;
+    bad.attempts = 2;
+    bad.submit_count = 2;
+    bad.started = t0 + 1s;
+    bad.finished = t0 + 3s;
+    bad.last = exited(4);
+    bad.stderr_tail = {"first", "second"};
+    report.jobs[2].status = JobStatus::skipped;
+    report.jobs[2].skipped_below = "ok/bad";
+    report.jobs[3].status = JobStatus::not_run;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("report: --json reports the result, the settings, the counts and every job") {
+  const FinishedRun run;
+  const json report = json::parse(format_json(run.settings, run.report));
+  CHECK(report.at("result") == "failed");
+  CHECK(report.at("exit_code") == 1);
+  CHECK(report.at("signal").is_null());
+  CHECK(report.at("stopped_by_failure") == false);
+  CHECK(report.at("elapsed_seconds") == 4.0);
+  CHECK(
+      report.at("settings") ==
+      json{{"workers", 3}, {"skip_on_error", "tree"}, {"retries", 1}, {"timeout_seconds", 1.5}, {"priority", "depth"}});
+  CHECK(report.at("counts") == json{{"total", 4},
+                                    {"succeeded", 1},
+                                    {"failed", 1},
+                                    {"skipped", 1},
+                                    {"stopped", 0},
+                                    {"not_run", 1},
+                                    {"retries", 1}});
+  const json& jobs = report.at("jobs");
+  REQUIRE(jobs.size() == 4);
+  CHECK(jobs[0] == json{{"path", "ok"},
+                        {"command", "echo fine"},
+                        {"line", 1},
+                        {"status", "succeeded"},
+                        {"attempts", 1},
+                        {"submit_count", 1},
+                        {"start_seconds", 0.5},
+                        {"duration_seconds", 0.5},
+                        {"end", "exited"},
+                        {"exit_code", 0},
+                        {"signal", nullptr},
+                        {"stderr_tail", json::array()}});
+  CHECK(jobs[1].at("status") == "failed");
+  CHECK(jobs[1].at("attempts") == 2);
+  CHECK(jobs[1].at("submit_count") == 2);
+  CHECK(jobs[1].at("exit_code") == 4);
+  CHECK(jobs[1].at("duration_seconds") == 2.0);
+  CHECK(jobs[1].at("stderr_tail") == json{"first", "second"});
+  CHECK(jobs[2] == json{{"path", "ok/bad/x"},
+                        {"command", "touch x"},
+                        {"line", 3},
+                        {"status", "skipped"},
+                        {"attempts", 0},
+                        {"skipped_below", "ok/bad"}});
+  CHECK(jobs[3] ==
+        json{{"path", "other"}, {"command", "sleep 1"}, {"line", 4}, {"status", "not_run"}, {"attempts", 0}});
+}
+
+TEST_CASE("report: --json: how a job ended, and without --timeout a null timeout") {
+  FinishedRun run;
+  run.settings.timeout.reset();
+  run.report.jobs[1].last = ended(ProcessResult::End::signalled);
+  run.report.jobs[1].last.signal = SIGKILL;
+  run.report.jobs[0].last = ended(ProcessResult::End::timed_out);
+  const json report = json::parse(format_json(run.settings, run.report));
+  CHECK(report.at("settings").at("timeout_seconds").is_null());
+  const json& bad = report.at("jobs")[1];
+  CHECK(bad.at("end") == "signalled");
+  CHECK(bad.at("exit_code").is_null());
+  CHECK(bad.at("signal") == "SIGKILL");
+  CHECK(report.at("jobs")[0].at("end") == "timed_out");
+  CHECK(report.at("jobs")[0].at("exit_code").is_null());
+}
+
+TEST_CASE("report: the verdict: exit code, --json result and the summary's last line") {
+  struct Case {
+    std::string_view name;
+    int signal;
+    bool stopped_by_failure;
+    bool all_succeed;
+    int exit_code;
+    std::string_view result;
+    std::string_view verdict;
+  };
+  const Case cases[] = {
+      {"all succeeded", 0, false, true, 0, "succeeded", "tasktree-run: all 4 jobs succeeded\n"},
+      {"a failure", 0, false, false, 1, "failed", "tasktree-run: FAILED (exit code 1)\n"},
+      {"fail mode", 0, true, false, 1, "failed",
+       "tasktree-run: FAILED: stopped at the first failure (--skip-on-error fail) (exit code 1)\n"},
+      {"SIGINT", SIGINT, false, false, 130, "interrupted", "tasktree-run: interrupted by SIGINT (exit code 130)\n"},
+      {"SIGTERM", SIGTERM, false, true, 143, "interrupted", "tasktree-run: interrupted by SIGTERM (exit code 143)\n"},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(c.name) {
+      FinishedRun run;
+      run.report.signal = c.signal;
+      run.report.stopped_by_failure = c.stopped_by_failure;
+      if (c.all_succeed) {
+        for (JobRecord& job : run.report.jobs) job = run.report.jobs[0];
+      }
+      CHECK(run.report.exit_code() == c.exit_code);
+      const json report = json::parse(format_json(run.settings, run.report));
+      CHECK(report.at("exit_code") == c.exit_code);
+      CHECK(report.at("result") == c.result);
+      CHECK(report.at("stopped_by_failure") == c.stopped_by_failure);
+      CHECK(report.at("signal") == (c.signal == 0 ? json(nullptr) : json(c.signal == SIGINT ? "SIGINT" : "SIGTERM")));
+      CHECK(format_summary(run.settings, run.report).ends_with(c.verdict));
+    }
+  }
+}
+
+TEST_CASE(
+    "report: the summary: counts, failed jobs with their last stderr lines, skipped and not-run jobs, the slowest") {
+  const FinishedRun run;
+  const std::string summary = format_summary(run.settings, run.report);
+  CHECK(summary ==
+        "tasktree-run: 4 jobs in 4.0s: 1 succeeded, 1 failed, 1 skipped, 0 stopped, 1 not run; 1 retry\n"
+        "failed:\n"
+        "  ok/bad: exit code 4 after 2 attempts (2.0s; line 2: echo first >&2; exit 4)\n"
+        "    | first\n"
+        "    | second\n"
+        "skipped because of a failure:\n"
+        "  ok/bad/x (below ok/bad)\n"
+        "not run (the run stopped first):\n"
+        "  other\n"
+        "slowest:\n"
+        "     2.0s  ok/bad\n"
+        "     0.5s  ok\n"
+        "tasktree-run: FAILED (exit code 1)\n");
+}

@@ -1,0 +1,141 @@
+#include "command_line.hpp"
+
+#include <tasktree/options.hpp>
+#include <tasktree/policy.hpp>
+#include <tasktree/version.hpp>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <sstream>
+#include <string_view>
+
+namespace tasktree_run {
+namespace {
+
+constexpr std::string_view footer =
+    R"(Jobs file: one job per line, "<job-path> <command>"; the command runs with /bin/sh -c.
+'#' starts a comment line. A job starts after the jobs above it on its path succeeded;
+a '~' component is a barrier: jobs below X/~ wait for everything else below X.
+
+Each job runs in its own process group, with TASKTREE_JOB (its path), TASKTREE_SUBMIT_COUNT,
+TASKTREE_ATTEMPT (1, 2, ...) and TASKTREE_RUN_DIR (a scratch directory shared by the jobs of
+one run, removed at the end) in its environment.
+
+Exit codes: 0 all jobs succeeded; 1 some job failed, or did not run because of a failure;
+2 usage or input error; 130/143 interrupted by SIGINT/SIGTERM (a second SIGINT kills the
+running jobs at once).
+
+Example: tasktree-run --demo    (see docs/tasktree-run.md)
+)";
+
+std::chrono::nanoseconds to_nanoseconds(double seconds) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+}
+
+}  // namespace
+
+ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
+  CLI::App app{"Runs shell commands named by slash-separated job paths in parallel, parents before children.",
+               "tasktree-run"};
+  app.footer(std::string(footer));
+  app.set_version_flag("--version", fmt::format("tasktree-run {}.{}.{}", tasktree::version_major,
+                                                tasktree::version_minor, tasktree::version_patch));
+
+  std::string jobs_file;
+  bool demo = false;
+  int workers = tasktree::default_max_workers();
+  std::string skip_on_error = "dataset";
+  int retries = 0;
+  double retry_backoff = 0.2;
+  std::optional<double> timeout;
+  double kill_after = 5;
+  double work_period = 0;
+  bool jitter = false;
+  std::string priority = "name";
+  bool dry_run = false;
+  bool dot = false;
+  std::string log_dir;
+  std::string json_file;
+
+  auto* file_option = app.add_option("jobs-file", jobs_file, "The jobs file; '-' or none: standard input");
+  app.add_flag("--demo", demo,
+               "Run the built-in demo plan (examples/demo.jobs), with --retries 2 and --workers 4 unless given")
+      ->excludes(file_option);
+  auto* workers_option = app.add_option("-j,--workers", workers, "Jobs running at once (default: the number of CPUs)")
+                             ->check(CLI::Range(1, 100'000))
+                             ->capture_default_str();
+  app.add_option("--skip-on-error", skip_on_error,
+                 "After a failed job: 'fail' stops the run; 'dataset' carries on, also below the failed job; "
+                 "'tree' carries on except below it")
+      ->check(CLI::IsMember({"fail", "dataset", "tree"}))
+      ->capture_default_str();
+  auto* retries_option = app.add_option("--retries", retries, "Retries of a failed job (timeouts included)")
+                             ->check(CLI::Range(0, 1'000))
+                             ->capture_default_str();
+  app.add_option("--retry-backoff", retry_backoff,
+                 "Seconds: a retry waits a random time up to this ceiling, which doubles for each further retry, "
+                 "up to 10s (or this value if larger)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  app.add_option("--timeout", timeout, "Seconds a job may run before its process group gets SIGTERM (default: none)")
+      ->check(CLI::Range(0.001, 1e9));
+  app.add_option("--kill-after", kill_after,
+                 "Seconds between SIGTERM and SIGKILL, after a timeout or when the run is stopped")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
+  app.add_option("--work-period", work_period, "Spread the job starts evenly over this many seconds (0: no pacing)")
+      ->check(CLI::Range(0.0, 1e9))
+      ->capture_default_str();
+  app.add_flag("--jitter", jitter, "With --work-period: random intervals between starts, the same on average");
+  app.add_option("--priority", priority, "Which ready job starts first: 'name' (path order) or 'depth' (breadth first)")
+      ->check(CLI::IsMember({"name", "depth"}))
+      ->capture_default_str();
+  auto* dry_run_flag = app.add_flag("-n,--dry-run", dry_run,
+                                    "Print the dependency tree and the order of the jobs with one worker; run nothing");
+  app.add_flag("--dot", dot, "Print the tree as a Graphviz digraph; run nothing")->excludes(dry_run_flag);
+  app.add_option("--log-dir", log_dir,
+                 "Write each job's output to DIR/<job-path>.out and .err (default: to the console, each line "
+                 "prefixed with [job-path])");
+  app.add_option("--json", json_file, "Write a machine-readable report of the run to this file");
+
+  std::vector<const char*> argv{"tasktree-run"};
+  for (const std::string& arg : args) argv.push_back(arg.c_str());
+  ParsedCommandLine parsed;
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError& error) {
+    std::ostringstream out;
+    std::ostringstream err;
+    const int code = app.exit(error, out, err);
+    parsed.exit_code = code == static_cast<int>(CLI::ExitCodes::Success) ? 0 : 2;
+    parsed.out = std::move(out).str();
+    parsed.err = std::move(err).str();
+    return parsed;
+  }
+
+  if (demo) {
+    if (retries_option->count() == 0) retries = 2;  // its flaky job needs one
+    if (workers_option->count() == 0) workers = 4;  // its replications run side by side
+  }
+  CliSettings& settings = parsed.settings.emplace();
+  settings.action = dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
+  settings.demo = demo;
+  settings.jobs_file = jobs_file;
+  settings.run.workers = workers;
+  settings.run.skip_on_error = tasktree::parse_skip_on_error(skip_on_error);
+  settings.run.retries = retries;
+  settings.run.retry_backoff = to_nanoseconds(retry_backoff);
+  if (timeout) settings.run.timeout = to_nanoseconds(*timeout);
+  settings.run.kill_after = to_nanoseconds(kill_after);
+  settings.kill_after_seconds = kill_after;
+  settings.run.work_period = to_nanoseconds(work_period);
+  settings.run.jitter = jitter;
+  settings.run.priority = priority == "depth" ? PriorityOrder::depth : PriorityOrder::name;
+  settings.run.log_dir = log_dir;
+  settings.json_file = json_file;
+  return parsed;
+}
+
+}  // namespace tasktree_run

@@ -1,0 +1,24 @@
+#pragma once
+// Acting on a parsed command line: reading the jobs, printing the plan (--dry-run, --dot) or
+// running the jobs with signal handling, the summary and the --json report.
+
+#include "command_line.hpp"
+#include "jobs_file.hpp"
+
+#include <string>
+#include <vector>
+
+namespace tasktree_run {
+
+/// The jobs that `settings` names: the demo plan, the jobs file, or standard input (`<stdin>` in
+/// messages). Throws `JobsFileError` for a bad line, `std::runtime_error` if the file cannot be
+/// read.
+[[nodiscard]] std::vector<JobSpec> load_jobs(const CliSettings& settings);
+
+/// Does what `settings` asks for and returns the exit code: 0 all jobs succeeded (or the plan was
+/// printed), 1 some job failed or did not run because of one, 2 an input error (reported on
+/// standard error), 128 + signal if interrupted. Running jobs blocks SIGINT and SIGTERM in the
+/// calling thread: call it from `main`, before any other thread exists.
+[[nodiscard]] int execute(const CliSettings& settings);
+
+}  // namespace tasktree_run
