@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -229,4 +230,42 @@ TEST_CASE("one million siblings share one parent") {
   CHECK(trie.size() == count + 2);
   CHECK(trie.child_count(trie.find("pool")) == count);
   CHECK(trie.count_jobs_below(DatasetTrie::root) == count);
+}
+
+// docs/semantics.md §3: datasets may arrive in any order. The tree builds sorted input in one walk
+// and learns from that walk, without an exception, when the input must be sorted first.
+TEST_CASE("build_if_sorted builds sorted input and returns nothing for unsorted input") {
+  const std::vector<std::string> sorted{"a", "a/b", "c/d"};
+  const std::optional<DatasetTrie> trie = DatasetTrie::build_if_sorted(sorted);
+  REQUIRE(trie.has_value());
+  CHECK(children(*trie, DatasetTrie::root) == std::vector<std::string>{"a", "c"});
+  CHECK(preorder_jobs(*trie) == sorted);
+
+  const std::vector<std::string> unsorted{"c/d", "a", "a/b"};
+  CHECK_FALSE(DatasetTrie::build_if_sorted(unsorted).has_value());
+  // Unsorted with an intermediate node, which stops the first pass early.
+  const std::vector<std::string> unsorted_deep{"x/y/z", "x/y/w", "a"};
+  CHECK_FALSE(DatasetTrie::build_if_sorted(unsorted_deep).has_value());
+}
+
+TEST_CASE("build_if_sorted rejects invalid sorted input as the constructor does") {
+  const auto message = [](const std::vector<std::string>& names, std::string_view barrier = "~") -> std::string {
+    try {
+      (void)DatasetTrie::build_if_sorted(names, barrier);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  for (const std::vector<std::string>& names : std::vector<std::vector<std::string>>{
+           {"a", "a"}, {"a", "a//b"}, {"", "a"}, {"a", "b/"}, {"a", "a/~"}}) {
+    CAPTURE(names);
+    CHECK(message(names) == message_of(names));
+    CHECK(message(names) != "no exception");
+  }
+  CHECK(message({"a"}, "x/y") == message_of({"a"}, "x/y"));
+  // Out of order and invalid: nothing is returned, so that the caller sorts and reports the error
+  // a sorted list gives.
+  const std::vector<std::string> unsorted_invalid{"b", "a/", "a"};
+  CHECK_FALSE(DatasetTrie::build_if_sorted(unsorted_invalid).has_value());
 }

@@ -6,10 +6,13 @@
 #include <tasktree/tasktree.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace tasktree_test;
@@ -154,4 +157,30 @@ TEST_CASE("a throwing priority aborts the run before any job starts and the tree
   throwing = false;
   CHECK_FALSE(tree.process_datasets_in_parallel());
   CHECK(ran == 2);
+}
+
+TEST_CASE("Priority::Queue pops the smallest key first, ties by dataset number, and returns the tag") {
+  const tasktree::Priority priority([](std::string_view dataset) { return dataset.size(); });
+  REQUIRE_FALSE(priority.is_name_order());
+  const std::unique_ptr<tasktree::Priority::Queue> queue = priority.make_queue();
+  queue->reserve(4);
+  CHECK(queue->empty());
+  queue->push(3, 30, "ccc");
+  queue->push(2, 20, "bb");
+  queue->push(1, 10, "a");
+  queue->push(0, 5, "dd");
+  CHECK(queue->size() == 4);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> popped;
+  while (!queue->empty()) popped.push_back(queue->pop());
+  CHECK(popped == std::vector<std::pair<std::uint32_t, std::uint32_t>>{{1, 10}, {0, 5}, {2, 20}, {3, 30}});
+}
+
+TEST_CASE("Priority::Queue rejects a NaN key naming the dataset and keeps what it had") {
+  const tasktree::Priority priority([](std::string_view dataset) {
+    return dataset == "bad" ? std::numeric_limits<double>::quiet_NaN() : 1.0;
+  });
+  const std::unique_ptr<tasktree::Priority::Queue> queue = priority.make_queue();
+  queue->push(0, 0, "good");
+  CHECK_THROWS_WITH(queue->push(1, 1, "bad"), "tasktree: priority of dataset \"bad\" is NaN");
+  CHECK(queue->size() == 1);
 }
