@@ -72,12 +72,19 @@ TEST_CASE("ThreadPoolExecutor runs every job once, and its destructor runs what 
   std::atomic<int> counter = 0;
   {
     tasktree::ThreadPoolExecutor pool(3);
-    CHECK(pool.thread_count() == 3);
+    CHECK(pool.max_threads() == 3);
+    CHECK(pool.thread_count() == 0);  // threads start with the first jobs
     for (int i = 0; i < 1000; ++i) pool.submit(counting_job(counter));
+    CHECK(pool.thread_count() >= 1);
+    CHECK(pool.thread_count() <= 3);
   }
   CHECK(counter == 1000);
   SECTION("zero threads means one") {
     tasktree::ThreadPoolExecutor one(0);
+    CHECK(one.max_threads() == 1);
+    std::atomic<int> more = 0;
+    one.submit(counting_job(more));
+    CHECK(eventually([&] { return more.load() == 1; }));
     CHECK(one.thread_count() == 1);
   }
   SECTION("a moved pool keeps working") {

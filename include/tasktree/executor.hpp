@@ -45,16 +45,54 @@ class Job {
 ///   void submit(tasktree::Job job) { pool->post([job] { job(); }); }
 /// };
 /// @endcode
+///
+/// Two optional members, detected by the scheduler with `requires`, let an executor opt into the
+/// fast paths the library's own executors use; an executor without them gets the plain behaviour:
+/// - `bool runs_jobs_inline() const`: true if every job runs inside `submit`, on the thread that
+///   called it. The scheduler then hands the outcome back without the cross-thread completion queue.
+/// - `bool lets_jobs_coordinate() const`: true if `submit` may be called from inside a job this
+///   executor is running, on that job's thread (one call at a time: the scheduler orders them).
+///   Then the thread of a job that has just finished takes the coordinator role when nobody holds
+///   it (docs/semantics.md §2): it runs the completion callbacks, submits what became available
+///   and runs the next job itself, instead of handing the job to the calling thread and back. Its
+///   callbacks and hooks then run on the executor's threads, one at a time; the calling thread
+///   waits, blocked, for the end of the run. `Options::callbacks_on_calling_thread` and pacing
+///   (`Options::interval_nanos`) keep the role on the calling thread whatever this says.
 template <class E>
 concept Executor = requires(E& executor, Job job) {
   executor.submit(job);
 };
 
-/// @brief Runs each job inline, inside `submit`, on the coordinator thread. Deterministic; used
+namespace detail {
+/// `executor.runs_jobs_inline()` if the executor has it, else false.
+template <class E>
+[[nodiscard]] constexpr bool runs_jobs_inline(const E& executor) noexcept {
+  if constexpr (requires { { executor.runs_jobs_inline() } -> std::convertible_to<bool>; }) {
+    return static_cast<bool>(executor.runs_jobs_inline());
+  } else {
+    return false;
+  }
+}
+
+/// `executor.lets_jobs_coordinate()` if the executor has it, else false.
+template <class E>
+[[nodiscard]] constexpr bool lets_jobs_coordinate(const E& executor) noexcept {
+  if constexpr (requires { { executor.lets_jobs_coordinate() } -> std::convertible_to<bool>; }) {
+    return static_cast<bool>(executor.lets_jobs_coordinate());
+  } else {
+    return false;
+  }
+}
+}  // namespace detail
+
+/// @brief Runs each job inline, inside `submit`, on the calling thread. Deterministic; used
 /// by default when nothing could run in parallel anyway.
 class SynchronousExecutor {
  public:
+  /// Runs `job` now.
   void submit(Job job) const noexcept { job(); }
+  /// Every job runs inside `submit` (see `Executor`).
+  [[nodiscard]] static constexpr bool runs_jobs_inline() noexcept { return true; }
 };
 
 static_assert(Executor<SynchronousExecutor>);

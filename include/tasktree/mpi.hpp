@@ -242,6 +242,9 @@ struct Options {
   Logger log{};
   /// Observer hooks on rank 0; a job's elapsed time includes its trip to the worker and back.
   std::shared_ptr<RunObserver> observer{};
+  /// Keeps the coordinator role on rank 0's calling thread; see
+  /// `tasktree::Options::callbacks_on_calling_thread`.
+  bool callbacks_on_calling_thread = false;
   /// The ranks that take part: rank 0 of `comm` coordinates, the others run jobs. Every rank of
   /// `comm` must call the entry point.
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -303,6 +306,9 @@ struct FaultTolerantOptions {
   Logger log{};
   /// Observer hooks on rank 0.
   std::shared_ptr<RunObserver> observer{};
+  /// Keeps the coordinator role on rank 0's calling thread; see
+  /// `tasktree::Options::callbacks_on_calling_thread`.
+  bool callbacks_on_calling_thread = false;
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };

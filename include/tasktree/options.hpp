@@ -159,6 +159,14 @@ struct Options {
   /// Observer hooks (submit, completion with elapsed time, skipped subtrees, run end); null means
   /// none, and then jobs are not timed.
   std::shared_ptr<RunObserver> observer{};
+  /// Keeps the coordinator role on the calling thread: every completion callback, `priority` call,
+  /// observer hook and log message of the run then happens on the thread that called
+  /// `process_datasets_in_parallel()`, for callers whose callbacks need thread affinity. Workers
+  /// only run jobs, and each job costs two thread hand-offs (worker to calling thread and back),
+  /// which shows with short jobs, most on a busy machine. `false` (the default): with an executor
+  /// that `lets_jobs_coordinate()`, such as the default thread pool, the thread of a job that has
+  /// just finished takes the role (docs/semantics.md §2); calls still never overlap.
+  bool callbacks_on_calling_thread = false;
 };
 
 }  // namespace tasktree

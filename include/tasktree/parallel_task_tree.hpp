@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <memory>
@@ -33,8 +34,13 @@ namespace tasktree {
 ///
 /// Construction validates the options and builds the dataset trie; nothing runs until
 /// `process_datasets_in_parallel()`, which can be called many times (each run starts fresh, with
-/// a fresh executor). The calling thread is the *coordinator*: it owns all scheduling state, runs
-/// every completion callback, and calls `priority` and `interval_nanos`; jobs run on the executor.
+/// a fresh executor), but not while a run of the same tree is in progress. The *coordinator*
+/// owns all scheduling state, runs every completion callback, and calls `priority`,
+/// `interval_nanos`, the observer and the log sink, one call at a time; jobs run on the executor.
+/// The coordinator is a role, not a thread: with the default thread pool, the worker whose job
+/// just finished usually holds it, runs the callbacks and the next job itself, while the calling
+/// thread sleeps until the run ends (`Options::callbacks_on_calling_thread` keeps it on the
+/// calling thread). The call returns on the calling thread.
 ///
 /// Scheduling, in brief:
 /// - **parent before child**: a job becomes available when its nearest ancestor job completed
@@ -122,6 +128,8 @@ class ParallelTaskTree {
   /// clock, the executor factory or the executor threw first. Before rethrowing, the run stops
   /// submitting, signals the stop token of the jobs in flight and waits until every one of them
   /// has returned; no thread of the run is left running. The tree stays usable.
+  /// @throws std::logic_error, changing nothing, if a run of this tree is already in progress
+  /// (a call from one of its callbacks, or from another thread).
   bool process_datasets_in_parallel() { return run(std::stop_token()); }
 
   /// As above, with a stop token for this run only (the options' token is honoured as well).
@@ -158,7 +166,9 @@ class ParallelTaskTree {
   E make_executor() const {
     if (options_.executors) return options_.executors();
     if constexpr (std::same_as<E, DefaultExecutor>) {
-      return DefaultExecutor(static_cast<std::size_t>(options_.max_workers), parallel_);
+      // Never more threads than jobs can be in flight at once (docs/semantics.md §4.11).
+      const std::size_t threads = std::min(static_cast<std::size_t>(options_.max_workers), trie_.dataset_count());
+      return DefaultExecutor(threads, parallel_);
     } else if constexpr (std::default_initializable<E>) {
       return E{};
     } else {
@@ -166,7 +176,35 @@ class ParallelTaskTree {
     }
   }
 
+  /// Marks a run in progress, so that another call throws; movable, and a moved-to flag is clear.
+  class RunningFlag {
+   public:
+    RunningFlag() = default;
+    RunningFlag(RunningFlag&&) noexcept {}
+    RunningFlag& operator=(RunningFlag&&) noexcept { return *this; }
+    RunningFlag(const RunningFlag&) = delete;
+    RunningFlag& operator=(const RunningFlag&) = delete;
+    ~RunningFlag() = default;
+    /// Sets the flag; throws if it was set.
+    void enter() {
+      if (running_.exchange(true, std::memory_order_acq_rel)) {
+        throw std::logic_error(
+            "tasktree: process_datasets_in_parallel was called while a run of the same ParallelTaskTree is in "
+            "progress (from one of its callbacks or from another thread); runs of one tree do not overlap");
+      }
+    }
+    void leave() noexcept { running_.store(false, std::memory_order_release); }
+
+   private:
+    std::atomic<bool> running_{false};
+  };
+
   bool run(std::stop_token stop) {
+    running_.enter();
+    struct Leave {
+      RunningFlag& flag;
+      ~Leave() { flag.leave(); }
+    } leave{running_};
     const detail::RunConfig config{
         .trie = trie_,
         .process_dataset = options_.process_dataset,
@@ -175,6 +213,7 @@ class ParallelTaskTree {
         .log = options_.log,
         .observer = options_.observer.get(),
         .max_workers = static_cast<std::size_t>(options_.max_workers),
+        .callbacks_on_calling_thread = options_.callbacks_on_calling_thread,
     };
     if (options_.priority.is_name_order()) {
       detail::IndexReadyQueue ready(trie_);
@@ -201,6 +240,7 @@ class ParallelTaskTree {
   Options<E> options_;
   DatasetTrie trie_;
   RunStats stats_;
+  RunningFlag running_;
   bool barriers_ = false;
   bool parallel_ = false;
 };

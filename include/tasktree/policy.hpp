@@ -146,6 +146,9 @@ struct FaultTolerantOptions {
   Logger log{};
   /// Observer hooks; see `RunObserver` and the mapping in `FaultTolerantStats`.
   std::shared_ptr<RunObserver> observer{};
+  /// Keeps the coordinator role, and so every policy hook, on the calling thread; see
+  /// `Options::callbacks_on_calling_thread`.
+  bool callbacks_on_calling_thread = false;
 };
 
 /// @brief What happened in a run of the policy layer.

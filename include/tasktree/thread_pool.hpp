@@ -19,33 +19,22 @@
 
 namespace tasktree {
 
-class DefaultExecutor;
-
-namespace detail {
-void wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept;
-}  // namespace detail
-
-/// @brief A fixed pool of threads with a FIFO queue. The destructor runs every job still queued,
-/// then joins all threads.
+/// @brief A pool of up to `max_threads` threads with a FIFO queue, started as jobs need them. The
+/// destructor runs every job still queued, then joins all threads.
 ///
-/// Threads that run out of work spin briefly before they sleep (see `detail::SpinWait`), and
-/// `submit` wakes a sleeping thread only when no thread is spinning, so handing a job to a busy
-/// pool costs no system call, while an idle pool costs no CPU.
+/// `submit` starts a new thread only when no started thread is free to take the job, so a pool
+/// never has more threads than it ever had jobs queued or running at once. A thread that runs out
+/// of work polls the queue for a few microseconds (pause instructions, never `sched_yield`; see
+/// `detail::SpinWait`), then sleeps on a condition variable; `submit` wakes a sleeping thread only
+/// when the spinning threads are fewer than the queued jobs. So handing a job to a busy pool costs
+/// no system call, and an idle pool costs no CPU.
+///
+/// `submit` may be called from any thread, also from inside a job the pool is running: the
+/// scheduler relies on that (see `lets_jobs_coordinate()`).
 class ThreadPoolExecutor {
  public:
-  /// Starts `threads` threads (at least one).
-  explicit ThreadPoolExecutor(std::size_t threads) : state_(std::make_unique<State>()) {
-    const std::size_t count = threads == 0 ? 1 : threads;
-    state_->threads.reserve(count);
-    try {
-      for (std::size_t i = 0; i < count; ++i) {
-        state_->threads.emplace_back([state = state_.get()] { state->work(); });
-      }
-    } catch (...) {
-      shutdown();
-      throw;
-    }
-  }
+  /// A pool of at most `max_threads` threads (at least one); none is started yet.
+  explicit ThreadPoolExecutor(std::size_t max_threads) : state_(std::make_unique<State>(max_threads)) {}
   ThreadPoolExecutor(ThreadPoolExecutor&&) noexcept = default;
   ThreadPoolExecutor& operator=(ThreadPoolExecutor&& other) noexcept {
     if (this != &other) {
@@ -58,23 +47,19 @@ class ThreadPoolExecutor {
   ThreadPoolExecutor& operator=(const ThreadPoolExecutor&) = delete;
   ~ThreadPoolExecutor() { shutdown(); }
 
-  /// Queues `job` for the next free thread.
-  void submit(Job job) {
-    State& state = *state_;
-    {
-      QueueLock lock(state);
-      state.queue.push(job);
-      state.queued.store(state.queue.size(), std::memory_order_seq_cst);
-    }
-    if (state.coordinated) {
-      state.wake_one_if_all_asleep();
-    } else {
-      state.wake_one_if_needed();
-    }
-  }
+  /// Queues `job` for the next free thread, starting a thread if none is free and fewer than
+  /// `max_threads()` run. Throws (and does not take the job) only if no thread runs and none can
+  /// be started; if some thread runs, a failure to start another leaves the job queued for it.
+  void submit(Job job) { state_->submit(job); }
 
-  /// Number of threads in the pool.
-  [[nodiscard]] std::size_t thread_count() const noexcept { return state_ ? state_->threads.size() : 0; }
+  /// Number of threads started so far.
+  [[nodiscard]] std::size_t thread_count() const noexcept { return state_ ? state_->started() : 0; }
+
+  /// The most threads this pool starts.
+  [[nodiscard]] std::size_t max_threads() const noexcept { return state_ ? state_->max_threads : 0; }
+
+  /// The scheduler may call `submit` from inside the jobs this pool runs (see `Executor`).
+  [[nodiscard]] static constexpr bool lets_jobs_coordinate() noexcept { return true; }
 
  private:
   /// A FIFO ring of jobs that grows by doubling and never shrinks, so a pool in steady use does
@@ -94,6 +79,7 @@ class ThreadPoolExecutor {
       --size_;
       return job;
     }
+    void drop_newest() noexcept { --size_; }
 
    private:
     void grow() {
@@ -107,78 +93,62 @@ class ThreadPoolExecutor {
     std::size_t size_ = 0;
   };
 
-  // The queue is guarded by a spin lock: its critical sections are a few instructions, and a
-  // std::mutex that three threads hit a million times a second puts them to sleep in the kernel.
-  //
-  // Who sleeps and who wakes. Every thread is running a job, spinning (counted in `spinning`), or
-  // sleeping on `ready` (counted in `sleeping`). Going to sleep, a thread takes `sleep_mutex`,
-  // counts itself sleeping and no longer spinning, and only then checks `queued`; `submit` stores
-  // `queued` and only then reads the two counts. All four accesses are sequentially consistent,
-  // so either the thread sees the job, or `submit` sees the thread asleep and, if nobody spins,
-  // wakes one (taking `sleep_mutex`, so the wake cannot fall between the check and the wait). A
-  // spinner that `submit` relied on sees the job on its next poll or, if its budget runs out
-  // first, on its check before sleeping. A thread that takes a job while more are queued and
-  // nobody spins wakes another, so a burst of submissions fans out.
+  // Who sleeps and who wakes. Every started thread is running a job, spinning (counted in
+  // `spinning`) or sleeping on `ready` (counted in `sleeping`, under `mutex`). A spinner polls
+  // `queued` without the lock; when its budget runs out it stops counting itself spinning, and only
+  // then takes `mutex` and checks the queue before it sleeps. `submit` queues under `mutex` and
+  // only then reads `spinning`. Both are sequentially consistent, so either the giving-up spinner
+  // sees the job under the lock, or `submit` sees it no longer spinning and wakes a sleeper or
+  // starts a thread. A thread that takes a job while more are queued than threads spin wakes
+  // another, so a burst fans out.
   struct State {
-    alignas(64) std::atomic<bool> locked{false};  // the queue's spin lock
-    JobRing queue;
-    alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
-    std::atomic<bool> closing{false};
-    alignas(64) std::atomic<std::size_t> spinning{0};
-    std::atomic<std::size_t> sleeping{0};
-    std::mutex sleep_mutex;
+    explicit State(std::size_t max) : max_threads(max == 0 ? 1 : max) {}
+
+    const std::size_t max_threads;
+    std::mutex mutex;
     std::condition_variable ready;
-    std::vector<std::thread> threads;
-    // Set for the scheduler's own pool. Its submitter, the coordinator, waits for the jobs it
-    // submitted and calls `wake_for_queued_jobs()` before it blocks and before it calls user code
-    // (which may take any time); so `submit` wakes a thread
-    // only when all sleep, and a thread that takes a job does not wake another. Jobs that take
-    // nanoseconds then run on the one thread that is awake, next to the coordinator, instead of
-    // waking the others on every submission to compete for the cores; jobs that take long still
-    // fan out, as soon as the coordinator has nothing to do but wait. Set right after
-    // construction, before any job is submitted.
-    std::atomic<bool> coordinated{false};
+    JobRing queue;                                   // guarded by `mutex`
+    std::size_t sleeping = 0;                        // guarded by `mutex`
+    bool closing = false;                            // guarded by `mutex`
+    std::vector<std::thread> threads;                // guarded by `mutex`
+    alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
+    std::atomic<std::size_t> spinning{0};
+    std::atomic<std::size_t> thread_count{0};
+    std::atomic<bool> closing_flag{false};  // `closing`, polled by spinners
 
-    void wake_one_if_needed() {
-      if (queued.load(std::memory_order_seq_cst) > 0 && sleeping.load(std::memory_order_seq_cst) > 0 &&
-          spinning.load(std::memory_order_seq_cst) == 0) {
-        std::lock_guard lock(sleep_mutex);
+    [[nodiscard]] std::size_t started() const noexcept { return thread_count.load(std::memory_order_acquire); }
+
+    void submit(Job job) {
+      std::unique_lock lock(mutex);
+      queue.push(job);
+      queued.store(queue.size(), std::memory_order_seq_cst);
+      if (spinning.load(std::memory_order_seq_cst) >= queue.size()) return;  // a spinner takes it
+      if (sleeping > 0) {
         ready.notify_one();
+        return;
+      }
+      if (threads.size() >= max_threads) return;  // every thread is busy: the next free one takes it
+      try {
+        threads.emplace_back([this] { work(); });
+        thread_count.store(threads.size(), std::memory_order_release);
+      } catch (...) {
+        if (!threads.empty()) return;  // a running thread will take the job
+        queue.drop_newest();
+        queued.store(queue.size(), std::memory_order_seq_cst);
+        throw;
       }
     }
 
-    void wake_one_if_all_asleep() {
-      if (sleeping.load(std::memory_order_seq_cst) == threads.size()) {
-        std::lock_guard lock(sleep_mutex);
-        ready.notify_one();
-      }
-    }
-
-    /// Wakes a sleeping thread for every queued job that the spinning threads will not take. A
-    /// spinner takes one job, and here a thread that takes a job wakes no other, so with more jobs
-    /// than spinners the rest would wait, with threads asleep, until a job finishes.
-    void wake_for_queued_jobs() noexcept {
-      const std::size_t jobs = queued.load(std::memory_order_seq_cst);
-      const std::size_t spinners = spinning.load(std::memory_order_seq_cst);
-      if (jobs <= spinners) return;
-      const std::size_t asleep = sleeping.load(std::memory_order_seq_cst);
-      if (asleep == 0) return;
-      const std::size_t wanted = jobs - spinners;
-      std::lock_guard lock(sleep_mutex);
-      if (wanted >= asleep) {
-        ready.notify_all();
-      } else {
-        for (std::size_t i = 0; i < wanted; ++i) ready.notify_one();
-      }
-    }
-
-    /// Takes the oldest job, if any.
+    /// Takes the oldest job if any; wakes another thread if more are queued than threads spin.
     bool try_take(Job& job) noexcept {
       if (queued.load(std::memory_order_acquire) == 0) return false;
-      QueueLock lock(*this);
+      std::lock_guard lock(mutex);
       if (queue.empty()) return false;
       job = queue.pop();
       queued.store(queue.size(), std::memory_order_seq_cst);
+      if (!queue.empty() && sleeping > 0 && spinning.load(std::memory_order_seq_cst) < queue.size()) {
+        ready.notify_one();
+      }
       return true;
     }
 
@@ -187,96 +157,67 @@ class ThreadPoolExecutor {
       Job job;
       while (true) {
         if (try_take(job)) {
-          if (!coordinated.load(std::memory_order_relaxed)) wake_one_if_needed();
           job();
           continue;
         }
         spinning.fetch_add(1, std::memory_order_seq_cst);
-        const bool woken = spin.spin(
-            [this] { return queued.load(std::memory_order_relaxed) > 0 || closing.load(std::memory_order_relaxed); });
-        if (woken) {
-          spinning.fetch_sub(1, std::memory_order_seq_cst);
-        } else {
-          std::unique_lock lock(sleep_mutex);
-          sleeping.fetch_add(1, std::memory_order_seq_cst);
-          spinning.fetch_sub(1, std::memory_order_seq_cst);
-          ready.wait(lock, [this] {
-            return queued.load(std::memory_order_seq_cst) > 0 || closing.load(std::memory_order_seq_cst);
-          });
-          sleeping.fetch_sub(1, std::memory_order_seq_cst);
+        const bool found = spin.spin([this] {
+          return queued.load(std::memory_order_relaxed) > 0 || closing_flag.load(std::memory_order_relaxed);
+        });
+        spinning.fetch_sub(1, std::memory_order_seq_cst);
+        if (found && !closing_flag.load(std::memory_order_relaxed)) continue;
+        std::unique_lock lock(mutex);
+        if (queue.empty() && !closing) {
+          ++sleeping;
+          ready.wait(lock, [this] { return !queue.empty() || closing; });
+          --sleeping;
         }
-        if (closing.load(std::memory_order_acquire) && queued.load(std::memory_order_acquire) == 0) {
-          // Nothing left to run. (`closing` is set only by the destructor, after which nobody
-          // submits, so the queue stays empty.)
-          return;
-        }
+        // Nothing left to run. (`closing` is set only by the destructor, after which nobody
+        // submits, so the queue stays empty.)
+        if (closing && queue.empty()) return;
       }
     }
-  };
-
-  /// Holds the queue's spin lock; yields now and then so a preempted holder can finish.
-  class QueueLock {
-   public:
-    explicit QueueLock(State& state) noexcept : locked_(state.locked) {
-      for (std::uint32_t round = 1; locked_.exchange(true, std::memory_order_acquire); ++round) {
-        while (locked_.load(std::memory_order_relaxed)) {
-          if (round % 64 == 0) {
-            std::this_thread::yield();
-          } else {
-            detail::cpu_relax();
-          }
-          ++round;
-        }
-      }
-    }
-    ~QueueLock() { locked_.store(false, std::memory_order_release); }
-    QueueLock(const QueueLock&) = delete;
-    QueueLock& operator=(const QueueLock&) = delete;
-
-   private:
-    std::atomic<bool>& locked_;
   };
 
   void shutdown() noexcept {
     if (!state_) return;
+    std::vector<std::thread> threads;
     {
-      std::lock_guard lock(state_->sleep_mutex);
-      state_->closing.store(true, std::memory_order_seq_cst);
+      std::lock_guard lock(state_->mutex);
+      state_->closing = true;
+      state_->closing_flag.store(true, std::memory_order_seq_cst);
+      state_->ready.notify_all();
     }
-    state_->ready.notify_all();
-    for (std::thread& thread : state_->threads) {
-      if (thread.joinable()) thread.join();
+    // Threads start only inside `submit`, and nobody submits once the pool is being destroyed
+    // (jobs that are still running may, so join one by one until no thread is left).
+    while (true) {
+      {
+        std::lock_guard lock(state_->mutex);
+        threads.swap(state_->threads);
+      }
+      if (threads.empty()) break;
+      for (std::thread& thread : threads) thread.join();
+      threads.clear();
     }
     state_.reset();
   }
 
-  friend class DefaultExecutor;
-
-  struct Coordinated {};
-  /// A pool whose submitter promises to call `wake_for_queued_jobs()` before it blocks or runs
-  /// user code (see
-  /// `State::coordinated`).
-  ThreadPoolExecutor(std::size_t threads, Coordinated) : ThreadPoolExecutor(threads) {
-    state_->coordinated.store(true, std::memory_order_relaxed);
-  }
-
-  void wake_for_queued_jobs() noexcept { state_->wake_for_queued_jobs(); }
-
   std::unique_ptr<State> state_;
 };
 
-/// @brief The executor used when the caller supplies none: a `ThreadPoolExecutor` with
-/// `max_workers` threads when that can help (more than one worker and some trie node with two or
-/// more children), otherwise inline execution like `SynchronousExecutor`.
+/// @brief The executor used when the caller supplies none: a `ThreadPoolExecutor` of up to
+/// `threads` threads when that can help (more than one worker and some trie node with two or more
+/// children), otherwise inline execution like `SynchronousExecutor`.
 class DefaultExecutor {
  public:
   /// Inline execution.
   DefaultExecutor() = default;
-  /// A pool of `threads` threads if `parallel`, inline execution otherwise.
+  /// A pool of up to `threads` threads if `parallel`, inline execution otherwise.
   DefaultExecutor(std::size_t threads, bool parallel) {
-    if (parallel) pool_.emplace(ThreadPoolExecutor(threads, ThreadPoolExecutor::Coordinated{}));
+    if (parallel) pool_.emplace(threads);
   }
 
+  /// Runs `job` inline, or queues it on the pool.
   void submit(Job job) {
     if (pool_) {
       pool_->submit(job);
@@ -288,20 +229,18 @@ class DefaultExecutor {
   /// True if jobs run on a thread pool, false if inline.
   [[nodiscard]] bool is_parallel() const noexcept { return pool_.has_value(); }
 
- private:
-  friend void detail::wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept;
-  void wake_for_queued_jobs() noexcept {
-    if (pool_) pool_->wake_for_queued_jobs();
-  }
+  /// Threads started so far (0 if inline).
+  [[nodiscard]] std::size_t thread_count() const noexcept { return pool_ ? pool_->thread_count() : 0; }
 
+  /// True if every job runs inside `submit`, on the submitting thread (see `Executor`).
+  [[nodiscard]] bool runs_jobs_inline() const noexcept { return !pool_; }
+
+  /// The scheduler may call `submit` from inside the jobs the pool runs (see `Executor`).
+  [[nodiscard]] static constexpr bool lets_jobs_coordinate() noexcept { return true; }
+
+ private:
   std::optional<ThreadPoolExecutor> pool_;
 };
-
-namespace detail {
-/// Called by the coordinator before it blocks or calls user code: the default pool wakes threads
-/// only then (see `ThreadPoolExecutor::State::coordinated`).
-inline void wake_workers_for_queued_jobs(DefaultExecutor& executor) noexcept { executor.wake_for_queued_jobs(); }
-}  // namespace detail
 
 static_assert(Executor<ThreadPoolExecutor>);
 static_assert(Executor<DefaultExecutor>);

@@ -1,8 +1,21 @@
 #pragma once
 /// @file detail/coordinator.hpp
-/// @brief One run of the scheduler: the coordinator loop that submits the smallest available job
-/// while fewer than `max_workers` are in flight, paces submissions, processes completions in name
-/// order, and on a stop or an error drains every in-flight job before returning or rethrowing.
+/// @brief One run of the scheduler: the coordinator that submits the smallest available job while
+/// fewer than `max_workers` are in flight, paces submissions, processes completions in name order,
+/// and on a stop or an error drains every in-flight job before returning or rethrowing.
+///
+/// The coordinator is a role (docs/semantics.md §2), held by one thread at a time:
+///
+/// | phase | who holds the role |
+/// |---|---|
+/// | start: first callbacks, first submissions | the calling thread |
+/// | the run, if the executor `lets_jobs_coordinate()`, without pacing or `callbacks_on_calling_thread` | a worker whose job just finished, while nobody else holds it; between two such workers, nobody (the calling thread sleeps) |
+/// | the run, otherwise | the calling thread, which sleeps on the completion queue (or a pacing deadline) when it has nothing to do |
+/// | a stop or an error, draining | the calling thread (a worker that holds the role hands it over) |
+/// | the end: last hooks, the return | the calling thread (the worker that found the run done hands it over) |
+///
+/// The role is a bit of the completion queue's word, so that a worker whose job finished either
+/// takes the role or leaves its result for the holder, never both and never neither.
 
 #include <tasktree/clock.hpp>
 #include <tasktree/completion.hpp>
@@ -20,16 +33,16 @@
 
 #include <algorithm>
 #include <chrono>
-#include <concepts>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,6 +57,7 @@ struct RunConfig {
   const Logger& log;
   RunObserver* observer;  // null: none
   std::size_t max_workers;
+  bool callbacks_on_calling_thread;
 };
 
 /// The part of a run that worker threads touch: the job slots, the completion queue and the
@@ -70,25 +84,75 @@ class JobContext {
         completions_(slots) {}
 
   /// The function behind every `Job` of this run: runs the user's job unless the run is
-  /// stopping, then reports to the coordinator. Never throws.
+  /// stopping, then reports to the coordinator: inline, through the completion queue, or, if jobs
+  /// may coordinate and nobody holds the role, by taking the role, in which case it may be given
+  /// the next job to run here. Never throws.
   static void execute(void* context, std::uint32_t index) noexcept {
     auto& self = *static_cast<JobContext*>(context);
-    Slot& slot = self.slots_[index];
-    if (!self.token_.stop_requested()) {
-      try {
-        const std::int64_t start = self.timing_clock_ != nullptr ? self.timing_clock_->now_nanos() : 0;
-        slot.ran = true;  // only now: a clock that throws above means the job never started
-        slot.callback = (*self.process_dataset_)(self.names_[slot.dataset], slot.submit_count, self.token_);
-        if (self.timing_clock_ != nullptr) slot.elapsed_nanos = self.timing_clock_->now_nanos() - start;
-      } catch (...) {
-        slot.error = std::current_exception();
+    while (true) {
+      self.run_job(self.slots_[index]);
+      if (self.runs_inline_) {
+        self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
+        return;
       }
+      if (!self.jobs_coordinate_) {
+        self.completions_.push(index);  // last touch of `self` by this thread
+        return;
+      }
+      if (!self.completions_.push_or_take_role(index)) return;  // pushed: last touch of `self`
+      // This thread holds the role now. It gets back a job to run, which keeps the run (and so
+      // `self`) alive, or none, and then must not touch `self` again.
+      index = self.coordinate_(self, index);
+      if (index == InFlight::free_slot) return;
     }
-    if (self.runs_inline_) {
-      self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
-    } else {
-      self.completions_.push(index);  // last touch of `self` by this thread
+  }
+
+ protected:
+  /// Processes `finished` (a slot whose job this worker ran) and whatever else finished, submits
+  /// what became available, and gives the role up; returns a slot whose job this worker is to run
+  /// next, or `InFlight::free_slot`.
+  using Coordinate = std::uint32_t (*)(JobContext& self, std::uint32_t finished) noexcept;
+
+  void run_job(Slot& slot) noexcept {
+    if (token_.stop_requested()) return;
+    try {
+      const std::int64_t start = timing_clock_ != nullptr ? timing_clock_->now_nanos() : 0;
+      slot.ran = true;  // only now: a clock that throws above means the job never started
+      slot.callback = (*process_dataset_)(names_[slot.dataset], slot.submit_count, token_);
+      if (timing_clock_ != nullptr) slot.elapsed_nanos = timing_clock_->now_nanos() - start;
+    } catch (...) {
+      slot.error = std::current_exception();
     }
+  }
+
+  /// Gives the role to the calling thread, which is waiting for it in `wait_for_role` (or will
+  /// be). The caller must not touch `this` afterwards unless it has a job in flight.
+  void hand_off() noexcept {
+    std::lock_guard lock(run_mutex_);
+    handed_off_ = true;
+    role_changed_.notify_one();
+  }
+
+  /// Wakes the calling thread if it waits in `wait_for_role` (on a stop).
+  void wake_calling_thread() noexcept {
+    std::lock_guard lock(run_mutex_);
+    role_changed_.notify_one();
+  }
+
+  /// The calling thread waits, blocked, until the role is handed to it, or a stop is requested;
+  /// on a stop it takes the role if it is free, else marks it wanted and waits for the holder to
+  /// hand it over. Returns holding the role.
+  void wait_for_role() {
+    std::unique_lock lock(run_mutex_);
+    role_changed_.wait(lock, [this] { return handed_off_ || token_.stop_requested(); });
+    if (!handed_off_) {
+      lock.unlock();
+      if (completions_.take_or_want_role()) return;
+      lock.lock();
+      role_changed_.wait(lock, [this] { return handed_off_; });
+    }
+    handed_off_ = false;
+    completions_.clear_wanted();
   }
 
  protected:
@@ -97,14 +161,20 @@ class JobContext {
   Clock* timing_clock_;  // null: jobs are not timed
   std::vector<Slot> slots_;
   CompletionQueue completions_;
-  // For executors known to run each job inside `submit` (SynchronousExecutor, an inline
-  // DefaultExecutor), a finished job skips the completion queue and its atomics: `execute` leaves
-  // its slot here, on the same thread, for the coordinator to process next. Set before the first
-  // submission.
+  // For executors that run each job inside `submit` (`runs_jobs_inline()`), a finished job skips
+  // the completion queue and its atomics: `execute` leaves its slot here, on the same thread, for
+  // the coordinator to process next. Set before the first submission.
   bool runs_inline_ = false;
   std::uint32_t finished_inline_ = InFlight::free_slot;
+  // Whether workers take the role (see `execute`), and how. Set before the first submission.
+  bool jobs_coordinate_ = false;
+  Coordinate coordinate_ = nullptr;
   std::stop_source stop_;
   std::stop_token token_ = stop_.get_token();
+  // The hand-over of the role to the calling thread.
+  std::mutex run_mutex_;
+  std::condition_variable role_changed_;
+  bool handed_off_ = false;  // guarded by `run_mutex_`
 };
 
 /// One run. `Queue` is the ready queue type (`IndexReadyQueue` or `ErasedReadyQueue`),
@@ -132,19 +202,19 @@ class Coordinator : private JobContext {
     stats_ = &stats;
     stats = RunStats{.total = config_.trie.dataset_count()};
     auto executor = make_executor_counting_cancelled(make_executor);  // may throw: nothing has started yet
-    runs_inline_ = runs_jobs_inside_submit(executor);
-    std::stop_callback wake_on_stop(token_, [this]() noexcept { completions_.notify_stop(); });
+    using Executor = decltype(executor);
+    const bool pacing = static_cast<bool>(config_.interval_nanos);
+    runs_inline_ = runs_jobs_inline(executor);
+    jobs_coordinate_ =
+        !runs_inline_ && !pacing && !config_.callbacks_on_calling_thread && lets_jobs_coordinate(executor);
+    executor_ = &executor;
+    coordinate_ = &Coordinator::coordinate_on_worker<Executor>;
+    std::stop_callback wake_on_stop(token_, [this]() noexcept {
+      completions_.notify_stop();
+      wake_calling_thread();
+    });
     std::stop_callback forward_tree_stop(std::move(tree_stop), [this]() noexcept { stop_.request_stop(); });
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
-    // The default pool wakes its sleeping threads only when the coordinator is about to block, or
-    // about to call user code (a completion callback, a hook, the pacing function), which may take
-    // any time: a queued job never waits for the coordinator while a thread sleeps.
-    const auto before_blocking = [&]() noexcept {
-      if constexpr (std::same_as<std::remove_cvref_t<decltype(executor)>, DefaultExecutor>) {
-        wake_workers_for_queued_jobs(executor);
-      }
-    };
-    const bool pacing = static_cast<bool>(config_.interval_nanos);
     std::int64_t next_update = 0;
     guard([&] {
       config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
@@ -153,23 +223,28 @@ class Coordinator : private JobContext {
       algorithm_.start(push_ready_);
       if (pacing) next_update = config_.clock.now_nanos();
     });
-    while (!stop_.stop_requested()) {
-      if (finished_inline_ != InFlight::free_slot) {
-        process_finished(std::exchange(finished_inline_, InFlight::free_slot));
-      } else if (completions_.has_items()) {
-        before_blocking();  // completion callbacks are user code
-        process_completions();
-      } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
-        if (pacing && !wait_for_pacing(next_update, before_blocking)) continue;
-        submit_next(executor, pacing, next_update, before_blocking);
-      } else if (in_flight_ > 0) {
-        completions_.wait(before_blocking);
-      } else {
-        break;  // nothing available, nothing in flight: done
+    if (jobs_coordinate_) {
+      // The first submissions, then the role goes to the workers until the run ends or stops.
+      static_cast<void>(coordinate(executor, InFlight::free_slot, false));
+      wait_for_role();
+    } else {
+      while (!stop_.stop_requested()) {
+        if (finished_inline_ != InFlight::free_slot) {
+          process_finished(std::exchange(finished_inline_, InFlight::free_slot));
+        } else if (completions_.has_items()) {
+          process_completions();
+        } else if (!ready_.empty() && in_flight_ < config_.max_workers) {
+          if (pacing && !wait_for_pacing(next_update)) continue;
+          submit_next(executor, pacing, next_update, nullptr);
+        } else if (in_flight_ > 0) {
+          completions_.wait();
+        } else {
+          break;  // nothing available, nothing in flight: done
+        }
       }
     }
     if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
-    drain(before_blocking);
+    drain();
     stats.cancelled = stats.total - stats.started - stats.skipped;
     guard([&] {
       config_.log.log(LogLevel::debug,
@@ -244,37 +319,66 @@ class Coordinator : private JobContext {
 
   /// True if the next submission may happen now; otherwise sleeps until its time, a completion
   /// or a stop (whichever is first) and returns false so the loop re-examines the state.
-  template <class BeforeBlocking>
-  bool wait_for_pacing(std::int64_t next_update, const BeforeBlocking& before_blocking) {
+  bool wait_for_pacing(std::int64_t next_update) {
     bool due = false;
     guard([&] {
       if (config_.clock.now_nanos() >= next_update) {
         due = true;
       } else {
-        before_blocking();
         config_.clock.wait_until(next_update, completions_);
       }
     });
     return due;
   }
 
-  /// Submits the best available job. `before_user_code` runs before each user hook that is set
-  /// (the pacing function, the log sink, the observer), so that jobs queued earlier can start.
-  template <class Executor, class BeforeUserCode>
-  void submit_next(Executor& executor, bool pacing, std::int64_t& next_update, const BeforeUserCode& before_user_code) {
+  /// The coordinator's work between two jobs, on whichever thread holds the role (see
+  /// `JobContext::execute`): processes `finished` (if any) and every other finished job, submits
+  /// what became available and gives the role up, or hands it to the calling thread if the run is
+  /// over, stopping, or the calling thread wants it. If `keep`, the first job submitted is not
+  /// passed to the executor but returned, for this thread to run after giving the role up;
+  /// otherwise returns `InFlight::free_slot`.
+  template <class Executor>
+  std::uint32_t coordinate(Executor& executor, std::uint32_t finished, bool keep) noexcept {
+    batch_.clear();
+    if (finished != InFlight::free_slot) batch_.push_back(finished);
+    completions_.append(batch_);
+    std::uint32_t kept = InFlight::free_slot;
+    std::int64_t no_pacing = 0;
+    while (true) {
+      process_batch();
+      while (!stop_.stop_requested() && !ready_.empty() && in_flight_ < config_.max_workers) {
+        submit_next(executor, false, no_pacing, keep && kept == InFlight::free_slot ? &kept : nullptr);
+      }
+      // Nothing in flight (and so nothing available): the run is over.
+      if (stop_.stop_requested() || in_flight_ == 0) {
+        hand_off();
+        return kept;
+      }
+      switch (completions_.release_role()) {
+        case CompletionQueue::Release::released: return kept;
+        case CompletionQueue::Release::wanted: hand_off(); return kept;
+        case CompletionQueue::Release::pushed: completions_.take(batch_); break;
+      }
+    }
+  }
+
+  template <class Executor>
+  static std::uint32_t coordinate_on_worker(JobContext& context, std::uint32_t finished) noexcept {
+    auto& self = static_cast<Coordinator&>(context);
+    return self.coordinate(*static_cast<Executor*>(self.executor_), finished, true);
+  }
+
+  /// Submits the best available job; if `kept` is set, the job is not passed to the executor but
+  /// its slot stored there, for the calling worker to run.
+  template <class Executor>
+  void submit_next(Executor& executor, bool pacing, std::int64_t& next_update, std::uint32_t* kept) {
     guard([&] {
       const ReadyJob job = ready_.pop();
       ++submit_count_;
       const std::string_view name = names_[job.dataset];
-      if (pacing) {
-        before_user_code();
-        next_update = deadline_after(next_update, config_.interval_nanos(next_update, name, submit_count_));
-      }
+      if (pacing) next_update = deadline_after(next_update, config_.interval_nanos(next_update, name, submit_count_));
       // Before the job takes a slot: a log sink that throws must not leave a phantom job in flight.
-      if (config_.log.enabled(LogLevel::trace)) {
-        before_user_code();
-        config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
-      }
+      config_.log.log(LogLevel::trace, "submit #{}: {}", submit_count_, name);
       const std::uint32_t index = free_slots_.back();
       Slot& slot = slots_[index];
       slot.dataset = job.dataset;
@@ -283,30 +387,36 @@ class Coordinator : private JobContext {
       free_slots_.pop_back();
       in_flight_datasets_[index] = job.dataset;
       ++in_flight_;
-      try {
-        if (runs_inline_) {
-          // What the executor's `submit` would do, without building a `Job` and passing it through
-          // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
-          // docs/performance.md).
-          JobContext::execute(static_cast<JobContext*>(this), index);
-        } else {
-          executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
+      if (kept != nullptr) {
+        *kept = index;
+      } else {
+        try {
+          if (runs_inline_) {
+            // What the executor's `submit` would do, without building a `Job` and passing it through
+            // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
+            // docs/performance.md).
+            JobContext::execute(static_cast<JobContext*>(this), index);
+          } else {
+            executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
+          }
+        } catch (...) {
+          --in_flight_;  // not taken by the executor, so it will never report back
+          release(index);
+          throw;
         }
-      } catch (...) {
-        --in_flight_;  // not taken by the executor, so it will never report back
-        release(index);
-        throw;
       }
-      if (config_.observer != nullptr) {
-        before_user_code();
-        config_.observer->on_submit(name, submit_count_);
-      }
+      if (config_.observer != nullptr) config_.observer->on_submit(name, submit_count_);
     });
   }
 
   /// Processes every finished job found at once, in name order.
   void process_completions() {
     completions_.take(batch_);
+    process_batch();
+  }
+
+  /// Processes the finished jobs in `batch_`, in name order.
+  void process_batch() {
     if (batch_.size() > 1) {
       std::sort(batch_.begin(), batch_.end(),
                 [this](std::uint32_t a, std::uint32_t b) { return slots_[a].dataset < slots_[b].dataset; });
@@ -314,6 +424,8 @@ class Coordinator : private JobContext {
     for (const std::uint32_t index : batch_) process_finished(index);
   }
 
+  /// Counts a finished job and, unless the run is stopping, processes its completion; after a
+  /// stop only its exception still counts (the drain after a stop uses this too).
   void process_finished(std::uint32_t index) {
     Slot& slot = slots_[index];
     in_flight_datasets_[index] = InFlight::free_slot;
@@ -327,17 +439,6 @@ class Coordinator : private JobContext {
       guard([&] { complete(slot); });
     }
     release(index);
-  }
-
-  template <class Executor>
-  static bool runs_jobs_inside_submit(const Executor& executor) noexcept {
-    if constexpr (std::same_as<Executor, SynchronousExecutor>) {
-      return true;
-    } else if constexpr (std::same_as<Executor, DefaultExecutor>) {
-      return !executor.is_parallel();
-    } else {
-      return false;
-    }
   }
 
   void complete(Slot& slot) {
@@ -362,23 +463,15 @@ class Coordinator : private JobContext {
 
   /// Waits for every job still in flight; their completions are not processed, but their
   /// exceptions still count.
-  template <class BeforeBlocking>
-  void drain(const BeforeBlocking& before_blocking) {
+  void drain() {
     if (in_flight_ == 0) return;
     stop_.request_stop();
     while (in_flight_ > 0) {
       if (finished_inline_ != InFlight::free_slot) {
-        batch_.assign(1, std::exchange(finished_inline_, InFlight::free_slot));  // room for every slot
+        process_finished(std::exchange(finished_inline_, InFlight::free_slot));
       } else {
-        completions_.wait_for_completion(before_blocking);
-        completions_.take(batch_);
-      }
-      for (const std::uint32_t index : batch_) {
-        in_flight_datasets_[index] = InFlight::free_slot;
-        --in_flight_;
-        if (slots_[index].ran) ++stats_->started;
-        if (slots_[index].error) fail(slots_[index].error);
-        release(index);
+        completions_.wait_for_completion();
+        process_completions();
       }
     }
   }
@@ -394,6 +487,7 @@ class Coordinator : private JobContext {
   }
 
   const RunConfig& config_;
+  void* executor_ = nullptr;  // the run's executor, for `coordinate_on_worker`
   Queue& ready_;
   Algorithm& algorithm_;
   PushReady push_ready_{this};

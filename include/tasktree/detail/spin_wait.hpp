@@ -13,7 +13,6 @@
 /// that take nanoseconds hands work over without system calls.
 
 #include <cstdint>
-#include <thread>
 
 namespace tasktree::detail {
 
@@ -31,8 +30,10 @@ inline void cpu_relax() noexcept {
 class SpinWait {
  public:
   /// Polls `ready()` for up to the current budget; returns true as soon as it holds, false if the
-  /// budget ran out (the caller then parks). Every few rounds the thread yields, so a spinner does
-  /// not keep the thread it waits for off the CPU on a machine with fewer cores than threads.
+  /// budget ran out (the caller then parks). The spin never yields to the scheduler: a thread that
+  /// calls `sched_yield` in a loop takes CPU time from other processes on a busy machine, and on an
+  /// idle one it is only a slower pause. A spin that fails halves the budget, so a thread whose
+  /// events come late soon all but stops spinning and parks at once.
   template <class Ready>
   bool spin(Ready&& ready) noexcept {
     for (std::uint32_t round = 0; round < budget_; ++round) {
@@ -40,11 +41,7 @@ class SpinWait {
         budget_ = round < quick_rounds ? max_rounds : shrunk();
         return true;
       }
-      if (round % yield_every == yield_every - 1) {
-        std::this_thread::yield();
-      } else {
-        cpu_relax();
-      }
+      cpu_relax();
     }
     budget_ = shrunk();
     return false;
@@ -53,14 +50,12 @@ class SpinWait {
  private:
   [[nodiscard]] std::uint32_t shrunk() const noexcept { return budget_ / 2 < min_rounds ? min_rounds : budget_ / 2; }
 
-  // A round is one poll and one pause (some 15 ns on current x86) or, every `yield_every` rounds,
-  // a yield (a system call, a few hundred ns when no other thread wants the core). So
-  // `quick_rounds` is a few microseconds, about what parking and waking a thread costs; the
-  // maximum budget is some tens of microseconds, the minimum a fraction of one.
+  // A round is one poll and one pause: some 10 ns on older x86, some 40 ns where `pause` takes
+  // about 140 cycles. So `quick_rounds` is one to five microseconds, about what parking and waking
+  // a thread costs; the maximum budget some tens of microseconds, the minimum a fraction of one.
   static constexpr std::uint32_t min_rounds = 16;
-  static constexpr std::uint32_t quick_rounds = 256;
-  static constexpr std::uint32_t max_rounds = 2048;
-  static constexpr std::uint32_t yield_every = 64;
+  static constexpr std::uint32_t quick_rounds = 128;
+  static constexpr std::uint32_t max_rounds = 1024;
   std::uint32_t budget_ = max_rounds;
 };
 
