@@ -1,7 +1,7 @@
 // tasktree-bench: the scheduler's own cost on the workloads of docs/performance.md, against a oneTBB
 // flow graph running the same dependencies, in the same process on the same machine.
 //
-//   tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N]
+//   tasktree-bench [--quick] [--workload W1|W1s|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N]
 //                  [--no-tbb]
 //
 // W1-W3 run jobs that do nothing, at each size, inline (max_workers = 1) and on the thread pool
@@ -59,7 +59,7 @@ struct Arguments {
 };
 
 constexpr std::string_view usage =
-    "usage: tasktree-bench [--quick] [--workload W1|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N] "
+    "usage: tasktree-bench [--quick] [--workload W1|W1s|W2|W3|W4]... [--size N]... [--workers N]... [--repeat N] "
     "[--no-tbb]\n";
 
 template <class Int>
@@ -89,7 +89,7 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
     const std::string_view value = argv[++i];
     bool ok = true;
     if (option == "--workload") {
-      ok = value == "W1" || value == "W2" || value == "W3" || value == "W4";
+      ok = value == "W1" || value == "W1s" || value == "W2" || value == "W3" || value == "W4";
       arguments.workloads.emplace_back(value);
     } else if (option == "--size") {
       const auto size = parse_number<std::size_t>(value);
@@ -223,17 +223,18 @@ void run_scheduler_workloads(const Arguments& arguments, std::vector<Row>& rows)
                                              ? std::vector<std::size_t>{1'000, 10'000}
                                              : std::vector<std::size_t>{1'000, 10'000, 100'000, 1'000'000};
   const std::vector<int> workers = arguments.workers.empty() ? std::vector<int>{1, 2, 4} : arguments.workers;
-  for (const Workload workload : {Workload::flat, Workload::tree, Workload::job_runner}) {
+  for (const Workload workload : {Workload::flat, Workload::flat_scattered, Workload::tree, Workload::job_runner}) {
     if (!wanted(arguments, bench::label(workload))) continue;
     for (const std::size_t size : sizes) {
       const std::vector<std::string> names = bench::generate(workload, size);
       for (const int worker_count : workers) {
         Row row{workload, size, worker_count, 0, {}, std::nullopt};
         const auto job = [](std::string_view dataset) { bench::empty_job(dataset); };
-        run_tasktree(names, worker_count, job, &row.memory);  // untimed: counts memory, warms up
+        // untimed: counts memory, warms up
+        run_tasktree(bench::copy_names(workload, names), worker_count, job, &row.memory);
         double best = 1e300;
         for (int r = 0; r < repetitions(arguments, size); ++r)
-          best = std::min(best, run_tasktree(names, worker_count, job));
+          best = std::min(best, run_tasktree(bench::copy_names(workload, names), worker_count, job));
         row.seconds = best;
 #if TASKTREE_BENCH_HAVE_TBB
         if (arguments.tbb) {
