@@ -3,7 +3,8 @@
 // machine and beside CPU-bound background processes.
 //
 //   tasktree-bench [--quick] [--workload W1|W1s|W2|W3|W4]... [--size N]... [--workers N]...
-//                  [--repeat N] [--w4-repeat N] [--busy [K]] [--idle-and-busy] [--no-tbb]
+//                  [--repeat N] [--w4-repeat N] [--block-seconds S] [--busy [K]] [--idle-and-busy]
+//                  [--no-tbb]
 //
 // W1-W3 (and W1s, W1's names with their string buffers scattered in memory) run jobs that do
 // nothing, at each size, inline (max_workers = 1) and on the thread pool (max_workers 2 and 4);
@@ -24,8 +25,10 @@
 //
 // --busy K starts K CPU-bound processes (busy_load.cpp) before each measured block and kills them
 // after it; --idle-and-busy measures each row idle and then busy, so that both figures come from
-// the same minutes, and prints one table for each. --quick runs small sizes 3 times, for CI: it
-// checks that everything works, not how fast.
+// the same minutes, and prints one table for each. A W1-W3 block (one runner's repetitions of one
+// row under one load) starts no new repetition after --block-seconds (default 60), so that rows
+// that stall under load still end; the tables' runs column shows how many ran. --quick runs small
+// sizes 3 times, for CI: it checks that everything works, not how fast.
 
 #include "allocation_counter.hpp"
 #include "busy_load.hpp"
@@ -74,6 +77,7 @@ struct Arguments {
   std::vector<int> workers;            // empty: 1, 2, 4
   int repeat = 0;                      // W1-W3; 0: by size
   int w4_repeat = 3;                   // W4: repetitions of each runner
+  int block_seconds = 60;              // W1-W3: no new repetition in a block after this long; 0: no limit
   bool tbb = true;                     // false: tasktree only (for profiling)
   std::optional<int> busy;             // busy processes in the busy load; unset: as many as hardware threads
   bool idle_and_busy = false;
@@ -97,6 +101,9 @@ constexpr std::string_view usage = R"(usage: tasktree-bench [options]
   --repeat N       timed repetitions of each W1-W3 row, per runner and load
                    (default: 15 up to 10k datasets, 5 from 100k; --quick: 3)
   --w4-repeat N    repetitions of each W4 runner per load (default: 3)
+  --block-seconds S  a W1-W3 block (one runner's repetitions of a row under one load) starts no new
+                   repetition after S seconds, so that rows that stall under load end; the runs column
+                   shows how many ran (default: 60; 0: no limit)
   --busy [K]       run K CPU-bound processes beside every measured block (K omitted: one per hardware
                    thread; 0: none, the default)
   --idle-and-busy  measure every row idle, then beside the busy processes (K from --busy, or one per
@@ -161,6 +168,10 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
       const auto workers = parse_number<int>(value);
       ok = workers.has_value() && *workers <= 1024;
       if (ok) arguments.workers.push_back(*workers);
+    } else if (option == "--block-seconds") {
+      const auto seconds = parse_number<int>(value, 0);
+      ok = seconds.has_value();
+      if (ok) arguments.block_seconds = *seconds;
     } else if (option == "--repeat" || option == "--w4-repeat") {
       const auto repeat = parse_number<int>(value);
       ok = repeat.has_value();
@@ -254,10 +265,12 @@ double run_tasktree(std::vector<std::string> names, int workers, Job job, bench:
   return seconds;
 }
 
-/// One row's times under one load, in seconds.
+/// One row's times under one load, in seconds, and how many repetitions ran.
 struct Timing {
   Stats tasktree;
   std::optional<Stats> tbb;
+  std::size_t tasktree_runs = 0;
+  std::size_t tbb_runs = 0;
 };
 
 struct Row {
@@ -349,8 +362,13 @@ std::string repetitions_description(const Arguments& arguments) {
   const std::string w1_w3 = arguments.repeat > 0 ? fmt::format("{}", arguments.repeat)
                             : arguments.quick    ? "3"
                                                  : "15 up to 10k datasets, 5 from 100k";
-  return fmt::format("W1-W3 {} per runner and load; W4 {} per runner and load, the runners interleaved", w1_w3,
-                     arguments.w4_repeat);
+  const std::string budget =
+      arguments.block_seconds > 0
+          ? fmt::format(", but none started after a block (a runner's repetitions of a row) has run {} s",
+                        arguments.block_seconds)
+          : std::string();
+  return fmt::format("W1-W3 {} per runner and load{}; W4 {} per runner and load, the runners interleaved", w1_w3,
+                     budget, arguments.w4_repeat);
 }
 
 void run_scheduler_workloads(const Arguments& arguments, std::vector<Row>& rows) {
@@ -371,21 +389,29 @@ void run_scheduler_workloads(const Arguments& arguments, std::vector<Row>& rows)
         run_tasktree(bench::copy_names(workload, names), worker_count, job, &row.memory);
         for (const Load load : arguments.loads()) {
           Timing& timing = row.timing[load];
+          // Repetitions of one block until `reps` or the block's time budget: at least one.
+          const auto repeat = [&](const auto& run_once) {
+            std::vector<double> samples;
+            const auto block_start = Stopwatch::now();
+            while (static_cast<int>(samples.size()) < reps && (samples.empty() || arguments.block_seconds == 0 ||
+                                                               seconds_since(block_start) < arguments.block_seconds)) {
+              samples.push_back(run_once());
+            }
+            return samples;
+          };
           std::vector<double> samples;
           measure_under(load, arguments, [&] {
-            for (int r = 0; r < reps; ++r) {
-              samples.push_back(run_tasktree(bench::copy_names(workload, names), worker_count, job));
-            }
+            samples = repeat([&] { return run_tasktree(bench::copy_names(workload, names), worker_count, job); });
           });
           timing.tasktree = summarize(samples);
+          timing.tasktree_runs = samples.size();
 #if TASKTREE_BENCH_HAVE_TBB
           if (arguments.tbb) {
-            samples.clear();
             measure_under(load, arguments, [&] {
-              for (int r = 0; r < reps; ++r)
-                samples.push_back(bench::run_tbb_flow_graph(workload, names, worker_count));
+              samples = repeat([&] { return bench::run_tbb_flow_graph(workload, names, worker_count); });
             });
             timing.tbb = summarize(samples);
+            timing.tbb_runs = samples.size();
           }
 #endif
           fmt::print(stderr, "  {:<3} {:>5} {:<7} {} tasktree min {:>8} ms median {:>8} ms ({:.2f}x min){}\n",
@@ -408,10 +434,13 @@ void print_scheduler_tables(const Arguments& arguments, const std::vector<Row>& 
     fmt::print("\n### W1-W3: the scheduler's own cost (jobs do nothing), construct + run; {}\n\n",
                load_title(load, arguments));
     fmt::print(
-        "| workload | datasets | executor | tasktree min (ms) | median (ms) | max (ms) | median / min | "
+        "runs: the repetitions that ran, tasktree/oneTBB (fewer than asked: the block reached --block-seconds). "
+        "median / min: tasktree's; far above 1, the row is bimodal.\n\n");
+    fmt::print(
+        "| workload | datasets | executor | runs | tasktree min (ms) | median (ms) | max (ms) | median / min | "
         "datasets/s at median | peak B/dataset | allocated B/dataset | allocations | oneTBB min (ms) | median (ms) | "
         "max (ms) | tasktree / oneTBB, medians | tasktree / oneTBB, minimums |\n");
-    fmt::print("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    fmt::print("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (const Row& row : rows) {
       const auto n = static_cast<double>(row.size);
       const Timing& timing = row.timing.at(load);
@@ -422,12 +451,14 @@ void print_scheduler_tables(const Arguments& arguments, const std::vector<Row>& 
       const auto ratio = [&](double Stats::*field) {
         return timing.tbb ? fmt::format("{:.2f}", tt.*field / (*timing.tbb).*field) : std::string("n/a");
       };
-      fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} | {} | {} |\n",
-                 bench::label(row.workload), size_label(row.size), executor_name(row.workers), milliseconds(tt.min),
-                 milliseconds(tt.median), milliseconds(tt.max), tt.median / tt.min, per_second(n, tt.median),
-                 static_cast<double>(row.memory.peak_bytes) / n, static_cast<double>(row.memory.total_bytes) / n,
-                 row.memory.allocations, tbb(&Stats::min), tbb(&Stats::median), tbb(&Stats::max), ratio(&Stats::median),
-                 ratio(&Stats::min));
+      const std::string runs = timing.tbb ? fmt::format("{}/{}", timing.tasktree_runs, timing.tbb_runs)
+                                          : fmt::format("{}", timing.tasktree_runs);
+      fmt::print("| {} | {} | {} | {} | {} | {} | {} | {:.2f} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} | {} | {} |\n",
+                 bench::label(row.workload), size_label(row.size), executor_name(row.workers), runs,
+                 milliseconds(tt.min), milliseconds(tt.median), milliseconds(tt.max), tt.median / tt.min,
+                 per_second(n, tt.median), static_cast<double>(row.memory.peak_bytes) / n,
+                 static_cast<double>(row.memory.total_bytes) / n, row.memory.allocations, tbb(&Stats::min),
+                 tbb(&Stats::median), tbb(&Stats::max), ratio(&Stats::median), ratio(&Stats::min));
     }
     // Scaling: ns per dataset at the largest size against 10k, from the medians and the minimums.
     std::map<std::pair<Workload, int>, std::map<std::size_t, Stats>> ns;
