@@ -286,7 +286,8 @@ std::string executor_name(int workers) { return workers == 1 ? "inline" : fmt::f
 std::string per_second(double count, double seconds) {
   const double rate = count / seconds;
   if (rate >= 1e6) return fmt::format("{:.2f} M", rate / 1e6);
-  return fmt::format("{:.0f} k", rate / 1e3);
+  if (rate >= 1e3) return fmt::format("{:.0f} k", rate / 1e3);
+  return fmt::format("{:.0f}", rate);  // a stalled row: "0 k" would hide how slow
 }
 
 /// Milliseconds with three or four significant digits, for the tables' "(ms)" columns.
