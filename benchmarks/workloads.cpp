@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -15,6 +16,7 @@ namespace bench {
 std::string_view label(Workload workload) {
   switch (workload) {
     case Workload::flat: return "W1";
+    case Workload::flat_scattered: return "W1s";
     case Workload::tree: return "W2";
     case Workload::job_runner: return "W3";
   }
@@ -24,6 +26,8 @@ std::string_view label(Workload workload) {
 std::string_view description(Workload workload) {
   switch (workload) {
     case Workload::flat: return "flat: tank/group_XXXX/host_YYYY/<leaf>, 100 random characters";
+    case Workload::flat_scattered:
+      return "flat, scattered: W1's names in the same sorted vector, their heap buffers allocated in random order";
     case Workload::tree: return "tree: every node a dataset, root pool, fanout 10, breadth first";
     case Workload::job_runner: return "job runner: host/snapshot, 4 replications, ~/prune, ~/~/monitor (barriers on)";
   }
@@ -91,14 +95,26 @@ std::vector<std::string> job_runner(std::size_t count) {
 }  // namespace
 
 std::vector<std::string> generate(Workload workload, std::size_t count) {
-  std::vector<std::string> names = workload == Workload::flat   ? flat(count)
-                                   : workload == Workload::tree ? tree(count)
-                                                                : job_runner(count);
+  std::vector<std::string> names = workload == Workload::tree         ? tree(count)
+                                   : workload == Workload::job_runner ? job_runner(count)
+                                                                      : flat(count);
   std::sort(names.begin(), names.end());
   if (std::adjacent_find(names.begin(), names.end()) != names.end()) {
     throw std::logic_error(fmt::format("generated duplicate names for {}", label(workload)));
   }
-  return names;
+  // Sorting moved the strings, not their buffers, which still lie in the order of generation
+  // (random for W1, breadth first for W2): copy them into the workload's layout.
+  return copy_names(workload, names);
+}
+
+std::vector<std::string> copy_names(Workload workload, const std::vector<std::string>& names) {
+  if (workload != Workload::flat_scattered) return names;  // allocates each buffer in order
+  std::vector<std::size_t> order(names.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(20240602));
+  std::vector<std::string> scattered(names.size());
+  for (const std::size_t i : order) scattered[i] = names[i];  // the i-th allocation goes to a random place
+  return scattered;
 }
 
 void empty_job(std::string_view dataset) noexcept {
