@@ -64,7 +64,9 @@ Configure plain(Mode mode) {
                         .observe = source.chance(80),
                         .runs = source.chance(10) ? 2 : 1,
                         .pacing = source.chance(20),
-                        .logging = source.chance(5)};
+                        .logging = source.chance(5),
+                        .callbacks_on_calling_thread = source.chance(25),
+                        .workers_coordinate = source.chance(80)};
   };
 }
 
@@ -196,6 +198,8 @@ TEST_CASE("a stop requested at a random moment leaves a valid, fully accounted r
   check_random_cases(
       [](const Case& c, tasktree_model::RandomSource& source) {
         CheckOptions options{.mode = random_mode(source), .runs = 2, .pacing = source.chance(30)};
+        options.callbacks_on_calling_thread = source.chance(25);
+        options.workers_coordinate = source.chance(80);
         const std::size_t jobs = c.datasets.size();
         const std::size_t kinds = options.mode == Mode::thread_pool ? 6 : 5;
         switch (source.pick(kinds)) {
@@ -228,6 +232,8 @@ TEST_CASE("an exception from any user callable at a random call reaches the call
   check_random_cases(
       [&next_site](const Case& c, tasktree_model::RandomSource& source) {
         CheckOptions options{.mode = random_mode(source), .runs = 2, .pacing = source.chance(40)};
+        options.callbacks_on_calling_thread = source.chance(25);
+        options.workers_coordinate = source.chance(80);
         const std::size_t jobs = c.datasets.size();
         auto random_fault = [&](Site site) {
           std::size_t calls = jobs + 2;

@@ -67,7 +67,9 @@ namespace detail {
 /// `executor.runs_jobs_inline()` if the executor has it, else false.
 template <class E>
 [[nodiscard]] constexpr bool runs_jobs_inline(const E& executor) noexcept {
-  if constexpr (requires { { executor.runs_jobs_inline() } -> std::convertible_to<bool>; }) {
+  if constexpr (requires {
+                  { executor.runs_jobs_inline() } -> std::convertible_to<bool>;
+                }) {
     return static_cast<bool>(executor.runs_jobs_inline());
   } else {
     return false;
@@ -77,7 +79,9 @@ template <class E>
 /// `executor.lets_jobs_coordinate()` if the executor has it, else false.
 template <class E>
 [[nodiscard]] constexpr bool lets_jobs_coordinate(const E& executor) noexcept {
-  if constexpr (requires { { executor.lets_jobs_coordinate() } -> std::convertible_to<bool>; }) {
+  if constexpr (requires {
+                  { executor.lets_jobs_coordinate() } -> std::convertible_to<bool>;
+                }) {
     return static_cast<bool>(executor.lets_jobs_coordinate());
   } else {
     return false;

@@ -132,6 +132,11 @@ struct CheckOptions {
   StopPlan stop{};
   /// Exceptions thrown in the first run.
   std::vector<Fault> faults{};
+  /// `Options::callbacks_on_calling_thread`.
+  bool callbacks_on_calling_thread = false;
+  /// On a thread pool: whether the executor `lets_jobs_coordinate()` (so that finishing workers
+  /// take the coordinator role).
+  bool workers_coordinate = true;
 };
 
 /// Throws the planned faults, counting the calls of each site. Thread-safe.
@@ -317,6 +322,30 @@ struct RunRecord {
     if (worker_problems.size() < 10) worker_problems.push_back(std::move(what));
   }
 
+  /// Marks one call of the coordinator into user code (a completion callback, `priority`, an
+  /// observer hook, `interval_nanos`, the log sink) for its duration: two such calls must never
+  /// overlap, on whatever threads they run (docs/semantics.md §2), and when the role stays on the
+  /// calling thread they must all run there.
+  class CoordinatorCall {
+   public:
+    explicit CoordinatorCall(RunRecord& record) : record_(record) {
+      if (record_.coordinator_calls.fetch_add(1, std::memory_order_acq_rel) != 0) {
+        record_.worker_problem("two calls of the coordinator into user code overlap");
+      }
+      if (record_.role_on_calling_thread && std::this_thread::get_id() != record_.calling_thread) {
+        record_.worker_problem("a coordinator call ran off the calling thread although the role stays there");
+      }
+      // Widens the window in which an overlapping call would be seen.
+      if (record_.mode == Mode::thread_pool) std::this_thread::yield();
+    }
+    ~CoordinatorCall() { record_.coordinator_calls.fetch_sub(1, std::memory_order_acq_rel); }
+    CoordinatorCall(const CoordinatorCall&) = delete;
+    CoordinatorCall& operator=(const CoordinatorCall&) = delete;
+
+   private:
+    RunRecord& record_;
+  };
+
   ScheduleChecker checker;
   bool traced;  // the coordinator's events go to `checker` (else only the prediction is compared)
   Mode mode;
@@ -343,6 +372,9 @@ struct RunRecord {
   std::optional<Stats> finish_stats;
   std::mutex mutex;
   std::vector<std::string> worker_problems;
+  std::atomic<int> coordinator_calls{0};  // calls into user code in progress, see `CoordinatorCall`
+  std::thread::id calling_thread = std::this_thread::get_id();
+  bool role_on_calling_thread = true;  // set by `check_case`
 };
 
 /// State shared by all runs of one case; everything the library calls reaches the current run
@@ -357,24 +389,32 @@ class ModelObserver final : public tasktree::RunObserver {
   explicit ModelObserver(Harness* harness) : harness_(harness) {}
   void on_start(std::size_t total) override {
     RunRecord& r = *harness_->current;
+    const RunRecord::CoordinatorCall call(r);
     r.injector.point(Site::on_start);
     if (total != r.checker.model().size()) r.checker.problem("on_start with total " + std::to_string(total));
     r.checker.started();
   }
   void on_submit(std::string_view dataset, std::int64_t submit_count) override {
     RunRecord& r = *harness_->current;
+    const RunRecord::CoordinatorCall call(r);
     r.injector.point(Site::on_submit);
     r.checker.submitted(dataset, submit_count);
     if (const auto job = r.checker.model().find(dataset)) r.observed_submit_count[*job] = submit_count;
   }
   void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult) override {
     RunRecord& r = *harness_->current;
+    const RunRecord::CoordinatorCall call(r);
     r.injector.point(Site::on_complete);
     r.checker.completed();
   }
-  void on_skip(std::string_view, std::size_t) override { harness_->current->injector.point(Site::on_skip); }
+  void on_skip(std::string_view, std::size_t) override {
+    RunRecord& r = *harness_->current;
+    const RunRecord::CoordinatorCall call(r);
+    r.injector.point(Site::on_skip);
+  }
   void on_finish(const tasktree::RunStats& stats) override {
     RunRecord& r = *harness_->current;
+    const RunRecord::CoordinatorCall call(r);
     r.finish_stats = to_model(stats);
     r.injector.point(Site::on_finish);
   }
@@ -409,8 +449,11 @@ class ModelClock final : public tasktree::Clock {
 class ModelExecutor {
  public:
   ModelExecutor(Mode mode, std::size_t threads, Interleaver* interleaver, FaultInjector* injector,
-                std::atomic<int>* live)
-      : interleaver_(mode == Mode::interleaved ? interleaver : nullptr), injector_(injector), live_(live) {
+                std::atomic<int>* live, bool jobs_coordinate)
+      : interleaver_(mode == Mode::interleaved ? interleaver : nullptr),
+        injector_(injector),
+        live_(live),
+        jobs_coordinate_(mode == Mode::thread_pool && jobs_coordinate) {
     if (mode == Mode::thread_pool) pool_.emplace(threads);
     ++*live_;
   }
@@ -418,7 +461,8 @@ class ModelExecutor {
       : pool_(std::move(other.pool_)),
         interleaver_(other.interleaver_),
         injector_(other.injector_),
-        live_(std::exchange(other.live_, nullptr)) {}
+        live_(std::exchange(other.live_, nullptr)),
+        jobs_coordinate_(other.jobs_coordinate_) {}
   ModelExecutor& operator=(ModelExecutor&&) = delete;
   ModelExecutor(const ModelExecutor&) = delete;
   ModelExecutor& operator=(const ModelExecutor&) = delete;
@@ -426,6 +470,9 @@ class ModelExecutor {
     pool_.reset();  // joins the threads
     if (live_ != nullptr) --*live_;
   }
+
+  /// On a thread pool, as the case says: finishing workers may take the coordinator role.
+  [[nodiscard]] bool lets_jobs_coordinate() const noexcept { return jobs_coordinate_; }
 
   void submit(tasktree::Job job) {
     injector_->point(Site::executor_submit);  // throws before taking the job, as the concept asks
@@ -443,6 +490,7 @@ class ModelExecutor {
   Interleaver* interleaver_;
   FaultInjector* injector_;
   std::atomic<int>* live_;
+  bool jobs_coordinate_;
 };
 
 /// Runs `c` through the library as `options` says and returns every disagreement with the model
@@ -495,6 +543,7 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
               }
             }
             return tasktree::CompletionCallback([&r, job = *job](tasktree::InFlight& in_flight) {
+              const RunRecord::CoordinatorCall call(r);
               const std::string& name = r.checker.model().name(job);
               if (r.interleaver) r.interleaver->in_callback(name);
               r.injector.point(Site::callback);
@@ -509,11 +558,12 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
           },
       .max_workers = c.max_workers,
       .executors =
-          [h, mode, workers = c.max_workers] {
+          [h, mode, workers = c.max_workers, workers_coordinate = options.workers_coordinate] {
             RunRecord& r = *h->current;
             r.injector.point(Site::executor_factory);
             return ModelExecutor(mode, static_cast<std::size_t>(std::max(workers, 1)),
-                                 r.interleaver ? &*r.interleaver : nullptr, &r.injector, &h->live_executors);
+                                 r.interleaver ? &*r.interleaver : nullptr, &r.injector, &h->live_executors,
+                                 workers_coordinate);
           },
       .enable_barriers = c.enable_barriers,
       .barrier_name = c.barrier_name,
@@ -521,6 +571,7 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
   // Called for every priority call of a traced priority.
   auto on_priority = [h](std::string_view dataset) {
     RunRecord& r = *h->current;
+    const RunRecord::CoordinatorCall call(r);
     r.injector.point(Site::priority);
     if (r.traced) r.checker.priority_called(dataset);
     r.priority_calls.emplace_back(dataset);
@@ -544,6 +595,7 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
   if (options.pacing) {
     library_options.interval_nanos = [h](std::int64_t, std::string_view dataset, std::int64_t) {
       RunRecord& r = *h->current;
+      const RunRecord::CoordinatorCall call(r);
       r.injector.point(Site::interval);
       const auto job = r.checker.model().find(dataset);
       return job ? r.intervals[*job] : 0;
@@ -551,10 +603,16 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
   }
   if (options.logging) {
     library_options.log = tasktree::Logger{
-        .sink = [h](tasktree::LogLevel, std::string_view) { h->current->injector.point(Site::log); },
+        .sink =
+            [h](tasktree::LogLevel, std::string_view) {
+              const RunRecord::CoordinatorCall call(*h->current);
+              h->current->injector.point(Site::log);
+            },
         .level = tasktree::LogLevel::trace,
     };
   }
+
+  library_options.callbacks_on_calling_thread = options.callbacks_on_calling_thread;
 
   std::optional<tasktree::ParallelTaskTree<ModelExecutor>> tree;
   try {
@@ -581,6 +639,8 @@ inline std::vector<std::string> check_case(const Case& c, const CheckOptions& op
   for (int run = 0; run < options.runs; ++run) {
     const bool disturbed = run == 0;
     RunRecord record(c, model, priority_traced, observe, mode, decide, options, disturbed);
+    record.role_on_calling_thread = mode != Mode::thread_pool || !options.workers_coordinate ||
+                                    options.callbacks_on_calling_thread || options.pacing;
     harness.current = &record;
     ScheduleChecker& checker = record.checker;
     const std::string where = std::string(to_string(mode)) + " run " + std::to_string(run + 1) + ": ";

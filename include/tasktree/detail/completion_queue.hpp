@@ -201,7 +201,7 @@ class CompletionQueue final : public Wakeup {
   }
 
   std::atomic<std::uint64_t> state_{empty | held_bit};  // head slot (low 32 bits), sleeping, held, wanted
-  std::vector<std::uint32_t> next_;          // per slot: the slot pushed before it
+  std::vector<std::uint32_t> next_;                     // per slot: the slot pushed before it
   std::mutex mutex_;
   std::condition_variable ready_;
   std::atomic<bool> stopping_flag_{false};

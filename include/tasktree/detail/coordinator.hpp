@@ -9,9 +9,10 @@
 /// | phase | who holds the role |
 /// |---|---|
 /// | start: first callbacks, first submissions | the calling thread |
-/// | the run, if the executor `lets_jobs_coordinate()`, without pacing or `callbacks_on_calling_thread` | a worker whose job just finished, while nobody else holds it; between two such workers, nobody (the calling thread sleeps) |
-/// | the run, otherwise | the calling thread, which sleeps on the completion queue (or a pacing deadline) when it has nothing to do |
-/// | a stop or an error, draining | the calling thread (a worker that holds the role hands it over) |
+/// | the run, if the executor `lets_jobs_coordinate()`, without pacing or `callbacks_on_calling_thread` | a worker
+/// whose job just finished, while nobody else holds it; between two such workers, nobody (the calling thread sleeps) |
+/// | the run, otherwise | the calling thread, which sleeps on the completion queue (or a pacing deadline) when it has
+/// nothing to do | | a stop or an error, draining | the calling thread (a worker that holds the role hands it over) |
 /// | the end: last hooks, the return | the calling thread (the worker that found the run done hands it over) |
 ///
 /// The role is a bit of the completion queue's word, so that a worker whose job finished either
