@@ -1,11 +1,16 @@
-// Tests for include/tasktree/log.hpp: silent by default, levels filter before formatting, and the
-// core's messages reach the sink.
+// Tests for include/tasktree/log.hpp: silent by default, levels filter before formatting, the
+// core's messages reach the sink, and the library's stderr sink never throws, whatever stderr is.
 
 #include "catch.hpp"
 
 #include <tasktree/tasktree.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <csignal>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -124,4 +129,140 @@ TEST_CASE("a log sink that throws ends the run like any other error, wherever it
     CHECK_FALSE(tree.process_datasets_in_parallel());
     CHECK(tree.last_run_stats().completed == 2);
   }
+}
+
+namespace {
+
+/// Points file descriptor 2 at `fd` (or closes it, for -1) until destroyed.
+class RedirectedStderr {
+ public:
+  explicit RedirectedStderr(int fd) : saved_(::dup(2)) {
+    std::fflush(stderr);
+    if (fd < 0) {
+      ::close(2);
+    } else {
+      ::dup2(fd, 2);
+    }
+  }
+  ~RedirectedStderr() {
+    std::fflush(stderr);
+    std::clearerr(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+  }
+  RedirectedStderr(const RedirectedStderr&) = delete;
+  RedirectedStderr& operator=(const RedirectedStderr&) = delete;
+
+ private:
+  int saved_;
+};
+
+/// A tree of three jobs that logs at debug level through `stderr_logger()`.
+bool run_logging_to_stderr(int& jobs) {
+  tasktree::ParallelTaskTree tree({
+      .datasets = {"a", "a/b", "c"},
+      .process_dataset =
+          [&jobs](std::string_view, std::int64_t) {
+            ++jobs;
+            return tasktree::CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .max_workers = 1,
+      .log = tasktree::stderr_logger(LogLevel::trace),
+  });
+  return tree.process_datasets_in_parallel();
+}
+
+}  // namespace
+
+TEST_CASE("the stderr sink writes one line per message") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
+  {
+    const RedirectedStderr redirect(fds[1]);
+    tasktree::StderrSink{}(LogLevel::warning, "disk almost full");
+  }
+  ::close(fds[1]);
+  char buffer[256] = {};
+  const ssize_t got = ::read(fds[0], buffer, sizeof buffer - 1);
+  ::close(fds[0]);
+  REQUIRE(got > 0);
+  CHECK(std::string(buffer, static_cast<std::size_t>(got)) == "tasktree [warning] disk almost full\n");
+  CHECK(tasktree::StderrSink::dropped_messages() == dropped);
+}
+
+TEST_CASE("the stock stderr logger never ends a run: closed, full or broken stderr drops and counts the lines") {
+  SECTION("stderr closed (2>&-)") {
+    const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
+    int jobs = 0;
+    bool failed = true;
+    {
+      const RedirectedStderr redirect(-1);
+      failed = run_logging_to_stderr(jobs);
+    }
+    CHECK_FALSE(failed);
+    CHECK(jobs == 3);
+    CHECK(tasktree::StderrSink::dropped_messages() > dropped);
+  }
+  SECTION("a full disk (2>/dev/full)") {
+    const int full = ::open("/dev/full", O_WRONLY);
+    REQUIRE(full >= 0);
+    const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
+    int jobs = 0;
+    bool failed = true;
+    {
+      const RedirectedStderr redirect(full);
+      failed = run_logging_to_stderr(jobs);
+    }
+    ::close(full);
+    CHECK_FALSE(failed);
+    CHECK(jobs == 3);
+    CHECK(tasktree::StderrSink::dropped_messages() > dropped);
+  }
+  SECTION("a pipe whose reader has gone, with SIGPIPE ignored (| head)") {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    ::close(fds[0]);
+    const auto previous = std::signal(SIGPIPE, SIG_IGN);
+    const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
+    int jobs = 0;
+    bool failed = true;
+    {
+      const RedirectedStderr redirect(fds[1]);
+      failed = run_logging_to_stderr(jobs);
+    }
+    std::signal(SIGPIPE, previous);
+    ::close(fds[1]);
+    CHECK_FALSE(failed);
+    CHECK(jobs == 3);
+    CHECK(tasktree::StderrSink::dropped_messages() > dropped);
+  }
+}
+
+TEST_CASE("with stderr full, the policy layer still rethrows the job's own exception") {
+  const int full = ::open("/dev/full", O_WRONLY);
+  REQUIRE(full >= 0);
+  std::atomic<int> jobs{0};
+  std::string what;
+  {
+    const RedirectedStderr redirect(full);
+    tasktree::FaultTolerantOptions<> options{
+        .datasets = {"a", "b", "c"},
+        .process_dataset = [&](std::string_view dataset, std::string_view, const tasktree::Retry&) -> bool {
+          ++jobs;
+          if (dataset == "c") throw std::runtime_error("c broke");
+          return true;
+        },
+        .max_workers = 1,
+        .log = tasktree::stderr_logger(LogLevel::debug),
+    };
+    try {
+      tasktree::process_datasets_in_parallel_and_fault_tolerant(options);
+    } catch (const std::exception& error) {
+      what = error.what();
+    }
+  }
+  ::close(full);
+  CHECK(what == "c broke");
+  CHECK(jobs == 3);
 }

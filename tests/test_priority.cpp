@@ -5,6 +5,7 @@
 
 #include <tasktree/tasktree.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -176,11 +177,56 @@ TEST_CASE("Priority::Queue pops the smallest key first, ties by dataset number, 
 }
 
 TEST_CASE("Priority::Queue rejects a NaN key naming the dataset and keeps what it had") {
-  const tasktree::Priority priority([](std::string_view dataset) {
-    return dataset == "bad" ? std::numeric_limits<double>::quiet_NaN() : 1.0;
-  });
+  const tasktree::Priority priority(
+      [](std::string_view dataset) { return dataset == "bad" ? std::numeric_limits<double>::quiet_NaN() : 1.0; });
   const std::unique_ptr<tasktree::Priority::Queue> queue = priority.make_queue();
   queue->push(0, 0, "good");
   CHECK_THROWS_WITH(queue->push(1, 1, "bad"), "tasktree: priority of dataset \"bad\" is NaN");
   CHECK(queue->size() == 1);
+}
+
+TEST_CASE("a NaN anywhere inside a composite priority key is rejected naming the dataset, and nothing runs") {
+  // Regression: only plain floating-point keys were checked; a pair with a NaN broke the heap's
+  // order (datasets a..e ran e b a c d where the other keys say e d b a).
+  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+  const auto check = [](auto priority, std::string_view expected) {
+    std::vector<std::string> ran;
+    tasktree::ParallelTaskTree tree({
+        .datasets = {"a", "b", "c", "d", "e"},
+        .process_dataset =
+            [&ran](std::string_view dataset, std::int64_t) {
+              ran.emplace_back(dataset);
+              return tasktree::CompletionCallbackResult{.no_skip = true, .fail = false};
+            },
+        .priority = priority,
+        .max_workers = 1,
+    });
+    CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), std::string(expected));
+    CHECK(ran.empty());
+  };
+  check(
+      [](std::string_view d) {
+        return std::pair<double, int>{d == "c" ? nan : 1.0, 0};
+      },
+      "tasktree: priority of dataset \"c\" holds a NaN");
+  check(
+      [](std::string_view d) {
+        return std::tuple<int, std::pair<std::string, float>>{
+            1, {"x", d == "a" ? std::numeric_limits<float>::quiet_NaN() : 2.f}};
+      },
+      "tasktree: priority of dataset \"a\" holds a NaN");
+  check(
+      [](std::string_view d) {
+        return std::vector<double>{1.0, d == "e" ? nan : 3.0};
+      },
+      "tasktree: priority of dataset \"e\" holds a NaN");
+  check(
+      [](std::string_view d) {
+        return std::array<double, 2>{d == "b" ? nan : 0.0, 1.0};
+      },
+      "tasktree: priority of dataset \"b\" holds a NaN");
+  // Keys without a NaN of those types are accepted, strings included.
+  CHECK_FALSE(tasktree::detail::contains_nan(std::pair<std::string, double>{"nan", 1.0}));
+  CHECK_FALSE(tasktree::detail::contains_nan(std::vector<int>{1, 2}));
+  CHECK(tasktree::detail::contains_nan(std::vector<std::pair<int, double>>{{1, 0.0}, {2, nan}}));
 }

@@ -36,7 +36,8 @@ class Wakeup {
 ///
 /// The clock is consulted for pacing only when `interval_nanos` is set (unpaced runs never read it
 /// for that), and for timing jobs only when an observer is set. In a `ParallelTaskTree` run,
-/// `wait_until` is called on the coordinator thread only; `now_nanos` may also be called on worker
+/// `wait_until` is called by the coordinator only, on the calling thread (pacing keeps the role there);
+/// `now_nanos` is called by the coordinator, which may run on a worker thread, and on worker
 /// threads (to time jobs), so it must be thread-safe. The policy layer (policy.hpp) also times every
 /// job and sleeps through retry backoffs on worker threads, with a `Wakeup` that a stop request
 /// signals, so there both functions must be thread-safe.

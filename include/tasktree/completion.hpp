@@ -130,8 +130,9 @@ concept CompletionFunction = !std::same_as<std::remove_cvref_t<F>, CompletionCal
 /// schedule continues after the job.
 ///
 /// A move-only callable `CompletionCallbackResult(InFlight&)`. The job runs on a worker; its
-/// callback runs on the coordinator thread, one at a time, so it may touch the caller's
-/// single-threaded state without locks. Callables up to four pointers in size are stored inline
+/// callback runs on the coordinator, one at a time, each after the previous one returned, so it may
+/// touch state that only the coordinator's calls share without locks (it may run on a worker
+/// thread: see `Options::callbacks_on_calling_thread`). Callables up to four pointers in size are stored inline
 /// (no allocation). A plain `CompletionCallbackResult` converts to a callback that just returns it.
 ///
 /// @code

@@ -4,8 +4,12 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
+#include <iterator>
 #include <string_view>
 #include <utility>
 
@@ -29,8 +33,8 @@ enum class LogLevel { trace, debug, info, warning, error };
 /// @brief Where the library's log messages go. Default-constructed, it is silent and costs
 /// nothing: messages are only formatted when a sink is set and the level passes the threshold.
 ///
-/// The sink is called on the coordinator thread only (the thread that called
-/// `process_datasets_in_parallel()`), so it need not be thread-safe on the library's account.
+/// The sink is called by the coordinator only, one call at a time, so it need not be thread-safe on
+/// the library's account; it may run on a worker thread (see `Options::callbacks_on_calling_thread`).
 ///
 /// @code
 /// tasktree::Logger log{
@@ -56,13 +60,43 @@ struct Logger {
   }
 };
 
-/// @brief A logger that prints `tasktree [level] message` lines to stderr, at `level` and above.
+/// @brief The library's own sink for stderr: each message becomes one `tasktree [level] message`
+/// line, written with a single `fwrite`. It never throws: a line that cannot be written (stderr
+/// closed, as under `2>&-`; a full disk; a pipe whose reader has gone, with `SIGPIPE` ignored) or
+/// formatted (out of memory) is dropped and counted in `dropped_messages()`, and the run goes on.
+/// Closed or full stderr is normal under cron, systemd and pipes; a sink of your own that throws
+/// still ends the run, as any callback does.
+class StderrSink {
+ public:
+  /// Writes the line, or counts it dropped.
+  void operator()(LogLevel at, std::string_view message) const noexcept {
+    try {
+      fmt::memory_buffer line;
+      fmt::format_to(std::back_inserter(line), "tasktree [{}] {}\n", to_string(at), message);
+      if (std::fwrite(line.data(), 1, line.size(), stderr) != line.size()) {
+        std::clearerr(stderr);  // so that a later write, once stderr works again, is not refused
+        count_dropped();
+      }
+    } catch (...) {
+      count_dropped();
+    }
+  }
+
+  /// Lines that every `StderrSink` of this process failed to write, so far.
+  [[nodiscard]] static std::uint64_t dropped_messages() noexcept { return dropped().load(std::memory_order_relaxed); }
+
+ private:
+  static std::atomic<std::uint64_t>& dropped() noexcept {
+    static std::atomic<std::uint64_t> count{0};
+    return count;
+  }
+  static void count_dropped() noexcept { dropped().fetch_add(1, std::memory_order_relaxed); }
+};
+
+/// @brief A logger that prints `tasktree [level] message` lines to stderr, at `level` and above,
+/// through a `StderrSink` (which never throws).
 [[nodiscard]] inline Logger stderr_logger(LogLevel level = LogLevel::info) {
-  return Logger{
-      .sink = [](LogLevel at,
-                 std::string_view message) { fmt::print(stderr, "tasktree [{}] {}\n", to_string(at), message); },
-      .level = level,
-  };
+  return Logger{.sink = StderrSink{}, .level = level};
 }
 
 }  // namespace tasktree

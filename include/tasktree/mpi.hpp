@@ -192,7 +192,7 @@ using RemoteJob = DatasetFunction<JobOutcome>;
 
 /// @brief Rank 0's side of a finished job: `completion(dataset, outcome, in_flight)` returns the
 /// job's `CompletionCallbackResult`. It is the job's completion callback: it runs on rank 0's
-/// coordinator thread, one at a time, and may move the payload out of `outcome`.
+/// coordinator, one at a time, and may move the payload out of `outcome`.
 using Completion =
     std::function<CompletionCallbackResult(std::string_view dataset, JobOutcome& outcome, InFlight& in_flight)>;
 

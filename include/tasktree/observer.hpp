@@ -35,7 +35,8 @@ struct RunStats {
   friend bool operator==(const RunStats&, const RunStats&) = default;
 };
 
-/// @brief Hooks called during a run, all on the coordinator thread, in the order events happen.
+/// @brief Hooks called during a run, all by the coordinator, one at a time, in the order events
+/// happen (on whichever thread holds the coordinator role: see `Options::callbacks_on_calling_thread`).
 /// Override what you need; the defaults do nothing. An exception thrown by a hook ends the run like
 /// any other error (drained, then rethrown).
 ///

@@ -99,7 +99,7 @@ struct FaultTolerantOptions {
   /// What a failure does once its retries are exhausted; see `SkipOnError`.
   SkipOnError skip_on_error = SkipOnError::fail;
   /// In `SkipOnError::dataset` mode, called with a failed dataset: true skips its subtree. Empty
-  /// means false. Called on the coordinator thread.
+  /// means false. Called by the coordinator.
   std::function<bool(std::string_view dataset)> skip_tree_on_error{};
   /// How failed attempts are retried; see `RetryPolicy`. Default: no retries.
   RetryPolicy retry_policy{};
@@ -221,7 +221,8 @@ struct FaultTolerantStats {
 }
 
 /// @brief Runs `process_dataset` once per dataset (plus retries), in parallel, parents before
-/// children, with the failure policy of `options`. The calling thread coordinates the run.
+/// children, with the failure policy of `options`. The run's coordinator is a role, as in
+/// `ParallelTaskTree`; the call returns on the calling thread.
 /// `options` is taken by value: pass a temporary (or `std::move`) to avoid copying `datasets`.
 ///
 /// @returns true if a failure was handled as `dataset` or `tree`, or the run was stopped with work

@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <ranges>
 #include <stdexcept>
+#include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -18,6 +21,32 @@
 #include <fmt/format.h>
 
 namespace tasktree {
+
+namespace detail {
+/// True if `key` is NaN or holds one anywhere: a floating-point value, a tuple-like value (pair,
+/// tuple, array) or a range (vector, ...) of such keys, nested to any depth. A NaN makes the order
+/// of keys no strict weak order, which the heap needs. Strings are ranges of characters, never NaN.
+template <class Key>
+[[nodiscard]] bool contains_nan(const Key& key) {
+  if constexpr (std::is_floating_point_v<Key>) {
+    return std::isnan(key);
+  } else if constexpr (std::is_convertible_v<const Key&, std::string_view>) {
+    return false;
+  } else if constexpr (requires { std::tuple_size<Key>::value; }) {
+    return std::apply([](const auto&... parts) { return (contains_nan(parts) || ...); }, key);
+  } else if constexpr (std::ranges::input_range<const Key>) {
+    if constexpr (std::is_floating_point_v<std::ranges::range_value_t<const Key>> ||
+                  !std::is_arithmetic_v<std::ranges::range_value_t<const Key>>) {
+      for (const auto& part : key) {
+        if (contains_nan(part)) return true;
+      }
+    }
+    return false;
+  } else {
+    return false;
+  }
+}
+}  // namespace detail
 
 class Priority;
 
@@ -34,9 +63,11 @@ concept PriorityKeyFunction =
 /// Default-constructed, the key is the dataset name itself (lexicographic order), implemented as
 /// an integer comparison of positions in the sorted list. Any callable `key(std::string_view
 /// dataset)` whose key type is totally ordered (an integer, a `double`, a `std::string`, a
-/// `std::tuple` of those, ...) can replace it. The function is called exactly once per job, on the
-/// coordinator thread, when the job becomes available; a NaN key is rejected with
-/// `std::invalid_argument`.
+/// `std::tuple` of those, ...) can replace it. The function is called exactly once per job, by the
+/// coordinator, when the job becomes available; a key that is NaN or holds a NaN (in a `std::pair`, a
+/// `std::tuple`, a `std::array` or a range such as a `std::vector`, nested to any depth) is rejected
+/// with `std::invalid_argument` naming the dataset. Keys of other class types are not inspected:
+/// their `operator<` must be a strict weak order.
 ///
 /// @code
 /// // largest first; ties by name
@@ -106,10 +137,9 @@ class Priority::Function final : public Priority::Model {
     void reserve(std::size_t capacity) override { heap_.reserve(capacity); }
     void push(std::uint32_t dataset, std::uint32_t tag, std::string_view name) override {
       Key key = function_(name);
-      if constexpr (std::is_floating_point_v<Key>) {
-        if (std::isnan(key)) {
-          throw std::invalid_argument(fmt::format("tasktree: priority of dataset {:?} is NaN", name));
-        }
+      if (detail::contains_nan(key)) {
+        throw std::invalid_argument(fmt::format("tasktree: priority of dataset {:?} {} NaN", name,
+                                                std::is_floating_point_v<Key> ? "is" : "holds a"));
       }
       heap_.push_back(Entry{std::move(key), dataset, tag});
       std::push_heap(heap_.begin(), heap_.end(), later);
