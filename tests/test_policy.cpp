@@ -951,3 +951,77 @@ TEST_CASE("statistics add up on a thread pool with retries, failures in every mo
     CHECK(stats.retries == stats.recovered);
   }
 }
+
+TEST_CASE("dataset mode calls skip_tree_on_error, then logs, then append_exception, as the original does") {
+  std::vector<std::string> calls;
+  FaultTolerantOptions<SynchronousExecutor> options{
+      .datasets = {"a", "a/b", "c"},
+      .process_dataset = [](std::string_view dataset, std::string_view, const Retry&) -> bool {
+        if (dataset == "a") throw DiskFull("a is full");
+        return true;
+      },
+      .skip_on_error = SkipOnError::dataset,
+      .skip_tree_on_error =
+          [&](std::string_view dataset) {
+            calls.push_back(fmt::format("skip_tree_on_error {}", dataset));
+            return true;
+          },
+      .append_exception =
+          [&](const std::exception_ptr&, std::string_view, std::string_view dataset) {
+            calls.push_back(fmt::format("append_exception {}", dataset));
+          },
+      .max_workers = 1,
+      .log = {.sink =
+                  [&](LogLevel level, std::string_view message) {
+                    if (level == LogLevel::error) calls.push_back(fmt::format("log {}", message.substr(0, 10)));
+                  },
+              .level = LogLevel::info},
+  };
+  FaultTolerantStats stats;
+  CHECK(process_datasets_in_parallel_and_fault_tolerant(options, stats));
+  CHECK(calls == std::vector<std::string>{"skip_tree_on_error a", "log 1/3 failed", "append_exception a"});
+  CHECK(stats.run.skipped == 1);  // a/b
+}
+
+TEST_CASE("a failure whose handling a hook cut short is still counted, once, and the hook's error is rethrown") {
+  // Regression: the failure was marked processed before the hooks ran; when one threw, the
+  // failure was counted nowhere (failed = 0, failed_while_stopping = 0).
+  struct HookBroke : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+  for (const std::string hook : {"skip_tree_on_error", "append_exception", "termination_handler", "log"}) {
+    CAPTURE(hook);
+    int error_lines = 0;
+    FaultTolerantOptions<SynchronousExecutor> options{
+        .datasets = {"a", "b"},
+        .process_dataset = [](std::string_view dataset, std::string_view, const Retry&) -> bool {
+          if (dataset == "a") throw DiskFull("a is full");
+          return true;
+        },
+        .skip_on_error = hook == "termination_handler" ? SkipOnError::fail : SkipOnError::dataset,
+        .skip_tree_on_error = [&](std::string_view) -> bool {
+          if (hook == "skip_tree_on_error") throw HookBroke("skip_tree_on_error broke");
+          return false;
+        },
+        .termination_handler = [&] { throw HookBroke("termination_handler broke"); },
+        .append_exception =
+            [&](const std::exception_ptr&, std::string_view, std::string_view) {
+              if (hook == "append_exception") throw HookBroke("append_exception broke");
+            },
+        .max_workers = 1,
+        .log = {.sink =
+                    [&](LogLevel level, std::string_view) {
+                      if (level != LogLevel::error) return;
+                      ++error_lines;
+                      if (hook == "log") throw HookBroke("log broke");
+                    },
+                .level = LogLevel::info},
+    };
+    FaultTolerantStats stats;
+    CHECK_THROWS_WITH(process_datasets_in_parallel_and_fault_tolerant(options, stats), hook + " broke");
+    CHECK(stats.failed_while_stopping == 1);
+    CHECK(stats.run.failed == 0);  // the core never saw the callback return
+    CHECK(error_lines >= 1);
+    CHECK(error_lines <= 2);  // the failure's line (once), and the run's "aborted" line
+  }
+}

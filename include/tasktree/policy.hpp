@@ -174,9 +174,10 @@ struct FaultTolerantStats {
   std::size_t retries = 0;
   /// Jobs that failed at least once and then returned normally.
   std::size_t recovered = 0;
-  /// Jobs that failed (after retries) once the run was already stopping, so their failure was not
-  /// processed by the policy: each was logged at error level, and the first of them is rethrown if
-  /// nothing else is (see docs/policy.md).
+  /// Jobs that failed (after retries) once the run was already stopping, or whose failure's handling
+  /// was cut short by a hook that threw, so their failure was not (fully) processed by the policy:
+  /// each was logged at error level once, and the first of them is rethrown if nothing else is (see
+  /// docs/policy.md).
   std::size_t failed_while_stopping = 0;
 
   friend bool operator==(const FaultTolerantStats&, const FaultTolerantStats&) = default;

@@ -142,7 +142,9 @@ class FaultTolerantRun {
         .recovered = recovered_.load(std::memory_order_relaxed),
         .failed_while_stopping = cut_off.size(),
     };
-    for (const JobFailure& failure : cut_off) log_failure(failure, "failed while the run was stopping");
+    for (const JobFailure& failure : cut_off) {
+      if (!failure.logged) log_failure(failure, "failed while the run was stopping");
+    }
     // A fatal error wins over a job failure; among job failures, the first processed wins.
     std::exception_ptr error = core_error ? core_error : fail_error_;
     if (!error && !cut_off.empty()) {
@@ -164,7 +166,8 @@ class FaultTolerantRun {
     std::int64_t submit_count = 0;
     std::exception_ptr error;
     int retries = 0;
-    bool processed = false;  // its completion callback ran
+    bool logged = false;     // its error-level line was written
+    bool processed = false;  // its completion callback ran to the end (every hook returned)
   };
 
   /// What a job's completion callback carries from the worker to the coordinator.
@@ -186,20 +189,40 @@ class FaultTolerantRun {
     JobFailure failure;
     {
       std::lock_guard lock(failures_mutex_);
-      failures_[outcome.failure].processed = true;
       failure = failures_[outcome.failure];
     }
-    log_failure(failure, "failed");
+    // The failure counts as processed only once every hook below has returned: if one throws, the
+    // run ends with that exception and the failure is counted in `failed_while_stopping`.
     if (policy_.skip_on_error == SkipOnError::fail || in_flight.stop_requested()) {
+      log_failure(outcome.failure, failure);
       in_flight.request_stop();
       if (!fail_error_) fail_error_ = failure.error;
       call_termination_handler();
+      mark_processed(outcome.failure);
       return CompletionCallbackResult{.no_skip = false, .fail = true};  // rethrown by `finish`
     }
-    if (policy_.append_exception) policy_.append_exception(failure.error, policy_.task_name, failure.dataset);
+    // The original's order: ask whether to skip the subtree, log, then collect the error.
     const bool skip_tree = policy_.skip_on_error == SkipOnError::tree ||
                            (policy_.skip_tree_on_error && policy_.skip_tree_on_error(failure.dataset));
+    log_failure(outcome.failure, failure);
+    if (policy_.append_exception) policy_.append_exception(failure.error, policy_.task_name, failure.dataset);
+    mark_processed(outcome.failure);
     return CompletionCallbackResult{.no_skip = !skip_tree, .fail = true};
+  }
+
+  /// Logs the failure at error level, once: marked first, so that a sink that throws here is not
+  /// asked again at the end of the run.
+  void log_failure(std::size_t index, const JobFailure& failure) {
+    {
+      std::lock_guard lock(failures_mutex_);
+      failures_[index].logged = true;
+    }
+    log_failure(failure, "failed");
+  }
+
+  void mark_processed(std::size_t index) {
+    std::lock_guard lock(failures_mutex_);
+    failures_[index].processed = true;
   }
 
   void call_termination_handler() {
