@@ -390,3 +390,83 @@ TEST_CASE("default pool: a queued job starts while the coordinator runs an obser
   CHECK(observer->waited);
   CHECK(workers.failures() == 0);
 }
+
+namespace {
+/// Breaks the contract: calls every job twice, the second time on another thread or inline.
+struct TwiceExecutor {
+  std::shared_ptr<std::vector<std::thread>> threads = std::make_shared<std::vector<std::thread>>();
+  bool second_on_thread = false;
+  void submit(Job job) {
+    job();
+    if (second_on_thread) {
+      threads->emplace_back([job] { job(); });
+    } else {
+      job();
+    }
+  }
+  TwiceExecutor() = default;
+  explicit TwiceExecutor(bool on_thread) : second_on_thread(on_thread) {}
+  TwiceExecutor(TwiceExecutor&&) = default;
+  TwiceExecutor& operator=(TwiceExecutor&&) = default;
+  ~TwiceExecutor() {
+    if (threads) {
+      for (std::thread& thread : *threads) thread.join();
+    }
+  }
+};
+
+/// Runs the job inside `submit`, then throws anyway: the contract says a `submit` that throws did
+/// not take the job.
+struct RunsThenThrowsExecutor {
+  void submit(Job job) {
+    job();
+    throw std::runtime_error("submit failed after running the job");
+  }
+};
+}  // namespace
+
+TEST_CASE("an executor that calls a job twice ends the run with a logic_error naming the broken contract") {
+  // Regression: the second call pushed the slot again, the completion stack became a cycle, and
+  // taking it grew a batch until std::bad_alloc.
+  for (const bool on_thread : {false, true}) {
+    CAPTURE(on_thread);
+    std::atomic<int> calls = 0;
+    ParallelTaskTree<TwiceExecutor> tree({
+        .datasets = {"a", "b", "c", "d"},
+        .process_dataset =
+            [&](std::string_view, std::int64_t) {
+              ++calls;
+              return CompletionCallbackResult{.no_skip = true, .fail = false};
+            },
+        .max_workers = 2,
+        .executors = [on_thread] { return TwiceExecutor(on_thread); },
+    });
+    CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), Catch::Matchers::Contains("executor broke its contract") &&
+                                                               Catch::Matchers::Contains("more than once"));
+    // The second call ran nothing and stopped the run (inline: at once, after one job; on a thread:
+    // it may come late, and meanwhile the first calls of other jobs run).
+    if (!on_thread) CHECK(calls == 1);
+    CHECK(calls <= 4);
+    const tasktree::RunStats& stats = tree.last_run_stats();
+    CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
+  }
+}
+
+TEST_CASE("a submit that ran the job and then threw: the job is counted, its exception rethrown") {
+  std::atomic<int> calls = 0;
+  ParallelTaskTree<RunsThenThrowsExecutor> tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++calls;
+            return CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .max_workers = 1,
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(), "submit failed after running the job");
+  CHECK(calls == 1);
+  const tasktree::RunStats& stats = tree.last_run_stats();
+  CHECK(stats.started == 1);  // it did run: counted, not lost
+  CHECK(stats.cancelled == 1);
+  CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
+}

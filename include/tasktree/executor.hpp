@@ -38,6 +38,12 @@ class Job {
 /// A job that was taken must eventually be called, even while the executor is being destroyed:
 /// the coordinator waits for every submitted job before a run returns.
 ///
+/// What the library notices when an executor breaks this: a job called a second time (before the
+/// executor is destroyed) runs nothing and ends the run with a `std::logic_error` that says so; a
+/// `submit` that called the job and then threw is treated as having taken it (the job is counted
+/// and reported). A job that is never called cannot be told from a slow one: the run waits for it
+/// forever. A call after the executor was destroyed is undefined behaviour.
+///
 /// Adapting an existing pool takes a few lines:
 /// @code
 /// struct MyPoolExecutor {

@@ -33,6 +33,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -40,10 +41,12 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -74,6 +77,9 @@ class JobContext {
     std::exception_ptr error;        // written by the worker
     std::int64_t elapsed_nanos = 0;  // written by the worker, if timed
     bool ran = false;                // written by the worker: process_dataset was called
+    // Set when the job is handed out, cleared by its one call: a second call of the same `Job`
+    // finds it clear and reports the executor's broken contract instead of running.
+    std::atomic<bool> pending{false};
   };
 
   JobContext(const ProcessDataset& process_dataset, std::span<const std::string> names, std::size_t slots,
@@ -91,6 +97,10 @@ class JobContext {
   static void execute(void* context, std::uint32_t index) noexcept {
     auto& self = *static_cast<JobContext*>(context);
     while (true) {
+      if (!self.slots_[index].pending.exchange(false, std::memory_order_acq_rel)) {
+        self.executor_broke_contract();  // called twice: the first call reports the job
+        return;
+      }
       self.run_job(self.slots_[index]);
       if (self.runs_inline_) {
         self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
@@ -124,6 +134,12 @@ class JobContext {
     } catch (...) {
       slot.error = std::current_exception();
     }
+  }
+
+  /// A job was called a second time: the run ends with a `std::logic_error` (see `Coordinator::run`).
+  void executor_broke_contract() noexcept {
+    contract_broken_.store(true, std::memory_order_release);
+    stop_.request_stop();
   }
 
   /// Gives the role to the calling thread, which is waiting for it in `wait_for_role` (or will
@@ -176,6 +192,7 @@ class JobContext {
   std::mutex run_mutex_;
   std::condition_variable role_changed_;
   bool handed_off_ = false;  // guarded by `run_mutex_`
+  std::atomic<bool> contract_broken_{false};
 };
 
 /// One run. `Queue` is the ready queue type (`IndexReadyQueue` or `ErasedReadyQueue`),
@@ -202,8 +219,12 @@ class Coordinator : private JobContext {
   bool run(ExecutorFactory& make_executor, std::stop_token tree_stop, std::stop_token run_stop, RunStats& stats) {
     stats_ = &stats;
     stats = RunStats{.total = config_.trie.dataset_count()};
-    auto executor = make_executor_counting_cancelled(make_executor);  // may throw: nothing has started yet
-    using Executor = decltype(executor);
+    // Destroyed right after the drain (joining its threads), so that a late second call of a job is
+    // still seen below.
+    std::optional<decltype(make_executor())> executor_holder;
+    make_executor_counting_cancelled(make_executor, executor_holder);  // may throw: nothing has started yet
+    auto& executor = *executor_holder;
+    using Executor = std::remove_reference_t<decltype(executor)>;
     const bool pacing = static_cast<bool>(config_.interval_nanos);
     runs_inline_ = runs_jobs_inline(executor);
     jobs_coordinate_ =
@@ -246,6 +267,14 @@ class Coordinator : private JobContext {
     }
     if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
     drain();
+    executor_holder.reset();
+    if (contract_broken_.load(std::memory_order_acquire)) {
+      // Wins over any other error: the run's bookkeeping can no longer be trusted.
+      error_ = nullptr;
+      fail(std::make_exception_ptr(std::logic_error(
+          "tasktree: the executor broke its contract: it called a submitted job more than once (each Job must be "
+          "called exactly once)")));
+    }
     stats.cancelled = stats.total - stats.started - stats.skipped;
     guard([&] {
       config_.log.log(LogLevel::debug,
@@ -264,10 +293,10 @@ class Coordinator : private JobContext {
   }
 
   /// Creates the run's executor; if that throws, every dataset counts as cancelled.
-  template <class ExecutorFactory>
-  auto make_executor_counting_cancelled(ExecutorFactory& make_executor) {
+  template <class ExecutorFactory, class Executor>
+  void make_executor_counting_cancelled(ExecutorFactory& make_executor, std::optional<Executor>& executor) {
     try {
-      return make_executor();
+      executor.emplace(make_executor());
     } catch (...) {
       stats_->cancelled = stats_->total;
       throw;
@@ -388,6 +417,7 @@ class Coordinator : private JobContext {
       free_slots_.pop_back();
       in_flight_datasets_[index] = job.dataset;
       ++in_flight_;
+      slot.pending.store(true, std::memory_order_release);
       if (kept != nullptr) {
         *kept = index;
       } else {
@@ -401,8 +431,13 @@ class Coordinator : private JobContext {
             executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
           }
         } catch (...) {
-          --in_flight_;  // not taken by the executor, so it will never report back
-          release(index);
+          // A `submit` that throws must not have taken the job. If the job was called all the same
+          // (it ran inside `submit`, or another thread has it), it reports back like any other:
+          // keep its slot in flight. Otherwise it never will, and no later call may run it.
+          if (slot.pending.exchange(false, std::memory_order_acq_rel)) {
+            --in_flight_;
+            release(index);
+          }
           throw;
         }
       }
