@@ -46,7 +46,9 @@ class ThreadPoolExecutor {
       throw;
     }
   }
+  /// Takes over another pool's threads and queue; the moved-from pool may only be destroyed or assigned to.
   ThreadPoolExecutor(ThreadPoolExecutor&&) noexcept = default;
+  /// Runs this pool's queued jobs and joins its threads, then takes over `other`'s.
   ThreadPoolExecutor& operator=(ThreadPoolExecutor&& other) noexcept {
     if (this != &other) {
       shutdown();
@@ -277,6 +279,7 @@ class DefaultExecutor {
     if (parallel) pool_.emplace(ThreadPoolExecutor(threads, ThreadPoolExecutor::Coordinated{}));
   }
 
+  /// Queues `job` on the pool, or runs it at once on the calling thread if inline.
   void submit(Job job) {
     if (pool_) {
       pool_->submit(job);
