@@ -8,8 +8,9 @@ set -euo pipefail
 # libcli11-dev, nlohmann-json3-dev: tasktree-run's argument parsing and --json report.
 # libopenmpi-dev, openmpi-bin: the MPI scale-out (tasktree::mpi) and its tests under mpiexec.
 # doxygen: the API reference (target docs, in the default preset), which fails on any warning.
+# pkg-config: the package test that builds against the installed tasktree.pc.
 packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev libcli11-dev nlohmann-json3-dev
-          libopenmpi-dev openmpi-bin doxygen "$@")
+          libopenmpi-dev openmpi-bin doxygen pkg-config "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
