@@ -4,9 +4,13 @@
 #   add_subdirectory  the source tree, vendored
 #   FetchContent      from an archive of what a release holds
 #   pkg-config        `pkg-config --cflags --libs tasktree` (no CMake), after an install as above
+#   deb               the Debian package that `cpack -G DEB` makes of the built tree BUILD_DIR,
+#                     unpacked with dpkg-deb -x: its contents and control fields, lintian (no
+#                     errors), the consumer through both find_package and pkg-config against what
+#                     it unpacked, and its tasktree-run
 #
 #   cmake -DMODE=<mode> -DSOURCE_DIR=<tasktree source> -DWORK_DIR=<scratch dir> [-DGENERATOR=Ninja]
-#         [-DCXX=<compiler>] [-DWITH_MPI=ON] -P check.cmake
+#         [-DCXX=<compiler>] [-DWITH_MPI=ON] [-DBUILD_DIR=<built tasktree> -DCPACK=<cpack>] -P check.cmake
 #
 # WITH_MPI=ON: tasktree finds MPI, and the CMake consumer also uses tasktree::mpi (find_package with
 # COMPONENTS mpi) and runs a program with it, as a single MPI rank.
@@ -117,6 +121,70 @@ elseif(MODE STREQUAL "FetchContent")
   run(${CMAKE_COMMAND} -E chdir ${WORK_DIR} ${CMAKE_COMMAND} -E tar czf tasktree.tar.gz tasktree-src)
   cmake_consumer(${WORK_DIR}/consumer-build -DTASKTREE_CONSUME=FetchContent
                  -DTASKTREE_ARCHIVE=${WORK_DIR}/tasktree.tar.gz)
+elseif(MODE STREQUAL "deb")
+  foreach(variable IN ITEMS BUILD_DIR CPACK)
+    if(NOT DEFINED ${variable})
+      message(FATAL_ERROR "check.cmake: ${variable} is not set (MODE=deb)")
+    endif()
+  endforeach()
+  find_program(DPKG_DEB dpkg-deb REQUIRED)
+  find_program(LINTIAN lintian)
+  if(NOT LINTIAN)
+    message(FATAL_ERROR "check.cmake: lintian is not installed (scripts/deps.sh installs it)")
+  endif()
+
+  # The package, made of the already built tree (nothing is compiled again).
+  run(${CPACK} -G DEB --config ${BUILD_DIR}/CPackConfig.cmake -B ${WORK_DIR}/cpack)
+  file(GLOB debs ${WORK_DIR}/cpack/*.deb)
+  list(LENGTH debs count)
+  if(NOT count EQUAL 1)
+    message(FATAL_ERROR "cpack -G DEB made ${count} packages: ${debs}")
+  endif()
+  run_output(info ${DPKG_DEB} --info ${debs})
+  message(STATUS "${debs}:\n${info}")
+  foreach(field IN ITEMS "Package: tasktree" "Section: devel" "Maintainer: " "Depends: .*libfmt-dev"
+                         "Depends: .*libc6")
+    if(NOT info MATCHES "\n ${field}")
+      message(FATAL_ERROR "the package's control file has no '${field}'")
+    endif()
+  endforeach()
+
+  # lintian: errors fail the check, warnings are only shown.
+  execute_process(COMMAND ${LINTIAN} --fail-on error --display-level ">=warning" ${debs} RESULT_VARIABLE result
+                  OUTPUT_VARIABLE output ERROR_VARIABLE output)
+  message(STATUS "lintian:\n${output}")
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "lintian reports errors on ${debs} (exit code ${result})")
+  endif()
+
+  set(root ${WORK_DIR}/root)
+  run(${DPKG_DEB} -x ${debs} ${root})
+  file(GLOB_RECURSE config_files RELATIVE ${root} ${root}/usr/lib/*/tasktreeConfig.cmake)
+  foreach(file IN ITEMS usr/include/tasktree/tasktree.hpp usr/include/tasktree/detail/coordinator.hpp
+                        usr/share/pkgconfig/tasktree.pc usr/bin/tasktree-run usr/share/doc/tasktree/copyright
+                        usr/share/doc/tasktree/changelog.gz)
+    if(NOT EXISTS ${root}/${file})
+      message(FATAL_ERROR "the package has no ${file}")
+    endif()
+  endforeach()
+  if(NOT config_files)
+    message(FATAL_ERROR "the package has no tasktreeConfig.cmake under usr/lib")
+  endif()
+
+  # A program built against the unpacked package, through CMake (which must find that package, not
+  # one installed on this machine) and through pkg-config.
+  set(consumer_build ${WORK_DIR}/consumer-build)
+  cmake_consumer(${consumer_build} -DTASKTREE_CONSUME=find_package -DCMAKE_PREFIX_PATH=${root}/usr)
+  file(STRINGS ${consumer_build}/CMakeCache.txt tasktree_dir REGEX "^tasktree_DIR:")
+  string(FIND "${tasktree_dir}" "${root}/usr/" at)
+  if(NOT at GREATER 0)
+    message(FATAL_ERROR "the consumer found another tasktree package: ${tasktree_dir}")
+  endif()
+  pkg_config_consumer(${root}/usr/share/pkgconfig ${root})
+
+  # The packaged tasktree-run runs a small jobs file.
+  file(WRITE ${WORK_DIR}/smoke.jobs "a true\na/b true\na/~/c true\n")
+  run(${root}/usr/bin/tasktree-run -j 2 ${WORK_DIR}/smoke.jobs)
 else()
   message(FATAL_ERROR "check.cmake: unknown MODE '${MODE}'")
 endif()
