@@ -1,5 +1,6 @@
 # tasktree_add_mpi_test(<name> <ranks> <executable> [args...]): a ctest test that runs
-# <executable> under mpiexec with <ranks> ranks, as FindMPI describes, plus TASKTREE_MPIEXEC_FLAGS.
+# <executable> under mpiexec with <ranks> ranks, as FindMPI describes, plus TASKTREE_MPIEXEC_FLAGS;
+# it runs alone (RUN_SERIAL), never beside other tests.
 
 # Open MPI refuses by default to start more ranks than cores, and to run as root (as CI and
 # containers do); the tests start 4 ranks on 2 cores. Other MPIs (MPICH's hydra) need neither flag.
@@ -25,5 +26,7 @@ function(tasktree_add_mpi_test name ranks executable)
   add_test(NAME ${name}
            COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} ${TASKTREE_MPIEXEC_FLAGS} ${MPIEXEC_PREFLAGS}
                    ${executable} ${MPIEXEC_POSTFLAGS} ${ARGN})
-  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 300 ENVIRONMENT "${TASKTREE_MPI_TEST_ENVIRONMENT}")
+  # RUN_SERIAL: up to 4 ranks that poll for messages, oversubscribing 2 cores already.
+  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 300 RUN_SERIAL TRUE
+                                          ENVIRONMENT "${TASKTREE_MPI_TEST_ENVIRONMENT}")
 endfunction()

@@ -7,8 +7,11 @@ set -euo pipefail
 # libtbb-dev: oneTBB, the comparison in benchmarks/.
 # libcli11-dev, nlohmann-json3-dev: tasktree-run's argument parsing and --json report.
 # libopenmpi-dev, openmpi-bin: the MPI scale-out (tasktree::mpi) and its tests under mpiexec.
+# doxygen: the API reference (target docs, in the default preset), which fails on any warning.
+# pkg-config, dpkg-dev, file, lintian: the package tests build against the installed .pc file, make
+# the Debian package with cpack (dpkg-shlibdeps, file) and check it with lintian.
 packages=(cmake ninja-build g++ clang libclang-rt-dev libfmt-dev catch2 libtbb-dev libcli11-dev nlohmann-json3-dev
-          libopenmpi-dev openmpi-bin "$@")
+          libopenmpi-dev openmpi-bin doxygen pkg-config dpkg-dev file lintian "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -2,7 +2,6 @@
 // cases in the same order (they call collective functions). Rank 0 reports in full; the other
 // ranks report only their failures (Catch2's compact reporter). Every rank exits with the same
 // status, non-zero if a check failed on any rank, so a failure anywhere fails the test.
-#define CATCH_CONFIG_RUNNER
 #include "catch.hpp"
 
 #include <tasktree/mpi.hpp>
@@ -16,11 +15,7 @@ int main(int argc, char** argv) {
     args.push_back("--reporter");
     args.push_back("compact");
   }
-  Catch::Session session;
-  if (const int status = session.applyCommandLine(static_cast<int>(args.size()), args.data()); status != 0) {
-    return status;
-  }
-  const int failed_here = session.run();
+  const int failed_here = tasktree_test::run_catch_session(static_cast<int>(args.size()), args.data());
   int failed_anywhere = 0;
   MPI_Allreduce(&failed_here, &failed_anywhere, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   return failed_anywhere != 0 ? 1 : 0;

@@ -26,7 +26,9 @@ class Wakeup {
 
  protected:
   Wakeup() = default;
+  /// Implementations may be copied by the classes derived from this one.
   Wakeup(const Wakeup&) = default;
+  /// Implementations may be copied by the classes derived from this one.
   Wakeup& operator=(const Wakeup&) = default;
   ~Wakeup() = default;
 };
@@ -77,6 +79,7 @@ class SteadyClock final : public Clock {
 /// @endcode
 class ManualClock final : public Clock {
  public:
+  /// A clock that reads `start_nanos` until it is advanced or a wait moves it.
   explicit ManualClock(std::int64_t start_nanos = 0) noexcept : now_(start_nanos) {}
 
   [[nodiscard]] std::int64_t now_nanos() override {

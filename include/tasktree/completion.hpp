@@ -53,19 +53,27 @@ class InFlight {
   /// Forward iterator over the dataset names of the jobs in flight.
   class iterator {
    public:
+    /// A forward iterator.
     using iterator_category = std::forward_iterator_tag;
+    /// It yields dataset names.
     using value_type = std::string_view;
+    /// Distance between two iterators.
     using difference_type = std::ptrdiff_t;
+    /// No `operator->`: the names are returned by value.
     using pointer = void;
+    /// `operator*` returns a view, not a reference.
     using reference = std::string_view;
 
     iterator() = default;
+    /// The dataset name of the job in the current slot.
     std::string_view operator*() const noexcept { return (*names_)[*slot_]; }
+    /// Moves to the next occupied slot.
     iterator& operator++() noexcept {
       ++slot_;
       skip_free();
       return *this;
     }
+    /// Moves to the next occupied slot; returns the iterator as it was before.
     iterator operator++(int) noexcept {
       iterator before = *this;
       ++*this;
@@ -97,9 +105,11 @@ class InFlight {
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   /// True if no other job is in flight.
   [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+  /// The first job in flight, in slot order (not name or start order).
   [[nodiscard]] iterator begin() const noexcept {
     return iterator(slots_.data(), slots_.data() + slots_.size(), &names_);
   }
+  /// Past the last job in flight.
   [[nodiscard]] iterator end() const noexcept {
     return iterator(slots_.data() + slots_.size(), slots_.data() + slots_.size(), &names_);
   }
@@ -166,7 +176,9 @@ class CompletionCallback {
     }
   }
 
+  /// Takes over `other`'s callable; `other` is left empty.
   CompletionCallback(CompletionCallback&& other) noexcept : ops_(other.ops_) { relocate_from(other); }
+  /// Destroys this callable and takes over `other`'s; `other` is left empty.
   CompletionCallback& operator=(CompletionCallback&& other) noexcept {
     if (this != &other) {
       reset();

@@ -115,8 +115,11 @@ class DatasetTrie {
   /// The barrier component name the trie was built with.
   [[nodiscard]] std::string_view barrier_name() const noexcept { return barrier_name_; }
 
+  /// The node's parent, or `npos` for the root.
   [[nodiscard]] NodeIndex parent(NodeIndex node) const noexcept { return nodes_[node].parent; }
+  /// The node's first child in name order, or `npos` for a leaf.
   [[nodiscard]] NodeIndex first_child(NodeIndex node) const noexcept { return nodes_[node].first_child; }
+  /// The node's next sibling in name order, or `npos` for the last child.
   [[nodiscard]] NodeIndex next_sibling(NodeIndex node) const noexcept { return nodes_[node].next_sibling; }
   /// True if the node's path is a dataset.
   [[nodiscard]] bool is_job(NodeIndex node) const noexcept { return nodes_[node].dataset < barrier; }

@@ -16,9 +16,11 @@ namespace tasktree {
 /// case the job is skipped) and then hands the outcome back to the coordinator.
 class Job {
  public:
+  /// What a job calls: the library's entry point, with the run's context and the job's slot.
   using Function = void (*)(void* context, std::uint32_t slot) noexcept;
 
   Job() = default;
+  /// A job that calls `function(context, slot)`; the coordinator makes these, executors only pass them on.
   Job(Function function, void* context, std::uint32_t slot) noexcept
       : function_(function), context_(context), slot_(slot) {}
 
@@ -99,7 +101,7 @@ template <class E>
 /// by default when nothing could run in parallel anyway.
 class SynchronousExecutor {
  public:
-  /// Runs `job` now.
+  /// Runs `job` at once, on the calling thread, and returns when it has finished.
   void submit(Job job) const noexcept { job(); }
   /// Every job runs inside `submit` (see `Executor`).
   [[nodiscard]] static constexpr bool runs_jobs_inline() noexcept { return true; }

@@ -145,6 +145,7 @@ inline void broadcast(std::vector<std::string>& strings, MPI_Comm comm = MPI_COM
 /// error came from.
 class RemoteError : public std::runtime_error {
  public:
+  /// The error whose `what()` is `message`, thrown on rank `rank`.
   RemoteError(const std::string& message, int rank) : std::runtime_error(message), rank_(rank) {}
   /// The rank where the exception was thrown.
   [[nodiscard]] int rank() const noexcept { return rank_; }

@@ -68,7 +68,9 @@ class RunObserver {
 
  protected:
   RunObserver() = default;
+  /// Observers may be copied by the classes derived from this one.
   RunObserver(const RunObserver&) = default;
+  /// Observers may be copied by the classes derived from this one.
   RunObserver& operator=(const RunObserver&) = default;
 };
 

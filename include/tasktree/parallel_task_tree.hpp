@@ -73,7 +73,9 @@ namespace tasktree {
 template <Executor E = DefaultExecutor>
 class ParallelTaskTree {
  public:
+  /// The executor type `E`.
   using executor_type = E;
+  /// The options type this tree is built from.
   using options_type = Options<E>;
 
   /// Validates `options` and builds the dataset trie.
@@ -114,7 +116,9 @@ class ParallelTaskTree {
     if (!options_.clock) options_.clock = std::make_shared<SteadyClock>();
   }
 
+  /// Takes over another tree's options and trie; the moved-from tree may only be destroyed or assigned to.
   ParallelTaskTree(ParallelTaskTree&&) noexcept = default;
+  /// Takes over another tree's options and trie; the moved-from tree may only be destroyed or assigned to.
   ParallelTaskTree& operator=(ParallelTaskTree&&) noexcept = default;
   ParallelTaskTree(const ParallelTaskTree&) = delete;
   ParallelTaskTree& operator=(const ParallelTaskTree&) = delete;

@@ -49,6 +49,7 @@ template <class... Exceptions>
 struct ExceptionIs {
   static_assert(sizeof...(Exceptions) > 0, "name at least one exception type");
 
+  /// True if `error` is not null and holds one of `Exceptions` or a class derived from one.
   [[nodiscard]] bool operator()(const std::exception_ptr& error) const {
     return error != nullptr && (matches<Exceptions>(error) || ...);
   }

@@ -35,7 +35,9 @@ class ThreadPoolExecutor {
  public:
   /// A pool of at most `max_threads` threads (at least one); none is started yet.
   explicit ThreadPoolExecutor(std::size_t max_threads) : state_(std::make_unique<State>(max_threads)) {}
+  /// Takes over another pool's threads and queue; the moved-from pool may only be destroyed or assigned to.
   ThreadPoolExecutor(ThreadPoolExecutor&&) noexcept = default;
+  /// Runs this pool's queued jobs and joins its threads, then takes over `other`'s.
   ThreadPoolExecutor& operator=(ThreadPoolExecutor&& other) noexcept {
     if (this != &other) {
       shutdown();
@@ -217,7 +219,7 @@ class DefaultExecutor {
     if (parallel) pool_.emplace(threads);
   }
 
-  /// Runs `job` inline, or queues it on the pool.
+  /// Queues `job` on the pool, or runs it at once on the calling thread if inline.
   void submit(Job job) {
     if (pool_) {
       pool_->submit(job);
