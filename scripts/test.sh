@@ -17,8 +17,11 @@ scripts/deps.sh
 
 presets=("$@")
 [ ${#presets[@]} -gt 0 ] || presets=(default clang asan tsan fuzz)
+times=()
 for preset in "${presets[@]}"; do
   echo "=== workflow preset: $preset ==="
+  start=$SECONDS
   cmake --workflow --preset "$preset"
+  times+=("$preset $((SECONDS - start))s")
 done
-echo "=== all test workflows passed: ${presets[*]} ==="
+echo "=== all test workflows passed; wall time per preset: ${times[*]} ==="
