@@ -133,6 +133,17 @@ tasktree::Options<E> logged_options(CallLog& log, std::set<std::thread::id>& job
   };
 }
 
+/// What one logged run records: the coordinator's calls, and the threads that ran jobs.
+struct Logged {
+  CallLog log;
+  std::set<std::thread::id> job_threads;
+  std::mutex mutex;
+  template <tasktree::Executor E = tasktree::DefaultExecutor>
+  tasktree::Options<E> options() {
+    return logged_options<E>(log, job_threads, mutex);
+  }
+};
+
 /// An executor of its own threads that opts into (or out of) letting jobs coordinate.
 class OwnThreadsExecutor {
  public:
@@ -159,17 +170,16 @@ class PlainExecutor {
 }  // namespace
 
 TEST_CASE("§2: on the default pool, finishing workers hold the coordinator role and calls never overlap") {
-  CallLog log;
-  std::set<std::thread::id> job_threads;
-  std::mutex mutex;
-  ParallelTaskTree tree(logged_options(log, job_threads, mutex));
+  Logged run;
+  CallLog& log = run.log;
+  ParallelTaskTree tree(run.options());
   REQUIRE(tree.default_executor_is_parallel());
   CHECK_FALSE(tree.process_datasets_in_parallel());
   CHECK(tree.last_run_stats().completed == 24);
   CHECK(log.overlaps == 0);
   // 24 callbacks, 24 priority calls, 24 + 24 observer hooks.
   CHECK(log.calls() == 96);
-  CHECK_FALSE(job_threads.contains(std::this_thread::get_id()));
+  CHECK_FALSE(run.job_threads.contains(std::this_thread::get_id()));
 }
 
 TEST_CASE("§2: on the default pool, completion callbacks run on the workers' threads") {
@@ -199,10 +209,9 @@ TEST_CASE("§2: on the default pool, completion callbacks run on the workers' th
 }
 
 TEST_CASE("§2: callbacks_on_calling_thread keeps every coordinator call on the calling thread") {
-  CallLog log;
-  std::set<std::thread::id> job_threads;
-  std::mutex mutex;
-  auto options = logged_options(log, job_threads, mutex);
+  Logged run;
+  CallLog& log = run.log;
+  auto options = run.options();
   options.callbacks_on_calling_thread = true;
   ParallelTaskTree tree(std::move(options));
   CHECK_FALSE(tree.process_datasets_in_parallel());
@@ -210,14 +219,13 @@ TEST_CASE("§2: callbacks_on_calling_thread keeps every coordinator call on the 
   CHECK(log.overlaps == 0);
   CHECK(log.calls() == 96);
   CHECK(log.calls_on(std::this_thread::get_id()) == 96);
-  CHECK_FALSE(job_threads.contains(std::this_thread::get_id()));  // jobs still run on the pool
+  CHECK_FALSE(run.job_threads.contains(std::this_thread::get_id()));  // jobs still run on the pool
 }
 
 TEST_CASE("§2: pacing keeps the coordinator role on the calling thread") {
-  CallLog log;
-  std::set<std::thread::id> job_threads;
-  std::mutex mutex;
-  auto options = logged_options(log, job_threads, mutex);
+  Logged run;
+  CallLog& log = run.log;
+  auto options = run.options();
   options.interval_nanos = [](std::int64_t, std::string_view, std::int64_t) { return std::int64_t{1'000}; };
   ParallelTaskTree tree(std::move(options));
   CHECK_FALSE(tree.process_datasets_in_parallel());
@@ -228,10 +236,9 @@ TEST_CASE("§2: pacing keeps the coordinator role on the calling thread") {
 TEST_CASE("an executor opts into letting jobs coordinate with lets_jobs_coordinate(); without it, nothing changes") {
   const auto caller = std::this_thread::get_id();
   SECTION("opted in") {
-    CallLog log;
-    std::set<std::thread::id> job_threads;
-    std::mutex mutex;
-    auto options = logged_options<OwnThreadsExecutor>(log, job_threads, mutex);
+    Logged run;
+    CallLog& log = run.log;
+    auto options = run.options<OwnThreadsExecutor>();
     options.executors = [] { return OwnThreadsExecutor(true); };
     ParallelTaskTree<OwnThreadsExecutor> tree(std::move(options));
     CHECK_FALSE(tree.process_datasets_in_parallel());
@@ -240,20 +247,18 @@ TEST_CASE("an executor opts into letting jobs coordinate with lets_jobs_coordina
     CHECK(log.calls_on(caller) < 96);  // the jobs take far longer than the calls: see the test above
   }
   SECTION("opted out") {
-    CallLog log;
-    std::set<std::thread::id> job_threads;
-    std::mutex mutex;
-    auto options = logged_options<OwnThreadsExecutor>(log, job_threads, mutex);
+    Logged run;
+    CallLog& log = run.log;
+    auto options = run.options<OwnThreadsExecutor>();
     options.executors = [] { return OwnThreadsExecutor(false); };
     ParallelTaskTree<OwnThreadsExecutor> tree(std::move(options));
     CHECK_FALSE(tree.process_datasets_in_parallel());
     CHECK(log.calls_on(caller) == 96);
   }
   SECTION("no such member") {
-    CallLog log;
-    std::set<std::thread::id> job_threads;
-    std::mutex mutex;
-    ParallelTaskTree<PlainExecutor> tree(logged_options<PlainExecutor>(log, job_threads, mutex));
+    Logged run;
+    CallLog& log = run.log;
+    ParallelTaskTree<PlainExecutor> tree(run.options<PlainExecutor>());
     CHECK_FALSE(tree.process_datasets_in_parallel());
     CHECK(log.calls_on(caller) == 96);
   }

@@ -192,50 +192,34 @@ TEST_CASE("the stderr sink writes one line per message") {
 }
 
 TEST_CASE("the stock stderr logger never ends a run: closed, full or broken stderr drops and counts the lines") {
-  SECTION("stderr closed (2>&-)") {
+  // Runs the logging tree with fd 2 on `fd` (-1: closed): every job runs, lines are dropped.
+  const auto check_run_survives = [](int fd) {
     const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
     int jobs = 0;
     bool failed = true;
     {
-      const RedirectedStderr redirect(-1);
+      const RedirectedStderr redirect(fd);
       failed = run_logging_to_stderr(jobs);
     }
     CHECK_FALSE(failed);
     CHECK(jobs == 3);
     CHECK(tasktree::StderrSink::dropped_messages() > dropped);
-  }
+  };
+  SECTION("stderr closed (2>&-)") { check_run_survives(-1); }
   SECTION("a full disk (2>/dev/full)") {
     const int full = ::open("/dev/full", O_WRONLY);
     REQUIRE(full >= 0);
-    const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
-    int jobs = 0;
-    bool failed = true;
-    {
-      const RedirectedStderr redirect(full);
-      failed = run_logging_to_stderr(jobs);
-    }
+    check_run_survives(full);
     ::close(full);
-    CHECK_FALSE(failed);
-    CHECK(jobs == 3);
-    CHECK(tasktree::StderrSink::dropped_messages() > dropped);
   }
   SECTION("a pipe whose reader has gone, with SIGPIPE ignored (| head)") {
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     ::close(fds[0]);
     const auto previous = std::signal(SIGPIPE, SIG_IGN);
-    const std::uint64_t dropped = tasktree::StderrSink::dropped_messages();
-    int jobs = 0;
-    bool failed = true;
-    {
-      const RedirectedStderr redirect(fds[1]);
-      failed = run_logging_to_stderr(jobs);
-    }
+    check_run_survives(fds[1]);
     std::signal(SIGPIPE, previous);
     ::close(fds[1]);
-    CHECK_FALSE(failed);
-    CHECK(jobs == 3);
-    CHECK(tasktree::StderrSink::dropped_messages() > dropped);
   }
 }
 

@@ -111,12 +111,11 @@ class ThreadPoolExecutor {
     std::condition_variable ready;
     JobRing queue;                                   // guarded by `mutex`
     std::size_t sleeping = 0;                        // guarded by `mutex`
-    bool closing = false;                            // guarded by `mutex`
     std::vector<std::thread> threads;                // guarded by `mutex`
     alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
     std::atomic<std::size_t> spinning{0};
     std::atomic<std::size_t> thread_count{0};
-    std::atomic<bool> closing_flag{false};  // `closing`, polled by spinners
+    std::atomic<bool> closing{false};  // set under `mutex` by the destructor; polled by spinners
 
     [[nodiscard]] std::size_t started() const noexcept { return thread_count.load(std::memory_order_acquire); }
 
@@ -163,20 +162,19 @@ class ThreadPoolExecutor {
           continue;
         }
         spinning.fetch_add(1, std::memory_order_seq_cst);
-        const bool found = spin.spin([this] {
-          return queued.load(std::memory_order_relaxed) > 0 || closing_flag.load(std::memory_order_relaxed);
-        });
+        const bool found = spin.spin(
+            [this] { return queued.load(std::memory_order_relaxed) > 0 || closing.load(std::memory_order_relaxed); });
         spinning.fetch_sub(1, std::memory_order_seq_cst);
-        if (found && !closing_flag.load(std::memory_order_relaxed)) continue;
+        if (found && !closing.load(std::memory_order_relaxed)) continue;
         std::unique_lock lock(mutex);
-        if (queue.empty() && !closing) {
+        if (queue.empty() && !closing.load(std::memory_order_relaxed)) {
           ++sleeping;
-          ready.wait(lock, [this] { return !queue.empty() || closing; });
+          ready.wait(lock, [this] { return !queue.empty() || closing.load(std::memory_order_relaxed); });
           --sleeping;
         }
         // Nothing left to run. (`closing` is set only by the destructor, after which nobody
         // submits, so the queue stays empty.)
-        if (closing && queue.empty()) return;
+        if (closing.load(std::memory_order_relaxed) && queue.empty()) return;
       }
     }
   };
@@ -186,8 +184,7 @@ class ThreadPoolExecutor {
     std::vector<std::thread> threads;
     {
       std::lock_guard lock(state_->mutex);
-      state_->closing = true;
-      state_->closing_flag.store(true, std::memory_order_seq_cst);
+      state_->closing.store(true, std::memory_order_seq_cst);
       state_->ready.notify_all();
     }
     // Threads start only inside `submit`, and nobody submits once the pool is being destroyed
