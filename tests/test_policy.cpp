@@ -7,12 +7,16 @@
 
 #include <tasktree/tasktree.hpp>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -225,6 +229,10 @@ TEST_CASE("invalid options are rejected naming the value, before anything runs")
   CHECK(rejected([](auto& o) { o.skip_on_error = static_cast<SkipOnError>(7); }) ==
         "tasktree: invalid skip_on_error 7: it must be fail, dataset or tree");
   CHECK(rejected([](auto& o) { o.process_dataset = nullptr; }) == "tasktree: process_dataset is not set");
+  CHECK(rejected([](auto& o) { o.attempt_timeout = -1ns; }) ==
+        "tasktree: invalid attempt_timeout -1ns: it must be at least 0 (0: none)");
+  CHECK(rejected([](auto& o) { o.stall_interval = 0ns; }) ==
+        "tasktree: invalid stall_interval 0ns: it must be positive");
   // What the core rejects is rejected here too.
   CHECK(rejected([](auto& o) { o.max_workers = 0; }) == "tasktree: invalid max_workers 0: it must be at least 1");
   CHECK(rejected([](auto& o) { o.datasets.push_back("a//c"); }).find("\"a//c\"") != std::string::npos);
@@ -1023,5 +1031,182 @@ TEST_CASE("a failure whose handling a hook cut short is still counted, once, and
     CHECK(stats.run.failed == 0);  // the core never saw the callback return
     CHECK(error_lines >= 1);
     CHECK(error_lines <= 2);  // the failure's line (once), and the run's "aborted" line
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// attempt_timeout (docs/policy.md "Attempt timeouts"). Real clock and threads: the timeouts are
+// short, the jobs that must time out wait for their stop token (so they always do), and the jobs
+// that must not have an hour. Nothing asserts how long anything took.
+
+namespace {
+
+/// Waits until `stop` is signalled; returns whether it was (false: gave up after a minute, which
+/// a test then reports as a failure instead of hanging).
+bool wait_for_stop(const std::stop_token& stop) {
+  return eventually([&] { return stop.stop_requested(); });
+}
+
+}  // namespace
+
+TEST_CASE("attempt_timeout: an attempt past the timeout is stopped, fails with TimeoutError and is retried") {
+  std::mutex mutex;
+  std::vector<std::string> attempts;
+  std::atomic<bool> saw_stop{false};
+  FaultTolerantOptions<> options{
+      .datasets = {"a", "a/b", "c"},
+      .process_dataset =
+          [&](std::string_view dataset, std::string_view, const Retry& retry) {
+            {
+              std::lock_guard lock(mutex);
+              attempts.push_back(fmt::format("{}#{}", dataset, retry.count));
+            }
+            if (dataset == "a" && retry.count == 0) {  // hangs until stopped: times out
+              saw_stop = wait_for_stop(retry.stop_token);
+              return true;  // what it returns after the timeout does not count
+            }
+            return true;
+          },
+      .skip_on_error = SkipOnError::tree,
+      .retry_policy = {.max_retries = 1, .initial_backoff = 0ns, .max_backoff = 0ns},
+      .attempt_timeout = 200ms,
+      .max_workers = 2,
+  };
+  FaultTolerantStats stats;
+  CHECK_FALSE(process_datasets_in_parallel_and_fault_tolerant(options, stats));
+  CHECK(saw_stop);
+  std::sort(attempts.begin(), attempts.end());
+  CHECK(attempts == std::vector<std::string>{"a#0", "a#1", "a/b#0", "c#0"});  // a retried, then its child ran
+  CHECK(stats.retries == 1);
+  CHECK(stats.recovered == 1);
+  CHECK(stats.run.succeeded == 3);
+}
+
+TEST_CASE("attempt_timeout: a timed-out attempt out of retries fails the job with the TimeoutError, "
+          "whatever it threw") {
+  std::vector<std::string> errors;
+  FaultTolerantOptions<> options{
+      .datasets = {"a", "a/b", "c"},
+      .process_dataset =
+          [&](std::string_view dataset, std::string_view, const Retry& retry) -> bool {
+            if (dataset == "a") {
+              if (!wait_for_stop(retry.stop_token)) return true;
+              throw std::runtime_error("interrupted");
+            }
+            return true;
+          },
+      .skip_on_error = SkipOnError::tree,
+      .append_exception =
+          [&](const std::exception_ptr& error, std::string_view, std::string_view dataset) {
+            try {
+              std::rethrow_exception(error);
+            } catch (const tasktree::TimeoutError& e) {
+              errors.push_back(fmt::format("{}: {} (attempt {}, {}ms)", dataset, e.what(), e.attempt(),
+                                           std::chrono::duration_cast<std::chrono::milliseconds>(e.timeout()).count()));
+            } catch (const std::exception& e) {
+              errors.push_back(fmt::format("{}: not a TimeoutError: {}", dataset, e.what()));
+            }
+          },
+      .attempt_timeout = 200ms,
+      .max_workers = 2,
+  };
+  FaultTolerantStats stats;
+  CHECK(process_datasets_in_parallel_and_fault_tolerant(options, stats));
+  CHECK(errors == std::vector<std::string>{
+                      "a: attempt 1 of a timed out after 0.2s (then: interrupted) (attempt 0, 200ms)"});
+  CHECK(stats.run.failed == 1);
+  CHECK(stats.run.skipped == 1);    // a/b, below the failure
+  CHECK(stats.run.succeeded == 1);  // c
+}
+
+TEST_CASE("attempt_timeout: attempts within the timeout are untouched; zero means no limit") {
+  for (const auto timeout : {std::chrono::nanoseconds(1h), std::chrono::nanoseconds(0)}) {
+    std::atomic<int> stopped{0};
+    FaultTolerantOptions<> options{
+        .datasets = {"a", "a/b", "c", "d"},
+        .process_dataset =
+            [&](std::string_view, std::string_view, const Retry& retry) {
+              if (retry.stop_token.stop_requested()) ++stopped;
+              return true;
+            },
+        .attempt_timeout = timeout,
+        .max_workers = 2,
+    };
+    FaultTolerantStats stats;
+    CHECK_FALSE(process_datasets_in_parallel_and_fault_tolerant(options, stats));
+    CHECK(stats.run.succeeded == 4);
+    CHECK(stats.retries == 0);
+    CHECK(stopped == 0);
+  }
+}
+
+TEST_CASE("attempt_timeout: a run stop still reaches the attempts, and is not a timeout") {
+  std::stop_source stop;
+  std::atomic<bool> saw_stop{false};
+  std::vector<std::string> errors;
+  FaultTolerantOptions<> options{
+      .datasets = {"a"},
+      .process_dataset =
+          [&](std::string_view, std::string_view, const Retry& retry) -> bool {
+            stop.request_stop();
+            saw_stop = wait_for_stop(retry.stop_token);
+            throw std::runtime_error("stopped");
+          },
+      .skip_on_error = SkipOnError::tree,
+      .append_exception =
+          [&](const std::exception_ptr& error, std::string_view, std::string_view) {
+            errors.push_back(tasktree::exception_is<tasktree::TimeoutError>(error) ? "timeout" : "other");
+          },
+      .attempt_timeout = 1h,
+      .stop_token = stop.get_token(),
+  };
+  FaultTolerantStats stats;
+  std::string rethrown;
+  try {
+    process_datasets_in_parallel_and_fault_tolerant(options, stats);
+  } catch (const tasktree::TimeoutError& e) {
+    rethrown = fmt::format("TimeoutError: {}", e.what());
+  } catch (const std::runtime_error& e) {
+    rethrown = e.what();
+  }
+  CHECK(saw_stop);
+  CHECK(rethrown == "stopped");  // the job's own error, not a timeout
+  CHECK(std::find(errors.begin(), errors.end(), "timeout") == errors.end());
+}
+
+TEST_CASE("attempt_timeout: an attempt that ignores its stop token is reported as stalled, at error level, "
+          "every stall_interval, until it returns") {
+  std::mutex mutex;
+  std::vector<std::string> stalls;
+  std::atomic<int> reports{0};
+  FaultTolerantOptions<> options{
+      .datasets = {"slow"},
+      .process_dataset =
+          [&](std::string_view, std::string_view, const Retry&) {
+            // Ignores its stop token; returns after the second stall report.
+            (void)eventually([&] { return reports.load() >= 2; });
+            return true;
+          },
+      .skip_on_error = SkipOnError::tree,
+      .task_name = "replicate",
+      .attempt_timeout = 5ms,
+      .stall_interval = 5ms,
+      .log = {.sink =
+                  [&](LogLevel level, std::string_view message) {
+                    if (message.find("stalled") == std::string_view::npos) return;
+                    std::lock_guard lock(mutex);
+                    stalls.push_back(fmt::format("{}|{}", static_cast<int>(level), message));
+                    ++reports;
+                  }},
+  };
+  FaultTolerantStats stats;
+  CHECK(process_datasets_in_parallel_and_fault_tolerant(options, stats));  // the timeout failed it
+  CHECK(stats.run.failed == 1);
+  std::lock_guard lock(mutex);
+  REQUIRE(stalls.size() >= 2);
+  for (const std::string& stall : stalls) {
+    INFO(stall);
+    CHECK(stall.starts_with(fmt::format("{}|replicate slow: attempt 1 has run for ", static_cast<int>(LogLevel::error))));
+    CHECK(stall.find("past its timeout of 0.005s: stalled") != std::string::npos);
   }
 }

@@ -120,6 +120,17 @@ struct FaultTolerantOptions {
   std::string task_name{};
   /// Prefixes every log message of this layer with `dry_run_marker`.
   bool dry_run = false;
+  /// The longest an attempt may run; zero (the default) means no limit. An attempt that runs
+  /// longer has its `Retry::stop_token` signalled, and fails with a `TimeoutError` once it returns
+  /// (retried like any job failure). The job must look at its stop token: in-process work cannot
+  /// be killed. Must be at least 0. Timed on `clock`, by a thread of the run that exists only
+  /// while attempts run; with a limit set, the calls to `log`'s sink are serialized with a mutex,
+  /// since that thread logs too.
+  std::chrono::nanoseconds attempt_timeout{0};
+  /// With `attempt_timeout`: an attempt still running this long after its timeout, and again
+  /// every `stall_interval` after that, is reported at error level as stalled, with its dataset,
+  /// attempt and how long it has run. Must be positive.
+  std::chrono::nanoseconds stall_interval = std::chrono::seconds(60);
 
   /// Which available job starts first; see `Options::priority`.
   Priority priority{};

@@ -7,9 +7,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
+#include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <string_view>
 
 namespace tasktree {
@@ -102,6 +105,38 @@ struct RetryPolicy {
   std::chrono::nanoseconds max_elapsed = std::chrono::hours(1);
   /// Which job failures are worth retrying; empty means all of them.
   ExceptionPredicate retryable{};
+};
+
+/// @brief The failure of an attempt that ran longer than `FaultTolerantOptions::attempt_timeout`:
+/// its stop token was signalled at the timeout, and whatever the attempt then returned or threw,
+/// it failed with this exception. A `std::runtime_error`, so a job failure and retried like any
+/// other unless `is_job_failure` or `retryable` say otherwise.
+class TimeoutError : public std::runtime_error {
+ public:
+  /// `what()` names the dataset, the attempt (0-based) and the timeout; `cause`, if not empty, is
+  /// what the attempt threw after its stop token was signalled.
+  TimeoutError(std::string_view dataset, int attempt, std::chrono::nanoseconds timeout, std::string_view cause = {})
+      : std::runtime_error(message(dataset, attempt, timeout, cause)), attempt_(attempt), timeout_(timeout) {}
+  /// The attempt that timed out: 0 for the first, then 1, 2, ... (as `Retry::count`).
+  [[nodiscard]] int attempt() const noexcept { return attempt_; }
+  /// The timeout it exceeded.
+  [[nodiscard]] std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
+
+ private:
+  static std::string message(std::string_view dataset, int attempt, std::chrono::nanoseconds timeout,
+                             std::string_view cause) {
+    std::string text = "attempt " + std::to_string(attempt + 1) + " of " + std::string(dataset) +
+                       " timed out after " + format_seconds(timeout);
+    if (!cause.empty()) text += " (then: " + std::string(cause) + ")";
+    return text;
+  }
+  static std::string format_seconds(std::chrono::nanoseconds duration) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%gs", std::chrono::duration<double>(duration).count());
+    return buffer;
+  }
+  int attempt_;
+  std::chrono::nanoseconds timeout_;
 };
 
 /// @brief The user's job in the policy layer:

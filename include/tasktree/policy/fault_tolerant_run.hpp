@@ -67,10 +67,34 @@ inline void validate_policy(const FaultTolerantJob& process_dataset, SkipOnError
   }
 }
 
+/// Throws `std::invalid_argument` naming the value unless `attempt_timeout >= 0` and
+/// `stall_interval > 0`.
+inline void validate_attempt_timeout(std::chrono::nanoseconds attempt_timeout, std::chrono::nanoseconds stall_interval) {
+  if (attempt_timeout.count() < 0) {
+    throw std::invalid_argument(fmt::format("tasktree: invalid attempt_timeout {}ns: it must be at least 0 (0: none)",
+                                            attempt_timeout.count()));
+  }
+  if (stall_interval.count() <= 0) {
+    throw std::invalid_argument(
+        fmt::format("tasktree: invalid stall_interval {}ns: it must be positive", stall_interval.count()));
+  }
+}
+
+/// Makes `log`'s sink take a mutex around each call, for runs in which a thread other than the
+/// coordinator logs (the attempt watchdog).
+inline void serialize_sink(Logger& log) {
+  if (!log.sink) return;
+  auto mutex = std::make_shared<std::mutex>();
+  log.sink = [mutex, sink = std::move(log.sink)](LogLevel level, std::string_view message) {
+    std::lock_guard lock(*mutex);
+    sink(level, message);
+  };
+}
+
 /// The fields of `FaultTolerantOptions` that only the policy layer reads: `skip_on_error`,
 /// `skip_tree_on_error`, `retry_policy`, `is_job_failure`, `termination_handler`,
-/// `append_exception`, `task_name`, `dry_run`, `random`.
-inline constexpr std::size_t policy_only_options = 9;
+/// `append_exception`, `task_name`, `dry_run`, `attempt_timeout`, `stall_interval`, `random`.
+inline constexpr std::size_t policy_only_options = 11;
 
 /// The per-run state of the policy layer. Workers call `execute`; everything else runs on the
 /// coordinator (completion callbacks, `finish`). Reads the policy's own fields of `policy` (the
@@ -89,10 +113,19 @@ class FaultTolerantRun {
                recovered_},
         clock_(*core.clock),
         policy_(policy),
-        log_(core.log) {}
+        log_(core.log) {
+    if (policy.attempt_timeout.count() > 0) {
+      watchdog_.emplace(*core.clock, policy.attempt_timeout, policy.stall_interval, core.log, policy.task_name);
+      retry_.watchdog = &*watchdog_;
+    }
+  }
 
   FaultTolerantRun(const FaultTolerantRun&) = delete;
   FaultTolerantRun& operator=(const FaultTolerantRun&) = delete;
+
+  /// Ends the attempt watchdog's thread, if any; called once the core run returned (every job
+  /// has), before the tree whose logger it uses goes away.
+  void stop_watchdog() noexcept { watchdog_.reset(); }
 
   /// The number of datasets, for `tid`; set before the run starts.
   void set_total(std::size_t total) noexcept { total_ = total; }
@@ -253,6 +286,7 @@ class FaultTolerantRun {
   std::size_t total_ = 0;
   std::mutex failures_mutex_;
   std::vector<JobFailure> failures_;  // guarded by `failures_mutex_`
+  std::optional<AttemptWatchdog> watchdog_;  // with an attempt_timeout; its thread ends with the run
 
   // Coordinator side.
   const FaultTolerantOptions<E>& policy_;
@@ -275,6 +309,8 @@ template <Executor E>
 bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions<E> options, FaultTolerantStats& stats) {
   stats = FaultTolerantStats{};
   detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
+  detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
+  if (options.attempt_timeout.count() > 0) detail::serialize_sink(options.log);
   // The run's state exists once the tree does: it reads the log and the clock where the tree keeps
   // them. Jobs call it only during the run.
   std::optional<detail::FaultTolerantRun<E>> run;
@@ -301,6 +337,7 @@ bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions<E> opt
   } catch (...) {
     error = std::current_exception();
   }
+  run->stop_watchdog();
   return run->finish(failed, error, tree.last_run_stats(), stats);
 }
 

@@ -9,6 +9,7 @@
 
 #include <tasktree/clock.hpp>
 #include <tasktree/detail/deadline.hpp>
+#include <tasktree/policy/attempt_watchdog.hpp>
 #include <tasktree/retry.hpp>
 
 #include <fmt/format.h>
@@ -22,9 +23,11 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <string_view>
 
 namespace tasktree::detail {
@@ -118,7 +121,19 @@ struct RetryContext {
   Clock& clock;
   std::atomic<std::size_t>& retries;
   std::atomic<std::size_t>& recovered;
+  AttemptWatchdog* watchdog = nullptr;  // null: no attempt_timeout
 };
+
+/// The text of `error`'s exception, for a `TimeoutError`'s cause.
+inline std::string exception_text(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
 
 /// How a job's attempts ended: it returned `no_skip`, or failed with `error` (a job failure).
 struct Attempts {
@@ -138,14 +153,28 @@ inline Attempts run_with_retries(const RetryContext& context, std::string_view d
   Backoff backoff(policy);
   for (int count = 0;; ++count) {
     std::exception_ptr error;
+    std::optional<AttemptWatchdog::Watch> watch;
+    if (context.watchdog != nullptr) watch.emplace(*context.watchdog, dataset, count, stop);
     try {
-      const bool no_skip =
-          context.job(dataset, tid, Retry{.count = count, .submit_count = submit_count, .stop_token = stop});
-      if (count > 0) context.recovered.fetch_add(1, std::memory_order_relaxed);
-      return Attempts{.no_skip = no_skip, .retries = count};
+      const bool no_skip = context.job(
+          dataset, tid, Retry{.count = count, .submit_count = submit_count, .stop_token = watch ? watch->token() : stop});
+      if (watch && watch->timed_out()) {
+        // Whatever it returned, the attempt ran past its timeout: it failed.
+        error = std::make_exception_ptr(TimeoutError(dataset, count, context.watchdog->timeout()));
+      } else {
+        if (count > 0) context.recovered.fetch_add(1, std::memory_order_relaxed);
+        return Attempts{.no_skip = no_skip, .retries = count};
+      }
     } catch (...) {
       error = std::current_exception();
+      // What an attempt throws once its stop token was signalled for the timeout is most likely
+      // its answer to the stop: the failure is the timeout, with that as its cause.
+      if (watch && watch->timed_out() && !exception_is<TimeoutError>(error)) {
+        error = std::make_exception_ptr(
+            TimeoutError(dataset, count, context.watchdog->timeout(), exception_text(error)));
+      }
     }
+    watch.reset();
     const bool job_failure =
         context.is_job_failure ? context.is_job_failure(error) : exception_is<std::exception>(error);
     if (!job_failure) std::rethrow_exception(error);
