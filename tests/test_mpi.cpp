@@ -542,6 +542,14 @@ TEST_CASE("invalid options are rejected on every rank, naming the value, before 
                });
              }).what,
              Catch::Contains("max_retries -1"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+                   .datasets = {"a"},
+                   .process_dataset = [](std::string_view, std::string_view, const Retry&) { return true; },
+                   .attempt_timeout = std::chrono::nanoseconds(-1),
+               });
+             }).what,
+             Catch::Contains("attempt_timeout -1ns"));
   CHECK_THAT(
       thrown_by([&] {
         tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .comm = MPI_COMM_NULL});
@@ -747,6 +755,40 @@ TEST_CASE("policy: a stop on rank 0 reaches the attempts on the workers; every r
   CHECK(stats.run.cancelled >= datasets.size() - 3);
   CHECK(adds_up(stats.run));
   if (world_rank() == 0) CHECK(recorder.terminations == 0);
+}
+
+TEST_CASE("policy: an attempt past attempt_timeout is cancelled on its worker alone and fails with a TimeoutError") {
+  // "hang" waits for its stop token, so it always times out; its child runs after the cancel, on
+  // the same worker rank when there is one, and must not see a stop (a cancel is per attempt, not
+  // a stop of the rank). The timeout is long next to what the quick jobs take.
+  PolicyRecorder recorder;
+  auto options = recorder.options({"hang", "hang/child", "other"});
+  std::atomic<std::uint64_t> hang_saw_stop{0};
+  std::atomic<std::uint64_t> others_saw_stop{0};
+  std::atomic<std::uint64_t> executed{0};
+  options.process_dataset = [&](std::string_view dataset, std::string_view, const Retry& retry) {
+    ++executed;
+    if (dataset == "hang") {
+      if (eventually([&] { return retry.stop_token.stop_requested(); })) ++hang_saw_stop;
+      return true;  // returned after the timeout: still a TimeoutError
+    }
+    if (retry.stop_token.stop_requested()) ++others_saw_stop;
+    return true;
+  };
+  options.skip_on_error = SkipOnError::dataset;
+  options.attempt_timeout = std::chrono::milliseconds(500);
+  options.max_workers = 1;  // one job at a time: the child runs after hang's cancel arrived
+  FaultTolerantStats stats;
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
+  CHECK(sum_over_ranks(executed.load()) == 3);
+  CHECK(sum_over_ranks(hang_saw_stop.load()) == 1);
+  CHECK(sum_over_ranks(others_saw_stop.load()) == 0);
+  CHECK(stats.run == RunStats{.total = 3, .started = 3, .completed = 3, .succeeded = 2, .failed = 1});
+  if (world_rank() == 0) {
+    CHECK(recorder.appended ==
+          std::vector<std::string>{"replicate hang: attempt 1 of hang timed out after 0.5s (local)"});
+    CHECK(recorder.terminations == 0);
+  }
 }
 
 TEST_CASE("policy: tids count submissions over the run, like on one machine") {

@@ -46,6 +46,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -285,6 +286,15 @@ struct FaultTolerantOptions {
   std::string task_name{};
   /// Prefixes every log message of the policy layer with `dry_run_marker`.
   bool dry_run = false;
+  /// The longest an attempt may run; zero (the default) means no limit. Timed on rank 0 from the
+  /// moment the attempt is handed to the transport: past it, rank 0 sends a cancel to the worker
+  /// rank that runs the attempt, which signals that attempt's `Retry::stop_token` (and no other),
+  /// and the attempt fails with a `TimeoutError` once its reply arrives. See
+  /// `tasktree::FaultTolerantOptions::attempt_timeout`.
+  std::chrono::nanoseconds attempt_timeout{0};
+  /// With `attempt_timeout`: how often rank 0 reports an attempt that still runs past its timeout;
+  /// see `tasktree::FaultTolerantOptions::stall_interval`.
+  std::chrono::nanoseconds stall_interval = std::chrono::seconds(60);
 
   /// Which available job starts first; see `tasktree::Options::priority`.
   Priority priority{};

@@ -58,6 +58,8 @@ constexpr std::size_t for_each_shared_option(Visit&& visit) {
   if constexpr (requires { &To::append_exception; &From::append_exception; }) field(&To::append_exception, &From::append_exception);
   if constexpr (requires { &To::task_name; &From::task_name; }) field(&To::task_name, &From::task_name);
   if constexpr (requires { &To::dry_run; &From::dry_run; }) field(&To::dry_run, &From::dry_run);
+  if constexpr (requires { &To::attempt_timeout; &From::attempt_timeout; }) field(&To::attempt_timeout, &From::attempt_timeout);
+  if constexpr (requires { &To::stall_interval; &From::stall_interval; }) field(&To::stall_interval, &From::stall_interval);
   if constexpr (requires { &To::priority; &From::priority; }) field(&To::priority, &From::priority);
   if constexpr (requires { &To::max_workers; &From::max_workers; }) field(&To::max_workers, &From::max_workers);
   if constexpr (requires { &To::executors; &From::executors; }) field(&To::executors, &From::executors);

@@ -40,11 +40,12 @@ class Dispatcher {
   ~Dispatcher() = default;
 
   /// Runs `request` on a worker rank and returns its reply; blocks until it arrives. A stop
-  /// request on `stop` reaches the workers (their jobs' stop tokens are signalled). Any thread.
+  /// request on `stop` reaches the worker that runs this request (its job's stop token is
+  /// signalled), so `stop` may be the run's token or one attempt's. Any thread.
   mpi_wire::Reply call(const mpi_wire::Request& request, const std::stop_token& stop) {
     if (local_ != nullptr) return (*local_)(request, stop);
     Call call{.request = &request};
-    std::stop_callback forward(stop, [this]() noexcept { note_stop(); });
+    std::stop_callback forward(stop, [this, &call]() noexcept { note_cancel(call); });
     std::unique_lock lock(mutex_);
     new_calls_.push_back(&call);
     wake_.notify_one();
@@ -84,36 +85,54 @@ class Dispatcher {
   struct Call {
     const mpi_wire::Request* request = nullptr;
     mpi_wire::Reply reply{};
-    bool done = false;  // guarded by `mutex_`
+    bool done = false;       // guarded by `mutex_`
+    bool cancel = false;     // guarded by `mutex_`: its stop token was signalled
+    bool cancel_sent = false;  // the message loop's own, like the two below
+    std::uint64_t id = 0;
+    int rank = 0;
     std::condition_variable replied{};
   };
 
-  void note_stop() noexcept {
+  void note_cancel(Call& call) noexcept {
     std::lock_guard lock(mutex_);
-    stop_requested_ = true;
+    call.cancel = true;
+    cancel_pending_ = true;
     wake_.notify_one();
+  }
+
+  /// Sends a cancel for every outstanding call whose stop token was signalled. Only outstanding
+  /// calls are looked at: a call leaves `outstanding_` when its reply arrives, before its stub may
+  /// return and destroy it.
+  void send_cancels() {
+    cancels_.clear();
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, call] : outstanding_) {
+        if (call->cancel && !call->cancel_sent) {
+          call->cancel_sent = true;
+          cancels_.emplace_back(id, call->rank);
+        }
+      }
+    }
+    for (const auto& [id, rank] : cancels_) sends_.send(comm_, rank, mpi_wire::cancel, mpi_wire::encode_cancel(id));
   }
 
   void pump_until_finished() {
     std::vector<Call*> calls;
     PollBackoff backoff;
     while (true) {
-      bool stop = false;
+      bool cancel = false;
       bool finished = false;
       {
         std::lock_guard lock(mutex_);
         calls.swap(new_calls_);
-        stop = stop_requested_;
+        cancel = std::exchange(cancel_pending_, false);
         finished = coordinator_finished_;
       }
-      bool busy = !calls.empty();
+      bool busy = !calls.empty() || cancel;
       for (Call* call : calls) dispatch(*call);
       calls.clear();
-      if (stop && !stop_sent_) {
-        for (int rank = 1; rank < size_; ++rank) sends_.send(comm_, rank, mpi_wire::stop, std::string());
-        stop_sent_ = true;
-        busy = true;
-      }
+      if (cancel) send_cancels();
       busy = receive_replies() || busy;
       sends_.test();
       // The coordinator finishes only after every stub returned, i.e. got its reply.
@@ -124,7 +143,7 @@ class Dispatcher {
       }
       std::unique_lock lock(mutex_);
       const auto local_event = [this] {
-        return !new_calls_.empty() || (stop_requested_ && !stop_sent_) || coordinator_finished_;
+        return !new_calls_.empty() || cancel_pending_ || coordinator_finished_;
       };
       if (outstanding_.empty() && sends_.empty()) {
         wake_.wait(lock, local_event);  // nothing can arrive from the workers now
@@ -147,6 +166,8 @@ class Dispatcher {
     by_load_.erase(least);
     by_load_.emplace(load + 1, rank);
     load_[static_cast<std::size_t>(rank)] = load + 1;
+    call.id = request.id;
+    call.rank = rank;
     outstanding_.emplace(request.id, &call);
   }
 
@@ -183,7 +204,7 @@ class Dispatcher {
   std::mutex mutex_;
   std::condition_variable wake_;  // the message loop sleeps on it
   std::vector<Call*> new_calls_;
-  bool stop_requested_ = false;
+  bool cancel_pending_ = false;  // some call's stop token was signalled since the loop last looked
   bool coordinator_finished_ = false;
 
   // The message loop's own.
@@ -193,7 +214,7 @@ class Dispatcher {
   std::set<std::pair<int, int>> by_load_;  // {load, rank} of every worker rank
   PendingSends sends_;
   std::string bytes_;
-  bool stop_sent_ = false;
+  std::vector<std::pair<std::uint64_t, int>> cancels_;  // {id, rank} to send
 };
 
 }  // namespace tasktree::detail

@@ -344,6 +344,7 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   detail::RunComm run(options.comm);
   const int max_workers = detail::start_run(run, options.max_workers, [&](int workers) {
     detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
+    detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
     // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
     // needs no tree and gives them away.
     return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
@@ -381,10 +382,14 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
                                  &Local::is_job_failure);
     local.max_workers = max_workers;
     local.retry_policy = options.retry_policy;
-    local.retry_policy.retryable = [](const std::exception_ptr& error) {
+    // A `TimeoutError` is made here, on rank 0, when an attempt ran past `attempt_timeout`: the
+    // user's predicates judge it here, as they would on one machine.
+    local.retry_policy.retryable = [user = options.retry_policy.retryable](const std::exception_ptr& error) {
+      if (exception_is<TimeoutError>(error)) return !user || user(error);
       return detail::RemoteAttemptError::says(error, &detail::RemoteAttemptError::retryable);
     };
-    local.is_job_failure = [](const std::exception_ptr& error) {
+    local.is_job_failure = [user = options.is_job_failure](const std::exception_ptr& error) {
+      if (exception_is<TimeoutError>(error)) return !user || user(error);
       return detail::RemoteAttemptError::says(error, &detail::RemoteAttemptError::job_failure);
     };
     return tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(local), run_stats);

@@ -8,7 +8,7 @@
 /// are little-endian with a fixed width and strings are a 64-bit length and the bytes, so ranks built
 /// by different compilers read each other's messages. MPI does not let messages between two ranks
 /// overtake each other on one communicator, which the protocol relies on: a worker sees a job's
-/// request before a stop or the shutdown that rank 0 sent after it.
+/// request before its cancel or the shutdown that rank 0 sent after it.
 
 #include <fmt/format.h>
 
@@ -26,7 +26,7 @@ namespace tasktree::detail::mpi_wire {
 enum Tag : int {
   request = 1,   // rank 0 -> worker: run this job
   outcome = 2,   // worker -> rank 0: how a job ended
-  stop = 3,      // rank 0 -> worker: the run is stopping, signal the jobs' stop token
+  cancel = 3,    // rank 0 -> worker: signal the stop token of one job (run stop or attempt timeout)
   shutdown = 4,  // rank 0 -> worker: the run is over, here is its result
 };
 
@@ -114,6 +114,18 @@ inline Request decode_request(std::string_view bytes) {
   return request;
 }
 
+/// Asks the worker that runs job `id` to signal that job's stop token.
+inline std::string encode_cancel(std::uint64_t id) {
+  Writer out;
+  out.u64(id);
+  return out.take();
+}
+
+inline std::uint64_t decode_cancel(std::string_view bytes) {
+  Reader in(bytes);
+  return in.u64();
+}
+
 /// How a job ended on its worker: it returned (with the user's outcome), or it threw.
 struct Reply {
   enum Kind : std::uint8_t { returned = 0, threw = 1 };
@@ -192,7 +204,7 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
-  static constexpr std::uint32_t protocol_version = 1;
+  static constexpr std::uint32_t protocol_version = 2;  // 2: per-job cancel instead of a run-wide stop
   static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;

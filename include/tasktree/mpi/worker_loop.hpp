@@ -19,6 +19,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -55,6 +56,7 @@ class WorkerLoop {
     std::int32_t retry_count = 0;
     std::string dataset;
     std::string tid;
+    std::stop_source stop;  // signalled by rank 0's cancel of this job
   };
 
   mpi_wire::Shutdown loop() {
@@ -68,7 +70,7 @@ class WorkerLoop {
         busy = true;
         switch (status.MPI_TAG) {
           case mpi_wire::request: start(mpi_wire::decode_request(bytes_)); break;
-          case mpi_wire::stop: stop_.request_stop(); break;
+          case mpi_wire::cancel: cancel(mpi_wire::decode_cancel(bytes_)); break;
           case mpi_wire::shutdown: shutdown = mpi_wire::decode_shutdown(bytes_); break;
           default: throw std::runtime_error(fmt::format("tasktree: unexpected MPI message tag {}", status.MPI_TAG));
         }
@@ -102,6 +104,18 @@ class WorkerLoop {
     }
   }
 
+  /// Signals the stop token of job `id`, if it has not replied yet (a cancel may cross its reply).
+  void cancel(std::uint64_t id) {
+    std::stop_source stop;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = live_.find(id);
+      if (it == live_.end()) return;
+      stop = it->second;
+    }
+    stop.request_stop();  // outside the lock: it runs the job's stop callbacks
+  }
+
   /// Queues a job for a job thread, starting one if none is idle.
   void start(const mpi_wire::Request& request) {
     std::unique_lock lock(mutex_);
@@ -111,12 +125,15 @@ class WorkerLoop {
         .retry_count = request.retry_count,
         .dataset = std::string(request.dataset),
         .tid = std::string(request.tid),
+        .stop = std::stop_source(),
     });
+    live_.emplace(request.id, tasks_.back().stop);
     ++running_;
     if (tasks_.size() > idle_) {
       try {
         threads_.emplace_back([this] { work(); });
       } catch (...) {  // no thread for it: the job fails, the run goes on
+        live_.erase(request.id);
         tasks_.pop_back();
         --running_;
         mpi_wire::Reply reply{.id = request.id, .kind = mpi_wire::Reply::threw};
@@ -142,6 +159,7 @@ class WorkerLoop {
       lock.unlock();
       std::string reply = run_job(task);
       lock.lock();
+      live_.erase(task.id);
       outbox_.push_back(std::move(reply));
       --running_;
       wake_.notify_one();
@@ -159,7 +177,7 @@ class WorkerLoop {
     };
     mpi_wire::Reply reply;
     try {
-      reply = execute_(request, stop_.get_token());
+      reply = execute_(request, task.stop.get_token());
     } catch (...) {
       reply = mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
     }
@@ -193,13 +211,13 @@ class WorkerLoop {
   int rank_;
   const ExecuteRequest& execute_;
   std::size_t capacity_;
-  std::stop_source stop_;  // the jobs' stop token: signalled by rank 0's stop message
 
   // Shared with the job threads, guarded by `mutex_`.
   std::mutex mutex_;
   std::condition_variable wake_;        // the message loop sleeps on it
   std::condition_variable task_ready_;  // idle job threads sleep on it
   std::deque<Task> tasks_;
+  std::unordered_map<std::uint64_t, std::stop_source> live_;  // every job received and not replied to
   std::vector<std::string> outbox_;
   std::size_t idle_ = 0;
   std::size_t running_ = 0;  // received and not yet replied to
