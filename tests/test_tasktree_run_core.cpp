@@ -139,7 +139,7 @@ TEST_CASE("command line: the defaults") {
   const RunSettings& run = settings.run;
   CHECK(run.jobs.empty());
   CHECK(run.workers == tasktree::default_max_workers());
-  CHECK(run.skip_on_error == tasktree::SkipOnError::dataset);
+  CHECK(run.skip_on_error == tasktree::SkipOnError::tree);
   CHECK(run.retries == 0);
   CHECK(run.retry_backoff == 200ms);
   CHECK_FALSE(run.timeout.has_value());
@@ -236,6 +236,14 @@ TEST_CASE("command line: each bad option is a usage error (exit 2) naming the op
       {{"--timeout", "0"}, {"--timeout", "0"}},
       {{"--kill-after", "-2.5"}, {"--kill-after", "-2.5"}},
       {{"--work-period", "soon"}, {"--work-period", "soon"}},
+      {{"--timeout", "nan"}, {"--timeout", "nan", "not a finite number"}},
+      {{"--timeout", "inf"}, {"--timeout", "inf", "not a finite number"}},
+      {{"--kill-after", "1e400"}, {"--kill-after", "1e400", "not a number"}},
+      {{"--retry-backoff", "0.5s"}, {"--retry-backoff", "0.5s", "not a number"}},
+      {{"--workers", "1.5"}, {"--workers", "1.5", "not an integer"}},
+      {{"--workers", "99999999999999999999"}, {"--workers", "99999999999999999999", "between 1 and 100000"}},
+      {{"--retries", "2x"}, {"--retries", "2x", "not an integer"}},
+      {{"--jitter"}, {"--jitter", "--work-period"}},
       {{"--no-such-option"}, {"--no-such-option"}},
       {{"--dry-run", "--dot"}, {"--dot", "--dry-run"}},
       {{"--demo", "other.jobs"}, {"--demo", "jobs-file"}},
@@ -261,7 +269,8 @@ TEST_CASE("command line: --help lists the options with their defaults and the ex
   CHECK(parsed.err.empty());
   for (const std::string_view text :
        {"--workers", "--skip-on-error", "--retries", "--timeout", "--work-period", "--jitter", "--priority",
-        "--dry-run", "--dot", "--log-dir", "--json", "--demo", "dataset", "Exit codes", "130/143", "TASKTREE_JOB"}) {
+        "--dry-run", "--dot", "--log-dir", "--json", "--demo", "dataset", "Exit codes", "SIGINT (130)", "SIGTERM (143)",
+        "SIGHUP (129)", "SIGQUIT (131)", "TASKTREE_JOB"}) {
     INFO(text);
     CHECK(contains(parsed.out, text));
   }

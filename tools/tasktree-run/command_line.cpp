@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
+#include <system_error>
 #include <sstream>
 #include <string_view>
 
@@ -24,11 +27,42 @@ TASKTREE_ATTEMPT (1, 2, ...) and TASKTREE_RUN_DIR (a scratch directory shared by
 one run, removed at the end) in its environment.
 
 Exit codes: 0 all jobs succeeded; 1 some job failed, or did not run because of a failure;
-2 usage or input error; 130/143 interrupted by SIGINT/SIGTERM (a second SIGINT kills the
-running jobs at once).
+2 usage or input error; 128 + the signal if interrupted by SIGINT (130), SIGTERM (143),
+SIGHUP (129) or SIGQUIT (131); a second SIGINT kills the running jobs at once.
 
 Example: tasktree-run --demo    (see docs/tasktree-run.md)
 )";
+
+/// A number of seconds in [min, max]: rejects NaN, infinities and text that is not a number, with
+/// a message that says which.
+CLI::Validator seconds_in(double min, double max) {
+  return CLI::Validator(
+      [min, max](std::string& text) -> std::string {
+        double value = 0;
+        const char* end = text.data() + text.size();
+        const auto [at, error] = std::from_chars(text.data(), end, value);
+        if (error != std::errc() || at != end) return fmt::format("{:?} is not a number of seconds", text);
+        if (!std::isfinite(value)) return fmt::format("{:?} is not a finite number of seconds", text);
+        if (value < min || value > max) return fmt::format("{} is not between {} and {} seconds", text, min, max);
+        return {};
+      },
+      fmt::format("SECONDS in [{}, {}]", min, max));
+}
+
+/// A whole number in [min, max], with a message that says "not an integer" for text that is not one.
+CLI::Validator integer_in(long min, long max) {
+  return CLI::Validator(
+      [min, max](std::string& text) -> std::string {
+        long value = 0;
+        const char* end = text.data() + text.size();
+        const auto [at, error] = std::from_chars(text.data(), end, value);
+        if (error == std::errc::result_out_of_range) return fmt::format("{} is not between {} and {}", text, min, max);
+        if (error != std::errc() || at != end) return fmt::format("{:?} is not an integer", text);
+        if (value < min || value > max) return fmt::format("{} is not between {} and {}", text, min, max);
+        return {};
+      },
+      fmt::format("INT in [{}, {}]", min, max));
+}
 
 std::chrono::nanoseconds to_nanoseconds(double seconds) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
@@ -46,7 +80,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   std::string jobs_file;
   bool demo = false;
   int workers = tasktree::default_max_workers();
-  std::string skip_on_error = "dataset";
+  std::string skip_on_error = "tree";
   int retries = 0;
   double retry_backoff = 0.2;
   std::optional<double> timeout;
@@ -64,31 +98,32 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
                "Run the built-in demo plan (examples/demo.jobs), with --retries 2 and --workers 4 unless given")
       ->excludes(file_option);
   auto* workers_option = app.add_option("-j,--workers", workers, "Jobs running at once (default: the number of CPUs)")
-                             ->check(CLI::Range(1, 100'000))
+                             ->check(integer_in(1, 100'000))
                              ->capture_default_str();
   app.add_option("--skip-on-error", skip_on_error,
-                 "After a failed job: 'fail' stops the run; 'dataset' carries on, also below the failed job; "
-                 "'tree' carries on except below it")
+                 "After a failed job: 'tree' carries on except below it; 'fail' stops the run; 'dataset' "
+                 "carries on, also below the failed job")
       ->check(CLI::IsMember({"fail", "dataset", "tree"}))
       ->capture_default_str();
   auto* retries_option = app.add_option("--retries", retries, "Retries of a failed job (timeouts included)")
-                             ->check(CLI::Range(0, 1'000))
+                             ->check(integer_in(0, 1'000))
                              ->capture_default_str();
   app.add_option("--retry-backoff", retry_backoff,
                  "Seconds: a retry waits a random time up to this ceiling, which doubles for each further retry, "
                  "up to 10s (or this value if larger)")
-      ->check(CLI::Range(0.0, 3600.0))
+      ->check(seconds_in(0.0, 3600.0))
       ->capture_default_str();
   app.add_option("--timeout", timeout, "Seconds a job may run before its process group gets SIGTERM (default: none)")
-      ->check(CLI::Range(0.001, 1e9));
+      ->check(seconds_in(0.001, 1e9));
   app.add_option("--kill-after", kill_after,
                  "Seconds between SIGTERM and SIGKILL, after a timeout or when the run is stopped")
-      ->check(CLI::Range(0.0, 1e9))
+      ->check(seconds_in(0.0, 1e9))
       ->capture_default_str();
-  app.add_option("--work-period", work_period, "Spread the job starts evenly over this many seconds (0: no pacing)")
-      ->check(CLI::Range(0.0, 1e9))
+  auto* work_period_option = app.add_option("--work-period", work_period, "Spread the job starts evenly over this many seconds (0: no pacing)")
+      ->check(seconds_in(0.0, 1e9))
       ->capture_default_str();
-  app.add_flag("--jitter", jitter, "With --work-period: random intervals between starts, the same on average");
+  app.add_flag("--jitter", jitter, "With --work-period: random intervals between starts, the same on average")
+      ->needs(work_period_option);
   app.add_option("--priority", priority, "Which ready job starts first: 'name' (path order) or 'depth' (breadth first)")
       ->check(CLI::IsMember({"name", "depth"}))
       ->capture_default_str();

@@ -78,11 +78,13 @@ int execute(const CliSettings& cli) {
   {
     SignalWatcher watcher(
         [&](int signal) {
+          // Stop first: the message takes the console lock, and a console nobody reads (stdout a
+          // full pipe) would hold it, and the stop, forever.
+          stop.request_stop();
+          groups.stop();
           console.message(fmt::format(
               "tasktree-run: {}: starting no new jobs; running jobs get SIGTERM (SIGKILL {}s later{})",
               signal_name(signal), cli.kill_after_seconds, signal == SIGINT ? ", or at once on a second Ctrl-C" : ""));
-          stop.request_stop();
-          groups.stop();
         },
         [&](int signal) {
           groups.kill_all();

@@ -18,6 +18,8 @@ sigset_t stop_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);   // the terminal closed (tmux kill-session, ssh hang-up)
+  sigaddset(&set, SIGQUIT);  // Ctrl-backslash
   return set;
 }
 
