@@ -780,6 +780,139 @@ ok/bad/x touch $DIR/x
   CHECK(job(report, "ok/bad/x").at("status") == "skipped");
 }
 
+TEST_CASE("tasktree-run: --json turns bytes that are not UTF-8 into U+FFFD, and the run keeps its exit code") {
+  // A job path and a command with bytes 0xFF and 0xFE, and standard error that is not UTF-8: the
+  // report must still be JSON, and exit code 1 says that a job failed, not that the report did.
+  Scratch scratch;
+  const auto jobs = scratch.write("bytes.jobs",
+                                  "bad\xff  printf '\\377\\376 bad' >&2; exit 3\n"
+                                  "ok     echo \xfe > $DIR/ok\n");
+  const Finished run = run_tool(scratch, {"--json", (scratch / "r.json").string(), jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK(scratch.exists("ok"));
+  const json report = read_json(scratch, "r.json");
+  CHECK(report.at("result") == "failed");
+  CHECK(report.at("exit_code") == 1);
+  const json& bad = job(report, "bad\xEF\xBF\xBD");  // U+FFFD in UTF-8
+  CHECK(bad.at("exit_code") == 3);
+  CHECK(bad.at("stderr_tail") == json{"\xEF\xBF\xBD\xEF\xBF\xBD bad"});
+  CHECK(job(report, "ok").at("command") == "echo \xEF\xBF\xBD > " + (scratch / "ok").string());
+}
+
+namespace {
+/// The names in `scratch`'s directory `dir` that begin with `prefix` (leftover temporary files).
+std::vector<std::string> names_starting(const Scratch& scratch, std::string_view dir, std::string_view prefix) {
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(scratch / dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(prefix)) names.push_back(name);
+  }
+  return names;
+}
+
+constexpr std::string_view earlier_report = "{\"an\": \"earlier report\"}\n";
+}  // namespace
+
+TEST_CASE("tasktree-run: --json replaces an earlier report only with a complete new one") {
+  Scratch scratch;
+  REQUIRE(fs::create_directory(scratch / "out"));
+  const fs::path report = scratch / "out" / "r.json";
+  scratch.write("out/r.json", std::string(earlier_report));
+  const auto leftovers = [&] { return names_starting(scratch, "out", "r.json.tmp."); };
+
+  SECTION("a bad jobs file: nothing runs, exit 2, and the earlier report stays as it was") {
+    const auto jobs = scratch.write("bad.jobs", "a  touch $DIR/ran\na//b  touch $DIR/ran\n");
+    const Finished run = run_tool(scratch, {"--json", report.string(), jobs.string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 2);
+    CHECK_FALSE(scratch.exists("ran"));
+    CHECK(scratch.read("out/r.json") == earlier_report);
+    CHECK(leftovers().empty());
+  }
+  SECTION("a completed run replaces it, with its permissions, and leaves no temporary file") {
+    fs::permissions(report, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+    const auto jobs = scratch.write("plan.jobs", "a  touch $DIR/ran\n");
+    const Finished run = run_tool(scratch, {"--json", report.string(), jobs.string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 0);
+    CHECK(read_json(scratch, "out/r.json").at("result") == "succeeded");
+    CHECK((fs::status(report).permissions() & fs::perms::all) ==
+          (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read));
+    CHECK(leftovers().empty());
+  }
+  SECTION("through a symbolic link: the link stays, the file it points to gets the report") {
+    const fs::path link = scratch / "out" / "link.json";
+    fs::create_symlink(report, link);
+    const auto jobs = scratch.write("plan.jobs", "a  touch $DIR/ran\n");
+    const Finished run = run_tool(scratch, {"--json", link.string(), jobs.string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 0);
+    CHECK(fs::is_symlink(link));
+    CHECK(read_json(scratch, "out/r.json").at("result") == "succeeded");
+    CHECK(leftovers().empty());
+  }
+  SECTION("a report that cannot be put in place: a message naming the path, exit 2, no temporary file left") {
+    // The job puts a directory where the report goes: the rename at the end fails.
+    const auto jobs = scratch.write("plan.jobs", "a  rm $DIR/out/r.json && mkdir -p $DIR/out/r.json/in-the-way\n");
+    const Finished run = run_tool(scratch, {"--json", report.string(), jobs.string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 2);
+    CHECK(contains(run.err,
+                   fmt::format("tasktree-run: cannot write the --json file {:?}: cannot rename", report.string())));
+    CHECK(fs::is_directory(report));
+    CHECK(leftovers().empty());
+  }
+}
+
+TEST_CASE("tasktree-run: an unwritable --json path is an input error: a message, exit code 2, and nothing runs") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  touch $DIR/ran\n");
+  const fs::path report = scratch / "missing" / "r.json";
+  const Finished run = run_tool(scratch, {"--json", report.string(), jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 2);
+  CHECK(contains(run.err, fmt::format("tasktree-run: cannot write the --json file {:?}: ", report.string())));
+  CHECK_FALSE(scratch.exists("ran"));
+}
+
+TEST_CASE("tasktree-run: a runner killed in mid-run leaves the earlier --json report intact") {
+  Scratch scratch;
+  scratch.write("r.json", std::string(earlier_report));
+  const auto jobs = scratch.write("long.jobs", "long  echo $$ > $DIR/x.pid; exec sleep 300\n");
+  Started runner(scratch, {"--json", (scratch / "r.json").string(), jobs.string()});
+  REQUIRE(eventually([&] { return !scratch.read("x.pid").empty(); }));
+  CHECK(scratch.read("r.json") == earlier_report);  // the run is under way: the report is untouched
+  REQUIRE(::kill(runner.pid(), SIGKILL) == 0);
+  CHECK(runner.wait() == 1000 + SIGKILL);
+  // The job outlives a runner killed so: end its process group (it leads it) ourselves.
+  const pid_t job_pid = read_pid(scratch, "x.pid");
+  ::kill(-job_pid, SIGKILL);
+  CHECK(eventually([&] { return gone(job_pid); }));
+  CHECK(scratch.read("r.json") == earlier_report);
+}
+
+TEST_CASE("tasktree-run: --json into a FIFO writes the report into it, and the FIFO stays one") {
+  // Not a regular file: written in place (a rename would replace it, or a device, not write to it).
+  Scratch scratch;
+  const fs::path fifo = scratch / "report.fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const int reader = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);  // the runner's open does not block
+  REQUIRE(reader >= 0);
+  const auto jobs = scratch.write("plan.jobs", "a  true\n");
+  const Finished run = run_tool(scratch, {"--json", fifo.string(), jobs.string()});
+  std::string text;
+  char buffer[65536];
+  for (ssize_t got; (got = ::read(reader, buffer, sizeof buffer)) > 0;) {
+    text.append(buffer, static_cast<std::size_t>(got));
+  }
+  ::close(reader);
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK(json::parse(text).at("result") == "succeeded");
+  CHECK(fs::is_fifo(fifo));
+}
+
 TEST_CASE(
     "tasktree-run: on a terminal, a live status line replaces the "
     "per-job log lines") {

@@ -475,6 +475,20 @@ TEST_CASE("report: --json: how a job ended, and without --timeout a null timeout
   CHECK(report.at("jobs")[0].at("exit_code").is_null());
 }
 
+TEST_CASE("report: --json: bytes that are not UTF-8 become U+FFFD, so the report is always JSON") {
+  FinishedRun run;
+  run.settings.jobs[1].path = "ok/caf\xff";
+  run.settings.jobs[1].command = "echo \xfe\xff";
+  // Latin-1, and a line cut into 64 KiB pieces in the middle of a character (the euro sign, E2 82 AC).
+  run.report.jobs[1].stderr_tail = {"caf\xe9", "cut \xe2\x82"};
+  const json report = json::parse(format_json(run.settings, run.report));
+  const json& bad = report.at("jobs")[1];
+  CHECK(bad.at("path") == "ok/caf\xEF\xBF\xBD");
+  CHECK(bad.at("command") == "echo \xEF\xBF\xBD\xEF\xBF\xBD");
+  CHECK(bad.at("stderr_tail") == json{"caf\xEF\xBF\xBD", "cut \xEF\xBF\xBD"});
+  CHECK(report.at("jobs")[0].at("path") == "ok");  // valid UTF-8 is left as it is
+}
+
 TEST_CASE("report: the verdict: exit code, --json result and the summary's last line") {
   struct Case {
     std::string_view name;

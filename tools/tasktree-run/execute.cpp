@@ -9,15 +9,24 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
-#include <fstream>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace tasktree_run {
 namespace {
@@ -27,6 +36,105 @@ bool live_terminal() {
   const char* term = std::getenv("TERM");
   return ::isatty(STDERR_FILENO) == 1 && term != nullptr && std::string_view(term) != "dumb";
 }
+
+/// The file of `--json FILE`, opened when the run starts (a typo in its path should not cost a
+/// whole run) and written when it ends.
+///
+/// A regular file, or a path where nothing is yet, is replaced atomically: the report goes to a
+/// temporary file beside it (`FILE.tmp.XXXXXX`, created at the start), which is flushed to disk and
+/// renamed over FILE once the report is complete. So FILE is never empty or cut short, and an
+/// earlier report stays as it was until a new complete one replaces it; if the runner is killed,
+/// only the temporary file is left. The new file gets the old one's permissions (or 0666 less the
+/// umask). A symbolic link stays one: the file it points to is replaced. Anything else that exists
+/// (a pipe, a terminal, `/dev/null`) is written in place: a rename would replace it, not write to it.
+class ReportFile {
+ public:
+  /// Throws `std::runtime_error` naming the path if the file cannot be created or opened.
+  explicit ReportFile(std::string path) : path_(std::move(path)) {
+    struct stat existing {};
+    const bool exists = ::stat(path_.c_str(), &existing) == 0;
+    if (exists && !S_ISREG(existing.st_mode)) {
+      fd_ = ::open(path_.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+      if (fd_ < 0) fail("open", path_);
+      return;
+    }
+    target_ = path_;
+    mode_t mode = 0;
+    if (exists) {
+      std::error_code error;
+      const std::filesystem::path resolved = std::filesystem::canonical(path_, error);
+      if (!error) target_ = resolved.string();
+      mode = existing.st_mode & 0777;
+    } else {
+      const mode_t mask = ::umask(0);  // reading the umask sets it: no other thread exists yet
+      ::umask(mask);
+      mode = 0666 & ~mask;
+    }
+    const std::string pattern = target_ + ".tmp.XXXXXX";
+    std::string temporary = pattern;
+    fd_ = ::mkostemp(temporary.data(), O_CLOEXEC);  // close-on-exec: the jobs must not inherit it
+    if (fd_ < 0) fail("create", pattern);
+    temporary_ = temporary;
+    if (::fchmod(fd_, mode) != 0) {
+      const int error = errno;
+      discard();  // the destructor does not run for a constructor that throws
+      errno = error;
+      fail("set the permissions of", temporary);
+    }
+  }
+  ReportFile(const ReportFile&) = delete;
+  ReportFile& operator=(const ReportFile&) = delete;
+  /// Removes the temporary file if `commit` did not put it in place.
+  ~ReportFile() { discard(); }
+
+  /// Writes `text` and, for a replaced file, puts it in place. Throws `std::runtime_error` naming
+  /// the path and the reason if any step fails (the earlier file, if any, is then as it was).
+  void commit(std::string_view text) {
+    const std::string& written = temporary_.empty() ? path_ : temporary_;
+    while (!text.empty()) {
+      const ssize_t wrote = ::write(fd_, text.data(), text.size());
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote < 0) fail("write", written);
+      text.remove_prefix(static_cast<std::size_t>(wrote));
+    }
+    // fsync before the rename: otherwise a crash of the machine could leave the new name on an
+    // empty file. (EINVAL: a file that cannot be synchronized, which is no write error.)
+    if (!temporary_.empty() && ::fsync(fd_) != 0 && errno != EINVAL) fail("flush", written);
+    if (::close(std::exchange(fd_, -1)) != 0) fail("close", written);
+    if (temporary_.empty()) return;
+    if (::rename(temporary_.c_str(), target_.c_str()) != 0) {
+      fail(fmt::format("rename {:?} to", temporary_), target_);
+    }
+    temporary_.clear();
+    // Make the rename itself durable. The report is complete and in place by now, whatever this
+    // says: a directory that cannot be synchronized is no reason to fail the run.
+    std::filesystem::path directory = std::filesystem::path(target_).parent_path();
+    if (directory.empty()) directory = ".";
+    const int directory_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory_fd >= 0) {
+      [[maybe_unused]] const int synced = ::fsync(directory_fd);
+      ::close(directory_fd);
+    }
+  }
+
+ private:
+  /// Throws the error for `errno` while doing `what` to `file`.
+  [[noreturn]] void fail(std::string_view what, const std::string& file) const {
+    const int error = errno;
+    throw std::runtime_error(
+        fmt::format("cannot write the --json file {:?}: cannot {} {:?}: {}", path_, what, file, std::strerror(error)));
+  }
+
+  void discard() noexcept {
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (!temporary_.empty()) ::unlink(std::exchange(temporary_, {}).c_str());
+  }
+
+  std::string path_;       // as given, for messages
+  std::string target_;     // the file that `temporary_` replaces: `path_` with symbolic links resolved
+  std::string temporary_;  // empty if the file is written in place, or once it has been renamed
+  int fd_ = -1;
+};
 
 }  // namespace
 
@@ -60,12 +168,14 @@ int execute(const CliSettings& cli) {
     return 0;
   }
 
-  // Open the report file now: a typo in its path should not cost a whole run.
-  std::ofstream json;
+  // Create the report's file now: a typo in its path should not cost a whole run. An earlier
+  // report stays as it was until the new one is complete.
+  std::optional<ReportFile> json;
   if (!cli.json_file.empty()) {
-    json.open(cli.json_file, std::ios::binary | std::ios::trunc);
-    if (!json) {
-      fmt::print(stderr, "tasktree-run: cannot write the --json file {:?}\n", cli.json_file);
+    try {
+      json.emplace(cli.json_file);
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
       return 2;
     }
   }
@@ -95,11 +205,11 @@ int execute(const CliSettings& cli) {
     std::fputs(format_summary(settings, report).c_str(), stderr);
   }
 
-  if (json.is_open()) {
-    json << format_json(settings, report);
-    json.close();
-    if (!json) {
-      fmt::print(stderr, "tasktree-run: cannot write the --json file {:?}\n", cli.json_file);
+  if (json) {
+    try {
+      json->commit(format_json(settings, report));
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
       return 2;
     }
   }

@@ -182,7 +182,10 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
        }},
       {"jobs", std::move(jobs)},
   };
-  return document.dump(2) + "\n";
+  // Paths, commands and standard error are bytes, not necessarily UTF-8 (a Latin-1 file name, a
+  // binary's output, a long line cut into pieces mid-character); each byte that is not part of valid
+  // UTF-8 becomes U+FFFD, so that the report is always valid JSON (the default handler throws).
+  return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 std::string format_dry_run(const RunSettings& settings, std::string_view barrier_name) {

@@ -14,6 +14,7 @@ namespace tasktree_run {
 [[nodiscard]] std::string format_summary(const RunSettings& settings, const RunReport& report);
 
 /// The machine-readable report of `--json`: settings, counts, and every job with its outcome.
+/// Always valid JSON: bytes of paths, commands or standard error that are not UTF-8 become U+FFFD.
 [[nodiscard]] std::string format_json(const RunSettings& settings, const RunReport& report);
 
 /// `--dry-run`: the dependency tree, then the order in which the jobs would start with one worker
