@@ -247,6 +247,8 @@ struct Options {
   /// Keeps the coordinator role on rank 0's calling thread; see
   /// `tasktree::Options::callbacks_on_calling_thread`.
   bool callbacks_on_calling_thread = false;
+  /// The journal, written and read on rank 0 only; see `tasktree::Options::journal`.
+  std::shared_ptr<Journal> journal{};
   /// The ranks that take part: rank 0 of `comm` coordinates, the others run jobs. Every rank of
   /// `comm` must call the entry point.
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -320,6 +322,8 @@ struct FaultTolerantOptions {
   /// Keeps the coordinator role on rank 0's calling thread; see
   /// `tasktree::Options::callbacks_on_calling_thread`.
   bool callbacks_on_calling_thread = false;
+  /// The journal, written and read on rank 0 only; see `tasktree::Options::journal`.
+  std::shared_ptr<Journal> journal{};
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };

@@ -31,6 +31,10 @@ struct RunStats {
   /// Jobs that never started because the run stopped first (stop request, `InFlight::request_stop`,
   /// or an exception), including jobs submitted but not yet started at that moment.
   std::size_t cancelled = 0;
+  /// Datasets not run because the journal showed they had succeeded before (`Options::journal`
+  /// with `JournalOptions::resume`). After every run, `started + skipped + cancelled + resumed ==
+  /// total`.
+  std::size_t resumed = 0;
 
   friend bool operator==(const RunStats&, const RunStats&) = default;
 };
@@ -63,6 +67,9 @@ class RunObserver {
   /// The `jobs` jobs below `path` will never start: `path` is a job that completed with
   /// `no_skip = false`, or a barrier (`X/~`) that can no longer open.
   virtual void on_skip(std::string_view /*path*/, std::size_t /*jobs*/) {}
+  /// `dataset` became available and was completed without running, with `no_skip = true`: the
+  /// run's journal showed it had succeeded before (`Options::journal`).
+  virtual void on_resume(std::string_view /*dataset*/) {}
   /// The run ended (normally, stopped, or about to rethrow an exception) with these counts.
   virtual void on_finish(const RunStats& /*stats*/) {}
 

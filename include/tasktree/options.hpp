@@ -7,6 +7,7 @@
 #include <tasktree/completion.hpp>
 #include <tasktree/dataset_trie.hpp>
 #include <tasktree/executor.hpp>
+#include <tasktree/journal.hpp>
 #include <tasktree/log.hpp>
 #include <tasktree/observer.hpp>
 #include <tasktree/priority.hpp>
@@ -167,6 +168,10 @@ struct Options {
   /// that `lets_jobs_coordinate()`, such as the default thread pool, the thread of a job that has
   /// just finished takes the role (docs/semantics.md §2); calls still never overlap.
   bool callbacks_on_calling_thread = false;
+  /// Records each processed completion in this journal and, with `JournalOptions::resume`,
+  /// resumes what an earlier run recorded as succeeded (docs/journal.md); null: none. A journal
+  /// serves one run at a time.
+  std::shared_ptr<Journal> journal{};
 };
 
 }  // namespace tasktree

@@ -218,6 +218,8 @@ class ParallelTaskTree {
         .observer = options_.observer.get(),
         .max_workers = static_cast<std::size_t>(options_.max_workers),
         .callbacks_on_calling_thread = options_.callbacks_on_calling_thread,
+        .barrier_name = options_.barrier_name,
+        .journal = options_.journal.get(),
     };
     if (options_.priority.is_name_order()) {
       detail::IndexReadyQueue ready(trie_);

@@ -160,6 +160,9 @@ struct FaultTolerantOptions {
   /// Keeps the coordinator role, and so every policy hook, on the calling thread; see
   /// `Options::callbacks_on_calling_thread`.
   bool callbacks_on_calling_thread = false;
+  /// Records each processed completion, with its attempts and error text, and resumes what
+  /// succeeded before; see `Options::journal`.
+  std::shared_ptr<Journal> journal{};
 };
 
 /// @brief What happened in a run of the policy layer.

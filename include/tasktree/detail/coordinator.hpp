@@ -26,6 +26,7 @@
 #include <tasktree/detail/error_text.hpp>
 #include <tasktree/detail/ready_queue.hpp>
 #include <tasktree/executor.hpp>
+#include <tasktree/journal.hpp>
 #include <tasktree/log.hpp>
 #include <tasktree/observer.hpp>
 #include <tasktree/options.hpp>
@@ -62,6 +63,8 @@ struct RunConfig {
   RunObserver* observer;  // null: none
   std::size_t max_workers;
   bool callbacks_on_calling_thread;
+  std::string_view barrier_name;  // for the journal's fingerprint
+  Journal* journal;               // null: none
 };
 
 /// The part of a run that worker threads touch: the job slots, the completion queue and the
@@ -202,7 +205,7 @@ class Coordinator : private JobContext {
  public:
   Coordinator(const RunConfig& config, Queue& ready, Algorithm& algorithm)
       : JobContext(config.process_dataset, config.trie.datasets(), slot_count(config),
-                   config.observer != nullptr ? &config.clock : nullptr),
+                   config.observer != nullptr || config.journal != nullptr ? &config.clock : nullptr),
         config_(config),
         ready_(ready),
         algorithm_(algorithm),
@@ -242,7 +245,13 @@ class Coordinator : private JobContext {
       config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
                       config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
       if (config_.observer != nullptr) config_.observer->on_start(stats.total);
+      if (config_.journal != nullptr) {
+        JournalAccess::begin_run(*config_.journal, config_.trie.datasets(), config_.barrier_name, config_.log,
+                                 resume_);
+        journal_open_ = true;
+      }
       algorithm_.start(push_ready_);
+      complete_resumed();
       if (pacing) next_update = config_.clock.now_nanos();
     });
     if (jobs_coordinate_) {
@@ -268,6 +277,7 @@ class Coordinator : private JobContext {
     if (stop_.stop_requested()) work_left_ = work_left_ || !ready_.empty() || in_flight_ > 0;
     drain();
     executor_holder.reset();
+    if (journal_open_) guard([&] { JournalAccess::end_run(*config_.journal); });  // after every job returned
     if (contract_broken_.load(std::memory_order_acquire)) {
       // Wins over any other error: the run's bookkeeping can no longer be trusted.
       error_ = nullptr;
@@ -275,7 +285,7 @@ class Coordinator : private JobContext {
           "tasktree: the executor broke its contract: it called a submitted job more than once (each Job must be "
           "called exactly once)")));
     }
-    stats.cancelled = stats.total - stats.started - stats.skipped;
+    stats.cancelled = stats.total - stats.started - stats.skipped - stats.resumed;
     guard([&] {
       config_.log.log(LogLevel::debug,
                       "run finished: {} started, {} completed, {} failed, {} skipped, {} cancelled{}{}", stats.started,
@@ -308,9 +318,27 @@ class Coordinator : private JobContext {
     Coordinator* self;
     void operator()(DatasetTrie::NodeIndex node) const {
       const std::uint32_t dataset = self->config_.trie.dataset(node);
+      if (!self->resume_.empty() && self->resume_[dataset] != 0) {
+        self->resumed_nodes_.push_back(node);  // completed by `complete_resumed`, not run
+        return;
+      }
       self->ready_.push(ReadyJob{dataset, node}, self->names_[dataset]);
     }
   };
+
+  /// Completes, without running them, the available datasets that the journal says succeeded
+  /// before, and those that this makes available in turn.
+  void complete_resumed() {
+    while (!resumed_nodes_.empty()) {
+      const DatasetTrie::NodeIndex node = resumed_nodes_.back();
+      resumed_nodes_.pop_back();
+      ++stats_->resumed;
+      const std::string_view name = names_[config_.trie.dataset(node)];
+      config_.log.log(LogLevel::trace, "resumed: {} (succeeded in an earlier run)", name);
+      if (config_.observer != nullptr) config_.observer->on_resume(name);
+      algorithm_.complete(node, true, push_ready_, skipped_);
+    }
+  }
 
   /// Counts (and reports) the jobs below `node` that will never start because of a skip.
   struct Skipped {
@@ -491,10 +519,14 @@ class Coordinator : private JobContext {
     ++(result.fail ? stats_->failed : stats_->succeeded);
     failed_ = failed_ || result.fail;
     config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
+    if (config_.journal != nullptr) {
+      JournalAccess::record(*config_.journal, name, result.no_skip, result.fail, slot.elapsed_nanos);
+    }
     if (config_.observer != nullptr) {
       config_.observer->on_complete(name, std::chrono::nanoseconds(slot.elapsed_nanos), result);
     }
     algorithm_.complete(slot.node, result.no_skip, push_ready_, skipped_);
+    complete_resumed();
   }
 
   /// Waits for every job still in flight; their completions are not processed, but their
@@ -537,6 +569,9 @@ class Coordinator : private JobContext {
   std::exception_ptr error_;
   bool failed_ = false;
   bool work_left_ = false;
+  std::vector<char> resume_;                         // per dataset: the journal says it succeeded before
+  std::vector<DatasetTrie::NodeIndex> resumed_nodes_;  // available, to complete without running
+  bool journal_open_ = false;                         // `begin_run` succeeded: `end_run` is due
 };
 
 }  // namespace tasktree::detail

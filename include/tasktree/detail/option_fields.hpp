@@ -72,6 +72,7 @@ constexpr std::size_t for_each_shared_option(Visit&& visit) {
   if constexpr (requires { &To::log; &From::log; }) field(&To::log, &From::log);
   if constexpr (requires { &To::observer; &From::observer; }) field(&To::observer, &From::observer);
   if constexpr (requires { &To::callbacks_on_calling_thread; &From::callbacks_on_calling_thread; }) field(&To::callbacks_on_calling_thread, &From::callbacks_on_calling_thread);
+  if constexpr (requires { &To::journal; &From::journal; }) field(&To::journal, &From::journal);
   if constexpr (requires { &To::comm; &From::comm; }) field(&To::comm, &From::comm);
   // clang-format on
   return shared;

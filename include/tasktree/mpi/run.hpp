@@ -89,18 +89,19 @@ int start_run(const RunComm& run, int requested_max_workers, Validate&& validate
 }
 
 /// Rank 0's statistics as the shutdown message carries them (see `mpi_wire::Shutdown::counts`).
-inline std::array<std::uint64_t, 10> to_wire(const FaultTolerantStats& stats) noexcept {
+inline std::array<std::uint64_t, 11> to_wire(const FaultTolerantStats& stats) noexcept {
   const RunStats& run = stats.run;
-  return {run.total,   run.started,   run.completed, run.succeeded,   run.failed,
-          run.skipped, run.cancelled, stats.retries, stats.recovered, stats.failed_while_stopping};
+  return {run.total,     run.started,   run.completed, run.succeeded,
+          run.failed,    run.skipped,   run.cancelled, stats.retries,
+          stats.recovered, stats.failed_while_stopping, run.resumed};
 }
 
-inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 10>& counts) noexcept {
+inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 11>& counts) noexcept {
   FaultTolerantStats stats;
   RunStats& run = stats.run;
-  std::size_t* const fields[] = {
-      &run.total,   &run.started,   &run.completed, &run.succeeded,   &run.failed,
-      &run.skipped, &run.cancelled, &stats.retries, &stats.recovered, &stats.failed_while_stopping};
+  std::size_t* const fields[] = {&run.total,     &run.started,   &run.completed, &run.succeeded,
+                                 &run.failed,    &run.skipped,   &run.cancelled, &stats.retries,
+                                 &stats.recovered, &stats.failed_while_stopping, &run.resumed};
   for (std::size_t i = 0; i < counts.size(); ++i) *fields[i] = static_cast<std::size_t>(counts[i]);
   return stats;
 }

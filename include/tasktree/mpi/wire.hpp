@@ -175,9 +175,9 @@ struct Shutdown {
   std::string message{};
   /// Rank 0's statistics of the run, in the order of `RunStats` and then the policy layer's
   /// counters (`FaultTolerantStats`): total, started, completed, succeeded, failed, skipped,
-  /// cancelled, retries, recovered, failed_while_stopping. The wire format has no dependency on
-  /// those structs; mpi/run.hpp converts.
-  std::array<std::uint64_t, 10> counts{};
+  /// cancelled, retries, recovered, failed_while_stopping, resumed. The wire format has no
+  /// dependency on those structs; mpi/run.hpp converts.
+  std::array<std::uint64_t, 11> counts{};
 };
 
 inline std::string encode(const Shutdown& shutdown) {
@@ -204,7 +204,7 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
-  static constexpr std::uint32_t protocol_version = 2;  // 2: per-job cancel instead of a run-wide stop
+  static constexpr std::uint32_t protocol_version = 2;  // 2: per-job cancel, RunStats::resumed
   static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;

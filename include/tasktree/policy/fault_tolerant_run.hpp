@@ -113,7 +113,8 @@ class FaultTolerantRun {
                recovered_},
         clock_(*core.clock),
         policy_(policy),
-        log_(core.log) {
+        log_(core.log),
+        journal_(core.journal.get()) {
     if (policy.attempt_timeout.count() > 0) {
       watchdog_.emplace(*core.clock, policy.attempt_timeout, policy.stall_interval, core.log, policy.task_name);
       retry_.watchdog = &*watchdog_;
@@ -143,6 +144,7 @@ class FaultTolerantRun {
         .dataset = dataset,
         .submit_count = submit_count,
         .elapsed_nanos = clock_.now_nanos() - start,
+        .attempts = attempts.retries + 1,
         .no_skip = attempts.no_skip,
     };
     if (attempts.error) {
@@ -209,6 +211,7 @@ class FaultTolerantRun {
     std::int64_t submit_count = 0;
     std::int64_t elapsed_nanos = 0;
     std::size_t failure = no_failure;  // index into `failures_`
+    int attempts = 1;
     bool no_skip = false;
   };
 
@@ -218,12 +221,16 @@ class FaultTolerantRun {
       log_.log(LogLevel::debug, "{} done: {} took {}", prefix(outcome.submit_count), outcome.dataset,
                format_duration(std::chrono::nanoseconds(outcome.elapsed_nanos)));
     }
-    if (outcome.failure == no_failure) return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = false};
+    if (outcome.failure == no_failure) {
+      if (journal_ != nullptr) journal_->annotate(outcome.attempts);
+      return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = false};
+    }
     JobFailure failure;
     {
       std::lock_guard lock(failures_mutex_);
       failure = failures_[outcome.failure];
     }
+    if (journal_ != nullptr) journal_->annotate(outcome.attempts, describe(failure.error));
     // The failure counts as processed only once every hook below has returned: if one throws, the
     // run ends with that exception and the failure is counted in `failed_while_stopping`.
     if (policy_.skip_on_error == SkipOnError::fail || in_flight.stop_requested()) {
@@ -291,6 +298,7 @@ class FaultTolerantRun {
   // Coordinator side.
   const FaultTolerantOptions<E>& policy_;
   const Logger& log_;
+  Journal* journal_;  // null: none; its records get the attempts and the error text
   std::exception_ptr fail_error_;  // the failure handled as `fail`, rethrown by `finish`
   bool termination_handled_ = false;
 };

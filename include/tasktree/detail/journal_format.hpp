@@ -1,0 +1,262 @@
+#pragma once
+/// @file detail/journal_format.hpp
+/// @brief The text of a journal line: JSON string escaping that keeps every byte (invalid UTF-8
+/// as lone surrogates U+DC80..U+DCFF, as Python's "surrogateescape" does), and a strict reader of
+/// the flat JSON objects a journal holds.
+
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tasktree::detail::journal_format {
+
+/// The length of the valid UTF-8 sequence at the start of `text`, or 0 if it is not one.
+inline std::size_t utf8_sequence(std::string_view text) noexcept {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  std::size_t length = 0;
+  std::uint32_t code = 0;
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+    code = lead & 0x1Fu;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    code = lead & 0x0Fu;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    code = lead & 0x07u;
+  } else {
+    return 0;
+  }
+  if (text.size() < length) return 0;
+  for (std::size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0u) != 0x80u) return 0;
+    code = (code << 6) | (byte(i) & 0x3Fu);
+  }
+  if ((length == 3 && code < 0x800) || (length == 4 && (code < 0x10000 || code > 0x10FFFF))) return 0;  // overlong
+  if (code >= 0xD800 && code <= 0xDFFF) return 0;  // a surrogate is not a character
+  return length;
+}
+
+/// Appends `text` as a JSON string (with the quotes). Bytes that are not valid UTF-8 become
+/// `\udcXX`, which `read_string` turns back into the byte.
+inline void append_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t plain = 0;  // start of the run of bytes copied as they are
+  std::size_t i = 0;
+  const auto flush = [&] { out.append(text.data() + plain, i - plain); };
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      if (const std::size_t length = utf8_sequence(text.substr(i)); length > 0) {
+        i += length;
+        continue;
+      }
+    }
+    flush();
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c == '\n') {
+      out.append("\\n");
+    } else if (c == '\t') {
+      out.append("\\t");
+    } else if (c < 0x20) {
+      out.append("\\u00");
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xFu]);
+    } else {  // a byte of invalid UTF-8
+      out.append("\\udc");
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xFu]);
+    }
+    ++i;
+    plain = i;
+  }
+  flush();
+  out.push_back('"');
+}
+
+/// A value of a flat JSON object.
+struct Value {
+  enum Kind { string, number, boolean, null } kind = null;
+  std::string text{};
+  double number_value = 0;
+  bool bool_value = false;
+};
+
+/// One journal line as keys and values; `std::nullopt` if it is not a flat JSON object (`error`
+/// then says why).
+using Object = std::map<std::string, Value, std::less<>>;
+
+class LineReader {
+ public:
+  explicit LineReader(std::string_view line) noexcept : rest_(line) {}
+
+  std::optional<Object> object(std::string& error) {
+    Object result;
+    skip_space();
+    if (!take('{')) return fail(error, "it does not start with '{'");
+    skip_space();
+    if (take('}')) return finish(result, error);
+    while (true) {
+      skip_space();
+      std::string key;
+      if (!read_string(key)) return fail(error, "a key is not a string");
+      skip_space();
+      if (!take(':')) return fail(error, "no ':' after a key");
+      skip_space();
+      Value value;
+      if (!read_value(value)) return fail(error, "a value is not a string, number, true, false or null");
+      result.insert_or_assign(std::move(key), std::move(value));
+      skip_space();
+      if (take(',')) continue;
+      if (take('}')) return finish(result, error);
+      return fail(error, "no ',' or '}' after a value");
+    }
+  }
+
+ private:
+  std::optional<Object> finish(Object& result, std::string& error) {
+    skip_space();
+    if (!rest_.empty()) return fail(error, "text after the closing '}'");
+    return std::move(result);
+  }
+  static std::optional<Object> fail(std::string& error, std::string_view why) {
+    error = why;
+    return std::nullopt;
+  }
+  void skip_space() noexcept {
+    while (!rest_.empty() && (rest_.front() == ' ' || rest_.front() == '\t' || rest_.front() == '\r')) {
+      rest_.remove_prefix(1);
+    }
+  }
+  bool take(char c) noexcept {
+    if (rest_.empty() || rest_.front() != c) return false;
+    rest_.remove_prefix(1);
+    return true;
+  }
+  bool take_word(std::string_view word) noexcept {
+    if (!rest_.starts_with(word)) return false;
+    rest_.remove_prefix(word.size());
+    return true;
+  }
+  bool read_value(Value& value) {
+    if (!rest_.empty() && rest_.front() == '"') {
+      value.kind = Value::string;
+      return read_string(value.text);
+    }
+    if (take_word("true")) {
+      value.kind = Value::boolean;
+      value.bool_value = true;
+      return true;
+    }
+    if (take_word("false")) {
+      value.kind = Value::boolean;
+      return true;
+    }
+    if (take_word("null")) return true;
+    const char* begin = rest_.data();
+    const char* end = rest_.data() + rest_.size();
+    const auto [at, error] = std::from_chars(begin, end, value.number_value);
+    if (error != std::errc() || at == begin) return false;
+    value.kind = Value::number;
+    rest_.remove_prefix(static_cast<std::size_t>(at - begin));
+    return true;
+  }
+  bool read_hex4(std::uint32_t& code) noexcept {
+    if (rest_.size() < 4) return false;
+    code = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char c = rest_[static_cast<std::size_t>(i)];
+      code <<= 4;
+      if (c >= '0' && c <= '9') {
+        code |= static_cast<std::uint32_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        code |= static_cast<std::uint32_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        code |= static_cast<std::uint32_t>(c - 'A' + 10);
+      } else {
+        return false;
+      }
+    }
+    rest_.remove_prefix(4);
+    return true;
+  }
+  static void append_utf8(std::string& out, std::uint32_t code) {
+    if (code < 0x80) {
+      out.push_back(static_cast<char>(code));
+    } else if (code < 0x800) {
+      out.push_back(static_cast<char>(0xC0 | (code >> 6)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    } else if (code < 0x10000) {
+      out.push_back(static_cast<char>(0xE0 | (code >> 12)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    } else {
+      out.push_back(static_cast<char>(0xF0 | (code >> 18)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+    }
+  }
+  bool read_string(std::string& out) {
+    if (!take('"')) return false;
+    out.clear();
+    while (!rest_.empty()) {
+      const char c = rest_.front();
+      rest_.remove_prefix(1);
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      if (rest_.empty()) return false;
+      const char escape = rest_.front();
+      rest_.remove_prefix(1);
+      switch (escape) {
+        case '"': out.push_back('"'); break;
+        case '\\': out.push_back('\\'); break;
+        case '/': out.push_back('/'); break;
+        case 'b': out.push_back('\b'); break;
+        case 'f': out.push_back('\f'); break;
+        case 'n': out.push_back('\n'); break;
+        case 'r': out.push_back('\r'); break;
+        case 't': out.push_back('\t'); break;
+        case 'u': {
+          std::uint32_t code = 0;
+          if (!read_hex4(code)) return false;
+          if (code >= 0xDC80 && code <= 0xDCFF) {  // an escaped byte of invalid UTF-8
+            out.push_back(static_cast<char>(code - 0xDC00));
+          } else if (code >= 0xD800 && code <= 0xDBFF) {
+            std::uint32_t low = 0;
+            if (!take('\\') || !take('u') || !read_hex4(low) || low < 0xDC00 || low > 0xDFFF) return false;
+            append_utf8(out, 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00));
+          } else if (code >= 0xDC00 && code <= 0xDFFF) {
+            return false;
+          } else {
+            append_utf8(out, code);
+          }
+          break;
+        }
+        default: return false;
+      }
+    }
+    return false;  // no closing quote
+  }
+
+  std::string_view rest_;
+};
+
+}  // namespace tasktree::detail::journal_format

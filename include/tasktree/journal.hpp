@@ -1,0 +1,539 @@
+#pragma once
+/// @file journal.hpp
+/// @brief `tasktree::Journal`: a durable, append-only record of the jobs a run completed, and
+/// resume: a later run of the same plan does not run again what an earlier run recorded as
+/// succeeded. See docs/journal.md.
+
+#include <tasktree/detail/journal_format.hpp>
+#include <tasktree/log.hpp>
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace tasktree {
+
+/// @brief One job's line in a journal: how its completion was processed.
+struct JournalRecord {
+  /// The dataset (job name).
+  std::string dataset{};
+  /// What the completion said: false skipped the dataset's subtree.
+  bool no_skip = true;
+  /// What the completion said: true marked the run failed.
+  bool fail = false;
+  /// Attempts the job took (the policy layer's retries plus one; 1 at the core level).
+  int attempts = 1;
+  /// When the job started, in seconds since the Unix epoch (wall clock).
+  double start = 0;
+  /// How long it ran, in seconds.
+  double seconds = 0;
+  /// The policy layer: the text of the failure, if it failed.
+  std::string error{};
+  /// What `JournalOptions::key` said about the dataset when it ran (e.g. its command).
+  std::string key{};
+
+  /// True if a resumed run counts the dataset as done: it completed with `no_skip` and not `fail`.
+  [[nodiscard]] bool succeeded() const noexcept { return no_skip && !fail; }
+};
+
+/// @brief How a `Journal` is written and read.
+struct JournalOptions {
+  /// True: a run treats each dataset whose latest record `succeeded()` (with the same key, if
+  /// `key` is set) as done: it completes the moment it becomes available, without running, and
+  /// counts in `RunStats::resumed`. False: the journal is only written.
+  bool resume = false;
+  /// Records reach the disk (`write` and `fdatasync`) at least this often during a run, and at
+  /// its end. Must be positive.
+  std::chrono::nanoseconds sync_interval = std::chrono::seconds(1);
+  /// Keys each record, e.g. by the job's command: with `resume`, a success recorded under another
+  /// key does not count. Called on the coordinator; empty: no key.
+  std::function<std::string(std::string_view dataset)> key{};
+};
+
+/// @brief What a journal file holds, as read by `Journal::read()`.
+struct JournalContents {
+  /// The latest record of each dataset, in the order of their first appearance.
+  std::vector<JournalRecord> records{};
+  /// The fingerprint in the last run header (empty if the file has none yet).
+  std::string fingerprint{};
+  /// How many runs the journal has seen (run headers).
+  std::size_t runs = 0;
+  /// Problems that were tolerated, e.g. an incomplete last line.
+  std::vector<std::string> warnings{};
+  /// The size of the valid part of the file (without an incomplete last line).
+  std::uint64_t valid_bytes = 0;
+};
+
+namespace detail {
+class JournalAccess;
+}
+
+/// @brief A journal file, attached to runs through `Options::journal` or
+/// `FaultTolerantOptions::journal`: one JSON object per line, a header per run
+/// (`{"tasktree_journal":1,"fingerprint":...}`) and one record per completion the coordinator
+/// processed. Opening it reads what earlier runs recorded and takes an advisory lock (`flock`),
+/// held until the object is destroyed, so two runs never write one journal.
+///
+/// A record is durable once a sync has passed it (at least every `sync_interval` and at the end of
+/// every run, normal, stopped or aborted): a resumed run never runs again a dataset whose success
+/// record reached the disk. A job in flight when the process died, or completed after the last
+/// sync, may run again (at least once, never lost).
+///
+/// @code
+/// auto journal = std::make_shared<tasktree::Journal>("backup.journal", tasktree::JournalOptions{.resume = true});
+/// tasktree::ParallelTaskTree tree({.datasets = datasets, .process_dataset = job, .journal = journal});
+/// tree.process_datasets_in_parallel();  // after a crash: runs only what did not succeed
+/// @endcode
+class Journal {
+ public:
+  /// The format this version writes and reads (the header's `tasktree_journal`).
+  static constexpr int format_version = 1;
+
+  /// Opens (or creates) the journal at `path` and reads it.
+  /// @throws std::invalid_argument if `options.sync_interval` is not positive.
+  /// @throws std::runtime_error naming the path if it cannot be opened or read, if another
+  /// process (or another `Journal` object) holds its lock, if it is of another format version, or
+  /// if a line other than an incomplete last one is not a journal line (naming the line). An
+  /// incomplete last line (the writer died mid-write) is cut off, with a warning in `warnings()`.
+  explicit Journal(std::filesystem::path path, JournalOptions options = {})
+      : path_(std::move(path)), options_(std::move(options)) {
+    if (options_.sync_interval.count() <= 0) {
+      throw std::invalid_argument(fmt::format("tasktree: invalid journal sync_interval {}ns: it must be positive",
+                                              options_.sync_interval.count()));
+    }
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw error("cannot open");
+    try {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+          throw std::runtime_error(
+              fmt::format("tasktree: journal {:?} is in use by another run (it holds the file's lock)", path_.string()));
+        }
+        throw error("cannot lock");
+      }
+      contents_ = parse(path_, read_all(fd_, path_));
+      struct stat status {};
+      if (::fstat(fd_, &status) != 0) throw error("cannot stat");
+      if (static_cast<std::uint64_t>(status.st_size) > contents_.valid_bytes) {
+        // Cut the incomplete last line off, so that the next record starts a line of its own.
+        if (::ftruncate(fd_, static_cast<off_t>(contents_.valid_bytes)) != 0) throw error("cannot truncate");
+      }
+      for (std::size_t i = 0; i < contents_.records.size(); ++i) index_.emplace(contents_.records[i].dataset, i);
+    } catch (...) {
+      ::close(fd_);
+      throw;
+    }
+  }
+
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+  ~Journal() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+
+  /// Reads the journal at `path` without locking it or changing it (e.g. to show a running
+  /// run's progress). Same errors as the constructor, but an incomplete last line stays.
+  [[nodiscard]] static JournalContents read(const std::filesystem::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw error(path, "cannot open");
+    std::string bytes;
+    try {
+      bytes = read_all(fd, path);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+    return parse(path, std::move(bytes));
+  }
+
+  /// The file.
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  /// The options it was opened with.
+  [[nodiscard]] const JournalOptions& options() const noexcept { return options_; }
+  /// What the file held when opened; with `resume`, also what the runs since recorded.
+  [[nodiscard]] const JournalContents& contents() const noexcept { return contents_; }
+  /// The latest record of `dataset` (as `contents()`), or null.
+  [[nodiscard]] const JournalRecord* find(std::string_view dataset) const {
+    const auto it = index_.find(dataset);
+    return it == index_.end() ? nullptr : &contents_.records[it->second];
+  }
+
+  /// For a layer above the core (the policy layer does): adds `attempts` and `error` to the
+  /// record of the completion being processed. Call it from a completion callback, on the
+  /// coordinator; the next record written takes it.
+  void annotate(int attempts, std::string_view error = {}) {
+    note_attempts_ = attempts;
+    note_error_.assign(error);
+  }
+
+ private:
+  friend class detail::JournalAccess;
+
+  struct TransparentHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
+  };
+
+  std::runtime_error error(std::string_view what) const { return error(path_, what); }
+  static std::runtime_error error(const std::filesystem::path& path, std::string_view what) {
+    return std::runtime_error(fmt::format("tasktree: journal {:?}: {}: {}", path.string(), what, std::strerror(errno)));
+  }
+
+  static std::string read_all(int fd, const std::filesystem::path& path) {
+    std::string bytes;
+    char buffer[1 << 16];
+    off_t offset = 0;
+    while (true) {
+      const ssize_t got = ::pread(fd, buffer, sizeof buffer, offset);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        throw error(path, "cannot read");
+      }
+      if (got == 0) return bytes;
+      bytes.append(buffer, static_cast<std::size_t>(got));
+      offset += got;
+    }
+  }
+
+  static JournalContents parse(const std::filesystem::path& path, std::string bytes) {
+    JournalContents contents;
+    std::unordered_map<std::string, std::size_t, TransparentHash, std::equal_to<>> index;
+    std::size_t at = 0;
+    std::size_t line_number = 0;
+    const auto bad = [&](std::string_view why) {
+      return std::runtime_error(fmt::format("tasktree: journal {:?}: line {}: {}", path.string(), line_number, why));
+    };
+    while (at < bytes.size()) {
+      ++line_number;
+      const std::size_t end = bytes.find('\n', at);
+      if (end == std::string::npos) {  // the writer died mid-line: what it wrote of it is lost
+        contents.warnings.push_back(fmt::format(
+            "journal {:?}: line {} is incomplete (its writer stopped in the middle of it): ignored", path.string(),
+            line_number));
+        break;
+      }
+      const std::string_view line(bytes.data() + at, end - at);
+      at = end + 1;
+      if (line.empty()) continue;
+      std::string why;
+      const auto object = detail::journal_format::LineReader(line).object(why);
+      if (!object) throw bad(fmt::format("not a journal line ({})", why));
+      const auto field = [&](std::string_view name) -> const detail::journal_format::Value* {
+        const auto it = object->find(name);
+        return it == object->end() ? nullptr : &it->second;
+      };
+      using Kind = detail::journal_format::Value::Kind;
+      if (const auto* version = field("tasktree_journal")) {
+        if (version->kind != Kind::number || version->number_value != format_version) {
+          throw bad(fmt::format("format version {}, but this tasktree reads version {}",
+                                version->kind == Kind::number ? fmt::format("{}", version->number_value) : "?",
+                                format_version));
+        }
+        if (const auto* print = field("fingerprint"); print != nullptr && print->kind == Kind::string) {
+          contents.fingerprint = print->text;
+        }
+        ++contents.runs;
+        continue;
+      }
+      if (contents.runs == 0) throw bad("not a tasktree journal (its first line is not a journal header)");
+      const auto* dataset = field("dataset");
+      if (dataset == nullptr || dataset->kind != Kind::string) throw bad("a record without a \"dataset\" string");
+      JournalRecord record{.dataset = dataset->text};
+      const auto flag = [&](std::string_view name, bool& out) {
+        if (const auto* value = field(name)) {
+          if (value->kind != Kind::boolean) throw bad(fmt::format("{:?} is not true or false", name));
+          out = value->bool_value;
+        }
+      };
+      const auto number = [&](std::string_view name, double& out) {
+        if (const auto* value = field(name)) {
+          if (value->kind != Kind::number) throw bad(fmt::format("{:?} is not a number", name));
+          out = value->number_value;
+        }
+      };
+      const auto text = [&](std::string_view name, std::string& out) {
+        if (const auto* value = field(name)) {
+          if (value->kind != Kind::string) throw bad(fmt::format("{:?} is not a string", name));
+          out = value->text;
+        }
+      };
+      flag("no_skip", record.no_skip);
+      flag("fail", record.fail);
+      double attempts = 1;
+      number("attempts", attempts);
+      record.attempts = static_cast<int>(attempts);
+      number("start", record.start);
+      number("seconds", record.seconds);
+      text("error", record.error);
+      text("key", record.key);
+      if (const auto it = index.find(record.dataset); it != index.end()) {
+        contents.records[it->second] = std::move(record);
+      } else {
+        index.emplace(record.dataset, contents.records.size());
+        contents.records.push_back(std::move(record));
+      }
+    }
+    contents.valid_bytes = at;  // the start of an incomplete last line, if there is one
+    return contents;
+  }
+
+  // ---- The run's side (through detail::JournalAccess, on the coordinator) ----------------------
+
+  /// Starts a run of `datasets` (in the run's order); fills `done` (one flag per dataset) with
+  /// what the run resumes. Starts the sync thread. Logs what is worth knowing.
+  void begin_run(std::span<const std::string> datasets, std::string_view barrier_name, const Logger& log,
+                 std::vector<char>& done) {
+    if (in_run_.exchange(true)) {
+      throw std::logic_error(fmt::format("tasktree: journal {:?} is already attached to a run in progress",
+                                         path_.string()));
+    }
+    RunGuard run_guard{this};
+    {
+      std::lock_guard lock(buffer_mutex_);
+      if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    }
+    for (const std::string& warning : contents_.warnings) log.log(LogLevel::warning, "tasktree: {}", warning);
+    contents_.warnings.clear();
+    const std::string print = fingerprint(datasets, barrier_name);
+    if (contents_.runs > 0 && print != contents_.fingerprint) {
+      log.log(LogLevel::info, "tasktree: journal {:?}: the plan changed since its last run (fingerprint {} was {})",
+              path_.string(), print, contents_.fingerprint);
+    }
+    done.assign(datasets.size(), 0);
+    if (options_.resume && !contents_.records.empty()) {
+      std::size_t resumed = 0;
+      for (std::size_t i = 0; i < datasets.size(); ++i) {
+        const JournalRecord* record = find(datasets[i]);
+        if (record == nullptr || !record->succeeded()) continue;
+        if (options_.key && record->key != options_.key(datasets[i])) continue;
+        done[i] = 1;
+        ++resumed;
+      }
+      std::size_t unknown = contents_.records.size();
+      for (const std::string& dataset : datasets) {
+        if (find(dataset) != nullptr) --unknown;
+      }
+      log.log(LogLevel::info, "tasktree: journal {:?}: {} of {} datasets succeeded before and are resumed{}",
+              path_.string(), resumed, datasets.size(),
+              unknown > 0 ? fmt::format("; {} recorded datasets are not in the plan (ignored)", unknown) : "");
+    }
+    contents_.fingerprint = print;
+    ++contents_.runs;
+    std::string header = fmt::format("{{\"tasktree_journal\":{},\"fingerprint\":\"{}\",\"datasets\":{},\"barrier\":",
+                                     format_version, print, datasets.size());
+    detail::journal_format::append_string(header, barrier_name);
+    fmt::format_to(std::back_inserter(header), ",\"started\":{:.6f}}}\n", unix_seconds_now());
+    {
+      std::lock_guard lock(buffer_mutex_);
+      buffer_.append(header);
+      closing_ = false;
+    }
+    note_attempts_ = 0;
+    note_error_.clear();
+    syncer_ = std::thread([this] { sync_loop(); });
+    run_guard.self = nullptr;  // the run has begun: `end_run` ends it
+  }
+
+  /// Records a processed completion that ran for `elapsed_nanos`.
+  void record(std::string_view dataset, bool no_skip, bool fail, std::int64_t elapsed_nanos) {
+    const double seconds = static_cast<double>(elapsed_nanos) / 1e9;
+    const double start = unix_seconds_now() - seconds;
+    const int attempts = note_attempts_ > 0 ? note_attempts_ : 1;
+    std::string key;
+    if (options_.key) key = options_.key(dataset);
+    bool write_now = false;
+    {
+      std::lock_guard lock(buffer_mutex_);
+      if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+      buffer_.append("{\"dataset\":");
+      detail::journal_format::append_string(buffer_, dataset);
+      fmt::format_to(std::back_inserter(buffer_), ",\"no_skip\":{},\"fail\":{},\"attempts\":{},\"start\":{:.6f},\"seconds\":{:.6f}",
+                     no_skip, fail, attempts, start, seconds);
+      if (!note_error_.empty()) {
+        buffer_.append(",\"error\":");
+        detail::journal_format::append_string(buffer_, note_error_);
+      }
+      if (options_.key) {
+        buffer_.append(",\"key\":");
+        detail::journal_format::append_string(buffer_, key);
+      }
+      buffer_.append("}\n");
+      write_now = buffer_.size() >= write_threshold;
+    }
+    if (options_.resume) {
+      JournalRecord entry{.dataset = std::string(dataset),
+                          .no_skip = no_skip,
+                          .fail = fail,
+                          .attempts = attempts,
+                          .start = start,
+                          .seconds = seconds,
+                          .error = note_error_,
+                          .key = std::move(key)};
+      if (const auto it = index_.find(dataset); it != index_.end()) {
+        contents_.records[it->second] = std::move(entry);
+      } else {
+        index_.emplace(entry.dataset, contents_.records.size());
+        contents_.records.push_back(std::move(entry));
+      }
+    }
+    note_attempts_ = 0;
+    note_error_.clear();
+    if (write_now) {
+      std::unique_lock io(io_mutex_, std::try_to_lock);
+      if (io.owns_lock()) write_buffer(false);  // the sync thread is writing otherwise: it takes this too
+    }
+  }
+
+  /// Ends the run: joins the sync thread, writes and syncs what is left. Rethrows a write error of
+  /// the run (the records since the last sync may be lost then).
+  void end_run() {
+    {
+      std::lock_guard lock(buffer_mutex_);
+      closing_ = true;
+    }
+    wake_.notify_all();
+    if (syncer_.joinable()) syncer_.join();
+    {
+      std::lock_guard io(io_mutex_);
+      write_buffer(true);
+    }
+    in_run_.store(false);
+    std::lock_guard lock(buffer_mutex_);
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+  /// Clears `in_run_` if `begin_run` throws.
+  struct RunGuard {
+    Journal* self;
+    ~RunGuard() {
+      if (self != nullptr) self->in_run_.store(false);
+    }
+  };
+
+  void sync_loop() noexcept {
+    std::unique_lock lock(buffer_mutex_);
+    while (!closing_) {
+      wake_.wait_for(lock, options_.sync_interval, [this] { return closing_; });
+      if (closing_) return;
+      lock.unlock();
+      {
+        std::lock_guard io(io_mutex_);
+        write_buffer(true);
+      }
+      lock.lock();
+    }
+  }
+
+  /// Writes the buffered records (and syncs if `sync` and anything was written since the last
+  /// sync). Called with `io_mutex_` held; an error is kept for the coordinator.
+  void write_buffer(bool sync) noexcept {
+    try {
+      {
+        std::lock_guard lock(buffer_mutex_);
+        writing_.swap(buffer_);
+      }
+      std::size_t done = 0;
+      while (done < writing_.size()) {
+        const ssize_t wrote = ::write(fd_, writing_.data() + done, writing_.size() - done);
+        if (wrote < 0) {
+          if (errno == EINTR) continue;
+          throw error("cannot write");
+        }
+        done += static_cast<std::size_t>(wrote);
+      }
+      unsynced_ = unsynced_ || !writing_.empty();
+      writing_.clear();
+      if (sync && unsynced_) {
+        if (::fdatasync(fd_) != 0) throw error("cannot sync");
+        unsynced_ = false;
+      }
+    } catch (...) {
+      writing_.clear();
+      std::lock_guard lock(buffer_mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  static double unix_seconds_now() noexcept {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  }
+
+  /// FNV-1a over the names (each with a zero byte after it) and the barrier name, in hex.
+  static std::string fingerprint(std::span<const std::string> datasets, std::string_view barrier_name) {
+    std::uint64_t hash = 0xcbf29ce484222325ull;
+    const auto mix = [&hash](std::string_view text) {
+      for (const char c : text) {
+        hash ^= static_cast<unsigned char>(c);
+        hash *= 0x100000001b3ull;
+      }
+      hash ^= 0;
+      hash *= 0x100000001b3ull;
+    };
+    for (const std::string& dataset : datasets) mix(dataset);
+    mix(barrier_name);
+    return fmt::format("{:016x}", hash);
+  }
+
+  static constexpr std::size_t write_threshold = std::size_t{1} << 20;
+
+  std::filesystem::path path_;
+  JournalOptions options_;
+  int fd_ = -1;
+  JournalContents contents_;
+  std::unordered_map<std::string, std::size_t, TransparentHash, std::equal_to<>> index_;
+  int note_attempts_ = 0;   // from `annotate`, for the next record
+  std::string note_error_;  // from `annotate`, for the next record
+
+  std::mutex io_mutex_;  // held while writing to the file; taken before `buffer_mutex_`
+  std::string writing_;  // guarded by `io_mutex_`
+  bool unsynced_ = false;  // guarded by `io_mutex_`
+  std::mutex buffer_mutex_;
+  std::condition_variable wake_;
+  std::string buffer_;        // guarded by `buffer_mutex_`
+  bool closing_ = false;      // guarded by `buffer_mutex_`
+  std::exception_ptr error_;  // guarded by `buffer_mutex_`: the first write error
+  std::thread syncer_;
+  std::atomic<bool> in_run_{false};  // between `begin_run` and `end_run`
+};
+
+namespace detail {
+
+/// The scheduler's way into a `Journal`'s run hooks.
+class JournalAccess {
+ public:
+  static void begin_run(Journal& journal, std::span<const std::string> datasets, std::string_view barrier_name,
+                        const Logger& log, std::vector<char>& done) {
+    journal.begin_run(datasets, barrier_name, log, done);
+  }
+  static void record(Journal& journal, std::string_view dataset, bool no_skip, bool fail, std::int64_t elapsed_nanos) {
+    journal.record(dataset, no_skip, fail, elapsed_nanos);
+  }
+  static void end_run(Journal& journal) { journal.end_run(); }
+};
+
+}  // namespace detail
+
+}  // namespace tasktree
