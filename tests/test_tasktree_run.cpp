@@ -20,11 +20,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -765,6 +767,7 @@ ok/bad/x touch $DIR/x
                                     {"skipped", 1},
                                     {"stopped", 0},
                                     {"not_run", 0},
+{"resumed", 0},
                                     {"retries", 0}});
   const json& ok = job(report, "ok");
   CHECK(ok.at("status") == "succeeded");
@@ -968,4 +971,121 @@ TEST_CASE(
   CHECK(report.at("counts").at("succeeded") == 16);
   CHECK(report.at("counts").at("retries") == 1);
   CHECK(job(report, "beta/snapshot/replicate-offsite").at("attempts") == 2);
+}
+
+TEST_CASE("tasktree-run: --journal and --resume: after failures or a SIGKILL, only what did not succeed runs again") {
+  Scratch scratch;
+  const std::string journal = (scratch / "run.journal").string();
+  // Each job appends its name to ran.log; `flaky` fails while $DIR/broken exists.
+  const auto jobs = scratch.write("plan.jobs", R"(
+a          echo a >> $DIR/ran.log
+flaky      echo flaky >> $DIR/ran.log; test ! -e $DIR/broken
+flaky/b    echo flaky/b >> $DIR/ran.log
+~/last     echo last >> $DIR/ran.log
+)");
+  const auto ran = [&] {
+    std::vector<std::string> lines;
+    std::istringstream in(scratch.read("ran.log"));
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    scratch.write("ran.log", "");
+    return lines;
+  };
+  scratch.write("broken", "");
+  const Finished first = run_tool(scratch, {"--journal", journal, "--json", (scratch / "r.json").string(), jobs.string()});
+  INFO(first.err);
+  CHECK(first.exit_code == 1);
+  CHECK(ran() == std::vector<std::string>{"a", "flaky"});
+  fs::remove(scratch / "broken");
+
+  SECTION("--resume runs the failed job, what was skipped below it and the barrier; a is not run again") {
+    const Finished second =
+        run_tool(scratch, {"--journal", journal, "--resume", "--json", (scratch / "r.json").string(), jobs.string()});
+    INFO(second.err);
+    CHECK(second.exit_code == 0);
+    CHECK(ran() == std::vector<std::string>{"flaky", "flaky/b", "last"});
+    CHECK(contains(second.err, "1 resumed (succeeded before)"));
+    const json report = read_json(scratch, "r.json");
+    CHECK(report.at("counts").at("resumed") == 1);
+    CHECK(job(report, "a").at("status") == "resumed");
+    // And a third run has nothing left to do.
+    const Finished third = run_tool(scratch, {"--journal", journal, "--resume", jobs.string()});
+    CHECK(third.exit_code == 0);
+    CHECK(ran().empty());
+  }
+  SECTION("a changed command counts as not done") {
+    const auto changed = scratch.write("changed.jobs", R"(
+a          echo a >> $DIR/ran.log; true
+flaky      echo flaky >> $DIR/ran.log
+flaky/b    echo flaky/b >> $DIR/ran.log
+~/last     echo last >> $DIR/ran.log
+)");
+    const Finished second = run_tool(scratch, {"--journal", journal, "--resume", changed.string()});
+    CHECK(second.exit_code == 0);
+    CHECK(ran() == std::vector<std::string>{"a", "flaky", "flaky/b", "last"});
+  }
+  SECTION("without --resume the journal is only written: everything runs") {
+    const Finished second = run_tool(scratch, {"--journal", journal, jobs.string()});
+    CHECK(second.exit_code == 0);
+    CHECK(ran() == std::vector<std::string>{"a", "flaky", "flaky/b", "last"});
+  }
+}
+
+TEST_CASE("tasktree-run: a runner killed with SIGKILL resumes without running again what had finished") {
+  Scratch scratch;
+  const std::string journal = (scratch / "run.journal").string();
+  const auto jobs = scratch.write("plan.jobs", R"(
+a        echo a >> $DIR/ran.log
+a/long   echo $$ > $DIR/long.pid; exec sleep 300
+b        echo b >> $DIR/ran.log
+)");
+  {
+    Started runner(scratch, {"--journal", journal, "-j", "3", jobs.string()});
+    REQUIRE(eventually([&] {
+      // a and b finished (their records reach the journal's file within its sync interval) and
+      // a/long runs.
+      const std::string text = scratch.read("run.journal");
+      return !scratch.read("long.pid").empty() && contains(text, "\"dataset\":\"a\"") &&
+             contains(text, "\"dataset\":\"b\"");
+    }));
+    REQUIRE(::kill(runner.pid(), SIGKILL) == 0);
+    CHECK(runner.wait() == 1000 + SIGKILL);
+    ::kill(-read_pid(scratch, "long.pid"), SIGKILL);  // its process group, which the runner could not stop
+  }
+  scratch.write("ran.log", "");
+  const auto finish = scratch.write("finish.jobs", R"(
+a        echo a >> $DIR/ran.log
+a/long   echo long >> $DIR/ran.log
+b        echo b >> $DIR/ran.log
+)");
+  // The command of a/long changed, so it runs; a and b are as they were.
+  const Finished resumed = run_tool(scratch, {"--journal", journal, "--resume", finish.string()});
+  INFO(resumed.err);
+  CHECK(resumed.exit_code == 0);
+  CHECK(scratch.read("ran.log") == "long\n");
+  CHECK(contains(resumed.err, "2 resumed"));
+}
+
+TEST_CASE("tasktree-run: a journal that cannot be used is an input error: a message, exit code 2, and nothing runs") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  touch $DIR/ran\n");
+  scratch.write("corrupt.journal", "{\"tasktree_journal\":1}\n{broken\n{\"dataset\":\"a\"}\n");
+  scratch.write("future.journal", "{\"tasktree_journal\":9}\n");
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"--journal", (scratch / "corrupt.journal").string()}, "line 2: not a journal line"},
+      {{"--journal", (scratch / "future.journal").string()}, "format version 9"},
+      {{"--journal", (scratch / "no-dir" / "x.journal").string()}, "No such file or directory"},
+      {{"--resume"}, "--resume requires --journal"},
+  };
+  for (const auto& [args, message] : cases) {
+    DYNAMIC_SECTION(message) {
+      std::vector<std::string> all = args;
+      all.push_back(jobs.string());
+      const Finished run = run_tool(scratch, all);
+      INFO(run.err);
+      CHECK(run.exit_code == 2);
+      CHECK(contains(run.err, message));
+      CHECK_FALSE(scratch.exists("ran"));
+    }
+  }
 }

@@ -269,7 +269,7 @@ TEST_CASE("command line: --help lists the options with their defaults and the ex
   CHECK(parsed.err.empty());
   for (const std::string_view text :
        {"--workers", "--skip-on-error", "--retries", "--timeout", "--work-period", "--jitter", "--priority",
-        "--dry-run", "--dot", "--log-dir", "--json", "--demo", "dataset", "Exit codes", "SIGINT (130)", "SIGTERM (143)",
+        "--dry-run", "--dot", "--log-dir", "--json", "--journal", "--resume", "--demo", "dataset", "Exit codes", "SIGINT (130)", "SIGTERM (143)",
         "SIGHUP (129)", "SIGQUIT (131)", "TASKTREE_JOB"}) {
     INFO(text);
     CHECK(contains(parsed.out, text));
@@ -428,6 +428,7 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
                                     {"skipped", 1},
                                     {"stopped", 0},
                                     {"not_run", 1},
+{"resumed", 0},
                                     {"retries", 1}});
   const json& jobs = report.at("jobs");
   REQUIRE(jobs.size() == 4);

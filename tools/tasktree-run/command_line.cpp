@@ -91,6 +91,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool dry_run = false;
   bool dot = false;
   std::string log_dir;
+  std::string journal;
+  bool resume = false;
   std::string json_file;
 
   auto* file_option = app.add_option("jobs-file", jobs_file, "The jobs file; '-' or none: standard input");
@@ -130,6 +132,13 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   auto* dry_run_flag = app.add_flag("-n,--dry-run", dry_run,
                                     "Print the dependency tree and the order of the jobs with one worker; run nothing");
   app.add_flag("--dot", dot, "Print the tree as a Graphviz digraph; run nothing")->excludes(dry_run_flag);
+  auto* journal_option =
+      app.add_option("--journal", journal,
+                     "Append a line per finished job (path, outcome, attempts, command) to this file, synced "
+                     "every second; see --resume");
+  app.add_flag("--resume", resume,
+               "With --journal: skip the jobs it shows succeeded with the same command; run the others")
+      ->needs(journal_option);
   app.add_option("--log-dir", log_dir,
                  "Write each job's output to DIR/<job-path>.out and .err (default: to the console, each line "
                  "prefixed with [job-path])");
@@ -169,6 +178,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.jitter = jitter;
   settings.run.priority = priority == "depth" ? PriorityOrder::depth : PriorityOrder::name;
   settings.run.log_dir = log_dir;
+  settings.run.journal = journal;
+  settings.run.resume = resume;
   settings.json_file = json_file;
   return parsed;
 }

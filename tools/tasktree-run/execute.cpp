@@ -180,6 +180,16 @@ int execute(const CliSettings& cli) {
     }
   }
 
+  // The journal too: a bad path, another format, a corrupt line or another live run on it is an
+  // input error before anything runs.
+  std::shared_ptr<tasktree::Journal> journal;
+  try {
+    journal = open_journal(settings);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "tasktree-run: {}\n", error.what());
+    return 2;
+  }
+
   block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   Console console(stdout, stderr, live_terminal());
   ProcessGroups groups;
@@ -200,7 +210,7 @@ int execute(const CliSettings& cli) {
           groups.kill_all();
           console.message(fmt::format("tasktree-run: {} again: killed the running jobs", signal_name(signal)));
         });
-    report = run_jobs(settings, groups, console, stop.get_token());
+    report = run_jobs(settings, groups, console, stop.get_token(), journal);
     report.signal = watcher.received();
     std::fputs(format_summary(settings, report).c_str(), stderr);
   }

@@ -65,10 +65,12 @@ std::string format_summary(const RunSettings& settings, const RunReport& report)
   std::string out;
   const LineWriter line{out};
   const std::size_t total = report.jobs.size();
-  line("tasktree-run: {} job{} in {:.1f}s: {} succeeded, {} failed, {} skipped, {} stopped, {} not run; {} retr{}",
+  const std::size_t resumed = report.count(JobStatus::resumed);
+  line("tasktree-run: {} job{} in {:.1f}s: {} succeeded, {} failed, {} skipped, {} stopped, {} not run; {} retr{}{}",
        total, total == 1 ? "" : "s", seconds(report.finished - report.started), report.count(JobStatus::succeeded),
        report.count(JobStatus::failed), report.count(JobStatus::skipped), report.count(JobStatus::stopped),
-       report.count(JobStatus::not_run), report.retries, report.retries == 1 ? "y" : "ies");
+       report.count(JobStatus::not_run), report.retries, report.retries == 1 ? "y" : "ies",
+       resumed > 0 ? fmt::format("; {} resumed (succeeded before)", resumed) : std::string());
 
   const auto list = [&](JobStatus status, std::string_view heading, auto&& describe_job, std::size_t limit) {
     std::size_t shown = 0, all = report.count(status);
@@ -178,6 +180,7 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
            {"skipped", report.count(JobStatus::skipped)},
            {"stopped", report.count(JobStatus::stopped)},
            {"not_run", report.count(JobStatus::not_run)},
+           {"resumed", report.count(JobStatus::resumed)},
            {"retries", report.retries},
        }},
       {"jobs", std::move(jobs)},

@@ -30,6 +30,7 @@ std::string_view to_string(JobStatus status) noexcept {
     case JobStatus::failed: return "failed";
     case JobStatus::skipped: return "skipped";
     case JobStatus::stopped: return "stopped";
+    case JobStatus::resumed: return "resumed";
   }
   return "unknown";
 }
@@ -42,7 +43,7 @@ std::size_t RunReport::count(JobStatus status) const noexcept {
 int RunReport::exit_code() const noexcept {
   if (signal != 0) return 128 + signal;
   if (stopped_by_failure || count(JobStatus::failed) > 0 || count(JobStatus::skipped) > 0) return 1;
-  return count(JobStatus::succeeded) == jobs.size() ? 0 : 1;
+  return count(JobStatus::succeeded) + count(JobStatus::resumed) == jobs.size() ? 0 : 1;
 }
 
 namespace {
@@ -100,6 +101,8 @@ class Runner {
   }
 
   [[nodiscard]] std::size_t index(std::string_view dataset) const { return index_.at(dataset); }
+  [[nodiscard]] const std::shared_ptr<tasktree::Journal>& journal() const noexcept { return journal_; }
+  void set_journal(std::shared_ptr<tasktree::Journal> journal) noexcept { journal_ = std::move(journal); }
   [[nodiscard]] ProgressCounts& counts() noexcept { return counts_; }
   [[nodiscard]] ProcessGroups& groups() noexcept { return groups_; }
   [[nodiscard]] Console& console() noexcept { return console_; }
@@ -174,6 +177,7 @@ class Runner {
       ++(result.fail ? runner_.counts_.failed : runner_.counts_.succeeded);
       if (runner_.status_ != nullptr) runner_.status_->update();
     }
+    void on_resume(std::string_view dataset) override { runner_.resumed_.insert(runner_.index(dataset)); }
     void on_skip(std::string_view path, std::size_t jobs) override {
       runner_.counts_.skipped += jobs;
       runner_.skipped_below_.emplace(path);
@@ -191,7 +195,9 @@ class Runner {
   void classify() {
     for (std::size_t i = 0; i < report_.jobs.size(); ++i) {
       JobRecord& record = report_.jobs[i];
-      if (record.attempts == 0) {
+      if (resumed_.contains(i)) {
+        record.status = JobStatus::resumed;
+      } else if (record.attempts == 0) {
         record.status = JobStatus::not_run;
         const std::string_view path = settings_.jobs[i].path;
         for (std::size_t slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', slash + 1)) {
@@ -228,6 +234,8 @@ class Runner {
   ProgressCounts counts_;
   std::atomic<std::size_t> retries_{0};
   std::set<std::string, std::less<>> skipped_below_;
+  std::set<std::size_t> resumed_;
+  std::shared_ptr<tasktree::Journal> journal_;  // jobs the journal shows succeeded before (coordinator thread)
   StatusLine* status_ = nullptr;
 };
 
@@ -309,6 +317,7 @@ void schedule(Runner& runner, std::stop_token stop) {
             .interval_nanos = make_pacing(settings),
             .stop_token = std::move(stop),
             .observer = std::make_shared<Runner::Observer>(runner),
+            .journal = runner.journal(),
         },
         stats);
   } catch (const JobFailure&) {
@@ -320,10 +329,25 @@ void schedule(Runner& runner, std::stop_token stop) {
 
 }  // namespace
 
-RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console, std::stop_token stop) {
+std::shared_ptr<tasktree::Journal> open_journal(const RunSettings& settings) {
+  if (settings.journal.empty()) return nullptr;
+  std::unordered_map<std::string, std::string> commands;
+  for (const JobSpec& job : settings.jobs) commands.emplace(job.path, job.command);
+  return std::make_shared<tasktree::Journal>(
+      settings.journal,
+      tasktree::JournalOptions{.resume = settings.resume,
+                               .key = [commands = std::move(commands)](std::string_view dataset) {
+                                 const auto it = commands.find(std::string(dataset));
+                                 return it == commands.end() ? std::string() : it->second;
+                               }});
+}
+
+RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console, std::stop_token stop,
+                   std::shared_ptr<tasktree::Journal> journal) {
   RunReport report;
   report.started = Clock::now();
   Runner runner(settings, groups, console, report);
+  runner.set_journal(std::move(journal));
   {
     StatusLine status(console, runner.counts(), report.started);
     runner.set_status_line(&status);

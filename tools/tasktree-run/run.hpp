@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -33,7 +34,7 @@ struct RunSettings {
   int workers = 1;
   /// `--skip-on-error`: `fail` stops the run (no new jobs, running jobs get SIGTERM); `dataset`
   /// carries on, also below the failed job; `tree` carries on except below it.
-  tasktree::SkipOnError skip_on_error = tasktree::SkipOnError::dataset;
+  tasktree::SkipOnError skip_on_error = tasktree::SkipOnError::tree;
   int retries = 0;
   std::chrono::nanoseconds retry_backoff = std::chrono::milliseconds(200);
   std::optional<std::chrono::nanoseconds> timeout;
@@ -42,6 +43,10 @@ struct RunSettings {
   bool jitter = false;
   PriorityOrder priority = PriorityOrder::name;
   std::filesystem::path log_dir;  // empty: output to the console, prefixed
+  /// `--journal`: record each finished job (keyed by its command) here; empty: no journal.
+  std::filesystem::path journal;
+  /// `--resume`: with a journal, do not run again what it shows succeeded with the same command.
+  bool resume = false;
 };
 
 /// What finally happened to a job.
@@ -50,7 +55,8 @@ enum class JobStatus {
   succeeded,  ///< exited 0 (possibly after retries)
   failed,     ///< failed on its last attempt
   skipped,    ///< never started because a job it depends on failed
-  stopped     ///< was running when the run stopped, and was terminated
+  stopped,    ///< was running when the run stopped, and was terminated
+  resumed     ///< not run: the journal shows it succeeded before, with the same command (`--resume`)
 };
 
 [[nodiscard]] std::string_view to_string(JobStatus status) noexcept;
@@ -87,7 +93,11 @@ struct RunReport {
 /// Runs the jobs; returns when every job has ended and every process is gone. `stop` is the
 /// interruption (a signal); `groups` must be the registry the signal watcher stops.
 [[nodiscard]] RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console,
-                                 std::stop_token stop);
+                                 std::stop_token stop, std::shared_ptr<tasktree::Journal> journal = {});
+
+/// Opens `settings.journal` (null if empty), keyed by each job's command, resuming if
+/// `settings.resume`. Throws `std::runtime_error` naming the path if it cannot be used.
+[[nodiscard]] std::shared_ptr<tasktree::Journal> open_journal(const RunSettings& settings);
 
 /// The order in which the jobs would start with one worker if every job succeeded.
 [[nodiscard]] std::vector<std::size_t> dry_run_order(const RunSettings& settings);
