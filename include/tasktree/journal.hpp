@@ -5,6 +5,7 @@
 /// succeeded. See docs/journal.md.
 
 #include <tasktree/detail/journal_format.hpp>
+#include <tasktree/detail/name_hash.hpp>
 #include <tasktree/log.hpp>
 
 #include <fmt/format.h>
@@ -322,8 +323,9 @@ class Journal {
       log.log(LogLevel::info, "tasktree: journal {:?}: the plan changed since its last run (fingerprint {} was {})",
               path_.string(), print, contents_.fingerprint);
     }
-    done.assign(datasets.size(), 0);
+    done.clear();  // stays empty unless something is resumed: the run then checks nothing per dataset
     if (options_.resume && !contents_.records.empty()) {
+      done.assign(datasets.size(), 0);
       std::size_t resumed = 0;
       for (std::size_t i = 0; i < datasets.size(); ++i) {
         const JournalRecord* record = find(datasets[i]);
@@ -332,6 +334,7 @@ class Journal {
         done[i] = 1;
         ++resumed;
       }
+      if (resumed == 0) done.clear();
       std::size_t unknown = contents_.records.size();
       for (const std::string& dataset : datasets) {
         if (find(dataset) != nullptr) --unknown;
@@ -481,20 +484,10 @@ class Journal {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   }
 
-  /// FNV-1a over the names (each with a zero byte after it) and the barrier name, in hex.
+  /// `detail::hash_names` of the names and then the barrier name, in hex.
   static std::string fingerprint(std::span<const std::string> datasets, std::string_view barrier_name) {
-    std::uint64_t hash = 0xcbf29ce484222325ull;
-    const auto mix = [&hash](std::string_view text) {
-      for (const char c : text) {
-        hash ^= static_cast<unsigned char>(c);
-        hash *= 0x100000001b3ull;
-      }
-      hash ^= 0;
-      hash *= 0x100000001b3ull;
-    };
-    for (const std::string& dataset : datasets) mix(dataset);
-    mix(barrier_name);
-    return fmt::format("{:016x}", hash);
+    const std::string_view barrier[] = {barrier_name};
+    return fmt::format("{:016x}", detail::hash_names(barrier, detail::hash_names(datasets)));
   }
 
   static constexpr std::size_t write_threshold = std::size_t{1} << 20;

@@ -234,8 +234,8 @@ class Runner {
   ProgressCounts counts_;
   std::atomic<std::size_t> retries_{0};
   std::set<std::string, std::less<>> skipped_below_;
-  std::set<std::size_t> resumed_;
-  std::shared_ptr<tasktree::Journal> journal_;  // jobs the journal shows succeeded before (coordinator thread)
+  std::set<std::size_t> resumed_;  // jobs the journal shows succeeded before (coordinator thread)
+  std::shared_ptr<tasktree::Journal> journal_;
   StatusLine* status_ = nullptr;
 };
 
@@ -331,14 +331,15 @@ void schedule(Runner& runner, std::stop_token stop) {
 
 std::shared_ptr<tasktree::Journal> open_journal(const RunSettings& settings) {
   if (settings.journal.empty()) return nullptr;
-  std::unordered_map<std::string, std::string> commands;
+  // Views into `settings`, which outlives the run and its journal.
+  std::unordered_map<std::string_view, std::string_view> commands;
   for (const JobSpec& job : settings.jobs) commands.emplace(job.path, job.command);
   return std::make_shared<tasktree::Journal>(
       settings.journal,
       tasktree::JournalOptions{.resume = settings.resume,
                                .key = [commands = std::move(commands)](std::string_view dataset) {
-                                 const auto it = commands.find(std::string(dataset));
-                                 return it == commands.end() ? std::string() : it->second;
+                                 const auto it = commands.find(dataset);
+                                 return it == commands.end() ? std::string() : std::string(it->second);
                                }});
 }
 

@@ -10,6 +10,8 @@
 /// overtake each other on one communicator, which the protocol relies on: a worker sees a job's
 /// request before its cancel or the shutdown that rank 0 sent after it.
 
+#include <tasktree/detail/name_hash.hpp>
+
 #include <fmt/format.h>
 
 #include <array>
@@ -241,19 +243,6 @@ struct Fingerprint {
   }
 };
 
-/// FNV-1a over the names, each followed by a zero byte as a separator.
-template <class Names>
-std::uint64_t hash_names(const Names& names) noexcept {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  const auto mix = [&hash](unsigned char byte) {
-    hash ^= byte;
-    hash *= 0x100000001b3ull;
-  };
-  for (const auto& name : names) {
-    for (const char c : std::string_view(name)) mix(static_cast<unsigned char>(c));
-    mix(0);
-  }
-  return hash;
-}
+using detail::hash_names;
 
 }  // namespace tasktree::detail::mpi_wire
