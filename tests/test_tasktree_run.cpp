@@ -186,6 +186,29 @@ bool gone(pid_t pid) {
 
 pid_t read_pid(const Scratch& scratch, std::string_view name) { return std::stoi(scratch.read(name)); }
 
+// The live processes whose parent is `parent`, each with its process group, from /proc.
+struct ChildProcess {
+  pid_t pid = 0;
+  pid_t group = 0;
+};
+std::vector<ChildProcess> children_of(pid_t parent) {
+  std::vector<ChildProcess> children;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = read_file(entry.path() / "stat");
+    const std::size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) continue;  // gone meanwhile
+    std::istringstream fields(stat.substr(paren + 2));
+    char state = 0;
+    pid_t parent_pid = 0;
+    pid_t group = 0;
+    fields >> state >> parent_pid >> group;
+    if (parent_pid == parent && state != 'Z' && state != 'X') children.push_back({std::stoi(name), group});
+  }
+  return children;
+}
+
 json read_json(const Scratch& scratch, std::string_view name) { return json::parse(scratch.read(name)); }
 
 const json& job(const json& report, std::string_view path) {
@@ -888,11 +911,57 @@ TEST_CASE("tasktree-run: a runner killed in mid-run leaves the earlier --json re
   CHECK(scratch.read("r.json") == earlier_report);  // the run is under way: the report is untouched
   REQUIRE(::kill(runner.pid(), SIGKILL) == 0);
   CHECK(runner.wait() == 1000 + SIGKILL);
-  // The job outlives a runner killed so: end its process group (it leads it) ourselves.
+  // The runner's watchdog stops the job it left running.
   const pid_t job_pid = read_pid(scratch, "x.pid");
-  ::kill(-job_pid, SIGKILL);
   CHECK(eventually([&] { return gone(job_pid); }));
   CHECK(scratch.read("r.json") == earlier_report);
+}
+
+TEST_CASE("tasktree-run: no job outlives a runner killed with SIGKILL, nor what the job started") {
+  // The job, a process it started in the background, and one that ignores SIGTERM (it gets SIGKILL
+  // after --kill-after); the watchdog ends them all, removes the run directory, and then itself.
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", R"(
+a  echo $TASKTREE_RUN_DIR > $DIR/run_dir; sleep 300 & echo $! > $DIR/child.pid; echo $$ > $DIR/a.pid; wait
+b  trap '' TERM; echo $$ > $DIR/b.pid; while :; do sleep 1; done
+)");
+  Started runner(scratch, {"-j", "2", "--kill-after", "1", jobs.string()});
+  REQUIRE(eventually([&] {
+    return !scratch.read("child.pid").empty() && !scratch.read("a.pid").empty() && !scratch.read("b.pid").empty();
+  }));
+  const pid_t a = read_pid(scratch, "a.pid");
+  const pid_t child = read_pid(scratch, "child.pid");
+  const pid_t b = read_pid(scratch, "b.pid");
+  std::string run_directory = scratch.read("run_dir");
+  while (!run_directory.empty() && run_directory.back() == '\n') run_directory.pop_back();
+  REQUIRE(fs::is_directory(run_directory));
+  // The watchdog is the runner's other child: the one that is not a job's shell.
+  std::vector<pid_t> watchdogs;
+  for (const ChildProcess& process : children_of(runner.pid())) {
+    if (process.pid != a && process.pid != b && process.group == process.pid) watchdogs.push_back(process.pid);
+  }
+  REQUIRE(watchdogs.size() == 1);
+  REQUIRE(::kill(runner.pid(), SIGKILL) == 0);
+  CHECK(runner.wait() == 1000 + SIGKILL);
+  CHECK(eventually([&] { return gone(a) && gone(child) && gone(b); }));
+  CHECK(eventually([&] { return gone(watchdogs.front()); }));
+  CHECK_FALSE(fs::exists(run_directory));
+}
+
+TEST_CASE("tasktree-run: a run that ends normally waits for its watchdog: none outlives the runner") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  echo $$ > $DIR/a.pid; while [ ! -e $DIR/go ]; do sleep 0.05; done\n");
+  Started runner(scratch, {jobs.string()});
+  REQUIRE(eventually([&] { return !scratch.read("a.pid").empty(); }));
+  const pid_t a = read_pid(scratch, "a.pid");
+  std::vector<pid_t> watchdogs;
+  for (const ChildProcess& process : children_of(runner.pid())) {
+    if (process.pid != a) watchdogs.push_back(process.pid);
+  }
+  REQUIRE(watchdogs.size() == 1);
+  scratch.write("go", "");
+  CHECK(runner.wait() == 0);
+  CHECK(gone(watchdogs.front()));  // at once: the runner reaped it before it exited
 }
 
 TEST_CASE("tasktree-run: --json into a FIFO writes the report into it, and the FIFO stays one") {
@@ -1050,7 +1119,8 @@ b        echo b >> $DIR/ran.log
     }));
     REQUIRE(::kill(runner.pid(), SIGKILL) == 0);
     CHECK(runner.wait() == 1000 + SIGKILL);
-    ::kill(-read_pid(scratch, "long.pid"), SIGKILL);  // its process group, which the runner could not stop
+    const pid_t long_pid = read_pid(scratch, "long.pid");
+    CHECK(eventually([&] { return gone(long_pid); }));  // the runner's watchdog stopped it
   }
   scratch.write("ran.log", "");
   const auto finish = scratch.write("finish.jobs", R"(

@@ -190,9 +190,17 @@ int execute(const CliSettings& cli) {
     return 2;
   }
 
+  // While this is the only thread: the helper that stops the jobs should the runner die unannounced.
+  std::optional<Watchdog> watchdog;
+  try {
+    watchdog.emplace(static_cast<std::size_t>(settings.workers) + 1, settings.kill_after);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "tasktree-run: cannot start the watchdog process: {}\n", error.what());
+    return 2;
+  }
   block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   Console console(stdout, stderr, live_terminal());
-  ProcessGroups groups;
+  ProcessGroups groups(watchdog->fd());
   std::stop_source stop;
   RunReport report;
   {

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,8 +17,12 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace tasktree_run {
 namespace {
@@ -122,8 +127,140 @@ std::string signal_name(int signal) {
   return abbreviation != nullptr ? fmt::format("SIG{}", abbreviation) : fmt::format("signal {}", signal);
 }
 
-ProcessGroups::ProcessGroups() : stop_fd_(::eventfd(0, EFD_CLOEXEC)) {
+namespace {
+
+// The watchdog's life after the fork. The runner has a single thread when it forks, so this is an
+// ordinary process. Messages are 4-byte integers: a process group id, positive when the group starts
+// and negative when it is released; or 0, a 4-byte length and that many bytes: the run directory to
+// remove should the runner die (length 0: none).
+[[noreturn]] void watchdog_main(int channel, std::size_t capacity, std::chrono::nanoseconds grace) {
+  ::setpgid(0, 0);
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU}) {
+    ::sigaction(signal, &ignore, nullptr);
+  }
+  // Hold nothing of the runner's (a pipe it writes into, a file it renames, its working directory)
+  // but the socket.
+  if (channel != 3) {
+    ::dup2(channel, 3);
+    channel = 3;
+  }
+  ::close_range(4, ~0U, 0);
+  const int null = ::open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    for (int fd = 0; fd <= 2; ++fd) ::dup2(null, fd);
+    if (null > 2) ::close(null);
+  }
+  [[maybe_unused]] const int root = ::chdir("/");
+
+  std::vector<pid_t> groups;
+  groups.reserve(capacity);
+  std::string directory;
+  std::string pending;
+  std::array<char, 4096> buffer{};
+  const auto take = [&pending](std::size_t at) {
+    std::int32_t value = 0;
+    std::memcpy(&value, pending.data() + at, sizeof value);
+    return value;
+  };
+  for (;;) {
+    const ssize_t got = ::read(channel, buffer.data(), buffer.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    pending.append(buffer.data(), static_cast<std::size_t>(got));
+    std::size_t at = 0;
+    while (at + sizeof(std::int32_t) <= pending.size()) {
+      const std::int32_t value = take(at);
+      if (value == 0) {
+        if (at + 2 * sizeof(std::int32_t) > pending.size()) break;
+        const auto length = static_cast<std::size_t>(take(at + sizeof(std::int32_t)));
+        if (at + 2 * sizeof(std::int32_t) + length > pending.size()) break;
+        directory.assign(pending, at + 2 * sizeof(std::int32_t), length);
+        at += 2 * sizeof(std::int32_t) + length;
+        continue;
+      }
+      if (value > 0) {
+        groups.push_back(value);
+      } else if (const auto it = std::find(groups.begin(), groups.end(), -value); it != groups.end()) {
+        *it = groups.back();
+        groups.pop_back();
+      }
+      at += sizeof(std::int32_t);
+    }
+    pending.erase(0, at);
+  }
+
+  // End of file: the runner is gone. Whatever it left running is stopped, the way it would have.
+  if (!groups.empty()) {
+    for (const pid_t group : groups) {
+      ::kill(-group, SIGTERM);
+      ::kill(-group, SIGCONT);  // a stopped job would not act on the SIGTERM
+    }
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const auto alive = [&groups] {
+      return std::any_of(groups.begin(), groups.end(), [](pid_t group) { return ::kill(-group, 0) == 0; });
+    };
+    while (alive() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (const pid_t group : groups) ::kill(-group, SIGKILL);
+  }
+  if (!directory.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(directory, ignored);
+  }
+  ::_exit(0);
+}
+
+}  // namespace
+
+Watchdog::Watchdog(std::size_t capacity, std::chrono::nanoseconds grace) {
+  std::array<int, 2> ends{};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends.data()) != 0) throw_errno("socketpair");
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int error = errno;
+    ::close(ends[0]);
+    ::close(ends[1]);
+    errno = error;
+    throw_errno("fork");
+  }
+  if (pid == 0) {
+    ::close(ends[0]);
+    watchdog_main(ends[1], capacity, grace);
+  }
+  ::close(ends[1]);
+  fd_ = ends[0];
+  pid_ = pid;
+}
+
+Watchdog::~Watchdog() {
+  ::close(fd_);
+  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+ProcessGroups::ProcessGroups(int watchdog) : stop_fd_(::eventfd(0, EFD_CLOEXEC)), watchdog_(watchdog) {
   if (stop_fd_ < 0) throw_errno("eventfd");
+}
+
+void ProcessGroups::tell_watchdog(pid_t value) const noexcept {
+  if (watchdog_ < 0) return;
+  const auto message = static_cast<std::int32_t>(value);
+  // A watchdog that is gone cannot be helped: the runner goes on (MSG_NOSIGNAL: no SIGPIPE).
+  [[maybe_unused]] const auto sent = ::send(watchdog_, &message, sizeof message, MSG_NOSIGNAL);
+}
+
+void ProcessGroups::set_run_directory(const std::string& path) const noexcept {
+  if (watchdog_ < 0) return;
+  std::string message(2 * sizeof(std::int32_t), '\0');
+  const auto length = static_cast<std::int32_t>(path.size());
+  std::memcpy(message.data() + sizeof(std::int32_t), &length, sizeof length);
+  message += path;
+  std::lock_guard lock(mutex_);  // one message, not interleaved with a group's
+  [[maybe_unused]] const auto sent = ::send(watchdog_, message.data(), message.size(), MSG_NOSIGNAL);
 }
 
 ProcessGroups::~ProcessGroups() { ::close(stop_fd_); }
@@ -132,7 +269,10 @@ pid_t ProcessGroups::spawn(const std::function<pid_t()>& spawn) {
   std::lock_guard lock(mutex_);
   if (stopping_) return 0;
   const pid_t pid = spawn();
-  if (pid > 0) groups_.insert(pid);
+  if (pid > 0) {
+    groups_.insert(pid);
+    tell_watchdog(pid);
+  }
   return pid;
 }
 
@@ -144,7 +284,7 @@ void ProcessGroups::signal(pid_t group, int signal) {
 void ProcessGroups::release(pid_t group) {
   std::lock_guard lock(mutex_);
   ::kill(-group, SIGKILL);  // the leader is a zombie that keeps the id; ESRCH if nothing else is left
-  groups_.erase(group);
+  if (groups_.erase(group) != 0) tell_watchdog(-group);
 }
 
 void ProcessGroups::stop() {

@@ -19,6 +19,29 @@ namespace tasktree_run {
 
 using Clock = std::chrono::steady_clock;
 
+/// A helper process that stops the jobs of a runner that died without stopping them itself (SIGKILL,
+/// a crash, the OOM killer): the runner tells it each process group it starts and releases, over a
+/// socket; when the socket reaches end-of-file with groups still registered, the runner is gone, so
+/// it sends them SIGTERM, and SIGKILL to what is left after `grace`, then removes the run directory
+/// it was told of. It leads its own process group and ignores the stop signals (a Ctrl-C stops the
+/// runner, which stops its jobs itself), holds no descriptor of the runner's but its socket, and
+/// exits as soon as its work is done. Start it while the runner has a single thread.
+class Watchdog {
+ public:
+  /// Forks the helper; `capacity` is the most groups that can be running at once.
+  Watchdog(std::size_t capacity, std::chrono::nanoseconds grace);
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  /// Closes the socket and waits for the helper, which exits at once if no group is registered.
+  ~Watchdog();
+  /// The runner's end of the socket, for `ProcessGroups`.
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+ private:
+  int fd_ = -1;
+  pid_t pid_ = -1;
+};
+
 /// The process groups of the jobs that are running, so that a stop (a signal to the runner, or a
 /// failure in `--skip-on-error fail` mode) reaches all of them, and no new job starts after it.
 ///
@@ -26,7 +49,8 @@ using Clock = std::chrono::steady_clock;
 /// reaped: a signal sent through the registry never reaches a recycled process id.
 class ProcessGroups {
  public:
-  ProcessGroups();
+  /// `watchdog`: a `Watchdog::fd()` to tell of every group started and released; -1: none.
+  explicit ProcessGroups(int watchdog = -1);
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;
   ~ProcessGroups();
@@ -55,6 +79,12 @@ class ProcessGroups {
   std::set<pid_t> groups_;
   bool stopping_ = false;
   int stop_fd_ = -1;  // an eventfd
+  int watchdog_ = -1;
+  void tell_watchdog(pid_t value) const noexcept;
+
+ public:
+  /// Tells the watchdog the directory to remove should the runner die; "" when there is none.
+  void set_run_directory(const std::string& path) const noexcept;
 };
 
 /// Which stream a line of job output came from.

@@ -63,16 +63,18 @@ std::vector<std::string> base_environment() {
   return variables;
 }
 
-/// A private scratch directory for the jobs of one run (`TASKTREE_RUN_DIR`), removed at the end.
+/// A private scratch directory for the jobs of one run (`TASKTREE_RUN_DIR`), removed at the end,
+/// and by the watchdog should the runner die first.
 class RunDirectory {
  public:
-  RunDirectory() {
+  explicit RunDirectory(const ProcessGroups& groups) : groups_(groups) {
     const char* tmpdir = std::getenv("TMPDIR");
     std::string pattern = fmt::format("{}/tasktree-run.XXXXXX", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp");
     if (::mkdtemp(pattern.data()) == nullptr) {
       throw std::system_error(errno, std::generic_category(), fmt::format("cannot create a directory {:?}", pattern));
     }
     path_ = std::move(pattern);
+    groups_.set_run_directory(path_.string());
   }
   RunDirectory(const RunDirectory&) = delete;
   RunDirectory& operator=(const RunDirectory&) = delete;
@@ -80,10 +82,12 @@ class RunDirectory {
     std::error_code error;
     std::filesystem::remove_all(path_, error);
     if (error) fmt::print(stderr, "tasktree-run: cannot remove {:?}: {}\n", path_.string(), error.message());
+    groups_.set_run_directory("");
   }
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
+  const ProcessGroups& groups_;
   std::filesystem::path path_;
 };
 
@@ -93,7 +97,8 @@ class RunDirectory {
 class Runner {
  public:
   Runner(const RunSettings& settings, ProcessGroups& groups, Console& console, RunReport& report)
-      : settings_(settings), groups_(groups), console_(console), report_(report), environment_(base_environment()) {
+      : settings_(settings), groups_(groups), console_(console), report_(report), environment_(base_environment()),
+        run_directory_(groups) {
     counts_.total = settings.jobs.size();
     index_.reserve(settings.jobs.size());
     for (std::size_t i = 0; i < settings.jobs.size(); ++i) index_.emplace(settings.jobs[i].path, i);
