@@ -5,6 +5,8 @@
 // fails if what it depends on is not there), never through timing; waits are bounded only to turn
 // a hang into a failure.
 
+#include <tasktree/journal.hpp>
+
 #include "catch.hpp"
 #include "support.hpp"
 
@@ -21,11 +23,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -89,8 +94,10 @@ class Scratch {
 /// `TERM=xterm`).
 class Started {
  public:
+  /// `terminal`: a pseudo-terminal for standard error; with `controlling`, the runner leads a new
+  /// session whose controlling terminal it is, as in a terminal window.
   Started(const Scratch& scratch, std::vector<std::string> args, const fs::path& input = "/dev/null",
-          const std::string& terminal = "")
+          const std::string& terminal = "", bool controlling = false)
       : out_(scratch / "runner.out"), err_(scratch / "runner.err") {
     args.insert(args.begin(), tool);
     std::vector<char*> argv;
@@ -113,9 +120,13 @@ class Started {
     if (terminal.empty()) {
       posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     } else {
-      posix_spawn_file_actions_addopen(&actions, 2, terminal.c_str(), O_RDWR | O_NOCTTY, 0);
+      posix_spawn_file_actions_addopen(&actions, 2, terminal.c_str(), controlling ? O_RDWR : O_RDWR | O_NOCTTY, 0);
     }
-    const int error = ::posix_spawn(&pid_, tool, &actions, nullptr, argv.data(), envp.data());
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    if (controlling) posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);  // before the opens
+    const int error = ::posix_spawn(&pid_, tool, &actions, &attributes, argv.data(), envp.data());
+    posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
     REQUIRE(error == 0);
   }
@@ -467,11 +478,18 @@ flaky/after  touch $DIR/after
     CHECK(job(report, "flaky").at("attempts") == 2);
     CHECK(job(report, "flaky").at("status") == "succeeded");
     CHECK(report.at("counts").at("retries") == 1);
+    // The failure that is retried is no failure of the run: the log line says what happens next.
+    CHECK(contains(run.err, "failed flaky: exit code 1 (attempt 1 of 2, "));
+    CHECK(contains(run.err, "); retrying\n"));
+    CHECK_FALSE(contains(run.err, "FAILED"));
   }
   SECTION("without retries it fails") {
     const Finished run = run_tool(scratch, {"--skip-on-error", "tree", jobs.string()});
+    INFO(run.err);
     CHECK(run.exit_code == 1);
     CHECK_FALSE(scratch.exists("after"));
+    CHECK(contains(run.err, "FAILED flaky: exit code 1 (attempt 1, "));
+    CHECK_FALSE(contains(run.err, "retrying"));
   }
 }
 
@@ -498,7 +516,7 @@ TEST_CASE("tasktree-run: SIGINT during a retry's backoff ends the run without fu
   // A backoff ceiling of an hour: only the stop can end the wait within the test's bounds (unless
   // the random wait happens to be short, when the next attempt fails the same way).
   Started runner(scratch, {"--retries", "5", "--retry-backoff", "3600", jobs.string()});
-  REQUIRE(eventually([&] { return contains(runner.err(), "FAILED failing"); }));
+  REQUIRE(eventually([&] { return contains(runner.err(), "failed failing: exit code 1 (attempt 1 of 6, "); }));
   REQUIRE(::kill(runner.pid(), SIGINT) == 0);
   const int code = runner.wait();
   INFO(runner.err_text);
@@ -539,7 +557,7 @@ TEST_CASE("tasktree-run: no process of a job outlives it: timeouts and leftovers
        0,
        {"leftover.pid"},
        "exited",
-       "all 1 jobs succeeded"},
+       "the job succeeded"},
   };
   for (const Case& c : cases) {
     DYNAMIC_SECTION(c.name) {
@@ -790,7 +808,7 @@ ok/bad/x touch $DIR/x
                                     {"skipped", 1},
                                     {"stopped", 0},
                                     {"not_run", 0},
-{"resumed", 0},
+                                    {"resumed", 0},
                                     {"retries", 0}});
   const json& ok = job(report, "ok");
   CHECK(ok.at("status") == "succeeded");
@@ -950,7 +968,8 @@ b  trap '' TERM; echo $$ > $DIR/b.pid; while :; do sleep 1; done
 
 TEST_CASE("tasktree-run: a run that ends normally waits for its watchdog: none outlives the runner") {
   Scratch scratch;
-  const auto jobs = scratch.write("plan.jobs", "a  echo $$ > $DIR/a.pid; while [ ! -e $DIR/go ]; do sleep 0.05; done\n");
+  const auto jobs =
+      scratch.write("plan.jobs", "a  echo $$ > $DIR/a.pid; while [ ! -e $DIR/go ]; do sleep 0.05; done\n");
   Started runner(scratch, {jobs.string()});
   REQUIRE(eventually([&] { return !scratch.read("a.pid").empty(); }));
   const pid_t a = read_pid(scratch, "a.pid");
@@ -962,6 +981,192 @@ TEST_CASE("tasktree-run: a run that ends normally waits for its watchdog: none o
   scratch.write("go", "");
   CHECK(runner.wait() == 0);
   CHECK(gone(watchdogs.front()));  // at once: the runner reaped it before it exited
+}
+
+TEST_CASE("tasktree-run: --log-dir files are byte-exact copies of what the job wrote") {
+  // No newline at the end, a line of 200,000 bytes (over the 64 KiB the console cuts lines into),
+  // an empty line and a carriage return: the files hold exactly the bytes.
+  Scratch scratch;
+  const auto jobs = scratch.write("bytes.jobs", R"(
+exact  printf 'one\n\nthree\r\n'; head -c 200000 /dev/zero | tr '\0' x; printf '\nno newline'; printf 'e1\ne2' >&2
+)");
+  const Finished run = run_tool(scratch, {"--log-dir", (scratch / "logs").string(), jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  const std::string expected = "one\n\nthree\r\n" + std::string(200000, 'x') + "\nno newline";
+  const std::string out = scratch.read("logs/exact.out");
+  CHECK(out.size() == expected.size());
+  CHECK(out == expected);
+  CHECK(scratch.read("logs/exact.err") == "e1\ne2");
+}
+
+TEST_CASE(
+    "tasktree-run: a log file that cannot be created fails only its job, and the summary and report are written") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "x/y  touch $DIR/y\nz  touch $DIR/z\n");
+  fs::create_directories(scratch / "logs");
+  scratch.write("logs/x", "a file where job x/y needs its log directory\n");
+  const Finished run = run_tool(
+      scratch, {"--log-dir", (scratch / "logs").string(), "--json", (scratch / "r.json").string(), jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK_FALSE(scratch.exists("y"));  // it never started
+  CHECK(scratch.exists("z"));
+  const std::string directory = (scratch / "logs" / "x").string();
+  CHECK(contains(run.err, fmt::format("FAILED x/y: cannot create log directory {:?}: Not a directory", directory)));
+  CHECK(contains(run.err, "2 jobs in "));  // the summary
+  const json report = read_json(scratch, "r.json");
+  CHECK(job(report, "x/y").at("status") == "failed");
+  CHECK(job(report, "x/y").at("end") == "output_failed");
+  CHECK(job(report, "x/y").at("error") == fmt::format("cannot create log directory {:?}: Not a directory", directory));
+  CHECK(job(report, "z").at("status") == "succeeded");
+}
+
+TEST_CASE("tasktree-run: more workers than the file descriptor limit allows run fewer at once, with a warning") {
+  // A hard limit of 120 descriptors (set by a shell in front of the runner) has room for 11 jobs
+  // at once: -j 40 would run out of descriptors; the runner says so and runs every job anyway.
+  Scratch scratch;
+  std::string plan;
+  for (int i = 0; i < 40; ++i) plan += fmt::format("job{}  echo $$ > $DIR/ran{}; sleep 0.05\n", i, i);
+  const auto jobs = scratch.write("many.jobs", plan);
+  const std::string script = fmt::format("ulimit -n 120 && exec {} -j 40 {} >{} 2>{}", tool, jobs.string(),
+                                         (scratch / "out").string(), (scratch / "err").string());
+  const int status = std::system(script.c_str());
+  const std::string err = scratch.read("err");
+  INFO(err);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(contains(err,
+                 "tasktree-run: warning: 40 jobs at once need about 264 file descriptors, but the limit is 120 "
+                 "(ulimit -n): running at most 11 at once"));
+  for (int i = 0; i < 40; ++i) CHECK(scratch.exists(fmt::format("ran{}", i)));
+  CHECK(contains(err, "all 40 jobs succeeded"));
+}
+
+TEST_CASE("tasktree-run: a command run directly behaves as through the shell: arguments, not found, not executable") {
+  Scratch scratch;
+  scratch.write("not-executable", "#!/bin/sh\ntrue\n");
+  const auto jobs = scratch.write("direct.jobs", R"(
+args           /usr/bin/printf %s-%s/ one two
+missing        no-such-program-of-tasktree x
+not-executable $DIR/not-executable
+)");
+  const Finished run = run_tool(scratch, {"--json", (scratch / "r.json").string(), jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK(contains(run.out, "[args] one-two/\n"));  // the format, used once for both arguments
+  const json report = read_json(scratch, "r.json");
+  CHECK(job(report, "missing").at("exit_code") == 127);  // as the shell says it
+  CHECK(contains(run.err, "[missing] /bin/sh: 1: no-such-program-of-tasktree: not found"));
+  CHECK(job(report, "not-executable").at("exit_code") == 126);
+  CHECK(contains(run.err, "Permission denied"));
+}
+
+TEST_CASE("tasktree-run: --shell bash runs pipelines with pipefail; a shell that does not exist is an input error") {
+  Scratch scratch;
+  const auto jobs = scratch.write("pipe.jobs", "pipeline  false | true\n");
+  CHECK(run_tool(scratch, {jobs.string()}).exit_code == 0);  // /bin/sh: the last command's status
+  const Finished bash = run_tool(scratch, {"--shell", "bash", "--json", (scratch / "r.json").string(), jobs.string()});
+  INFO(bash.err);
+  CHECK(bash.exit_code == 1);
+  CHECK(read_json(scratch, "r.json").at("settings").at("shell") == "bash");
+  const auto marker = scratch.write("marker.jobs", "a  touch $DIR/ran\n");
+  const Finished missing = run_tool(scratch, {"--shell", "no-such-shell-of-tasktree", marker.string()});
+  CHECK(missing.exit_code == 2);
+  CHECK(contains(missing.err, R"(tasktree-run: --shell: no program "no-such-shell-of-tasktree" in PATH)"));
+  const Finished not_a_file = run_tool(scratch, {"--shell", scratch.dir().string(), marker.string()});
+  CHECK(not_a_file.exit_code == 2);
+  CHECK(contains(not_a_file.err,
+                 fmt::format("tasktree-run: --shell: {:?} is not an executable file", scratch.dir().string())));
+  CHECK_FALSE(scratch.exists("ran"));
+}
+
+TEST_CASE("tasktree-run: --journal FILE --status prints what the journal says, and runs nothing") {
+  Scratch scratch;
+  const auto jobs =
+      scratch.write("plan.jobs", "ok  true\nbad  exit 3\nbad/below  touch $DIR/below\nlater  touch $DIR/later\n");
+  const std::string journal = (scratch / "run.journal").string();
+  // A first run of all but "later".
+  const auto first = scratch.write("first.jobs", "ok  true\nbad  exit 3\nbad/below  touch $DIR/below\n");
+  CHECK(run_tool(scratch, {"--journal", journal, first.string()}).exit_code == 1);
+  const Finished status = run_tool(scratch, {"--journal", journal, "--status", jobs.string()});
+  INFO(status.out << status.err);
+  CHECK(status.exit_code == 1);
+  CHECK(contains(status.out, "done     ok "));
+  CHECK(contains(status.out, "FAILED   bad        exit code 3 (1 attempt)\n"));
+  CHECK(contains(status.out, "not run  later\n"));
+  CHECK(contains(status.out, "tasktree-run: 4 jobs: 1 done, 1 failed, 0 skipped, 0 changed, 2 not run;"));
+  CHECK_FALSE(scratch.exists("later"));
+  // Bad input: a journal that does not exist, and --status without --journal.
+  const Finished missing = run_tool(scratch, {"--journal", (scratch / "none.journal").string(), "--status"});
+  CHECK(missing.exit_code == 2);
+  CHECK(contains(missing.err, "none.journal"));
+  CHECK(run_tool(scratch, {"--status", jobs.string()}).exit_code == 2);
+}
+
+TEST_CASE("tasktree-run: --json - writes the report to standard output, and the job output to standard error") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  echo out-a\na/b  echo out-b\n");
+  const Finished run = run_tool(scratch, {"--json", "-", jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK_FALSE(scratch.exists("-"));
+  const json report = json::parse(run.out);  // standard output is the report and nothing else
+  CHECK(report.at("result") == "succeeded");
+  CHECK(report.at("counts").at("succeeded") == 2);
+  CHECK(contains(run.err, "[a/b] out-b"));
+  CHECK(contains(run.err, "all 2 jobs succeeded"));
+}
+
+TEST_CASE("tasktree-run: jobs have no controlling terminal, so a prompt fails at once instead of hanging") {
+  // The runner is in a terminal window (it leads a session on a pseudo-terminal); a job that opens
+  // /dev/tty, as ssh and sudo do to ask for a password, cannot: it has no terminal to open.
+  Scratch scratch;
+  const auto jobs = scratch.write("prompt.jobs", R"(
+prompt  if (exec 3</dev/tty) 2>/dev/null; then echo opened-a-terminal; else echo no-terminal; fi; tty || true
+)");
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
+  Started runner(scratch, {jobs.string()}, "/dev/null", ::ptsname(master), true);
+  std::string shown;
+  const auto drain = [&] {
+    std::array<char, 4096> buffer{};
+    for (ssize_t got = 0; (got = ::read(master, buffer.data(), buffer.size())) > 0;) {
+      shown.append(buffer.data(), static_cast<std::size_t>(got));
+    }
+  };
+  REQUIRE(eventually(
+      [&] {
+        drain();
+        return runner.try_wait();
+      },
+      std::chrono::seconds(120)));
+  drain();
+  ::close(master);
+  INFO(shown);
+  CHECK(runner.exit_code() == 0);
+  CHECK(contains(runner.out, "[prompt] no-terminal"));
+  CHECK(contains(runner.out, "[prompt] not a tty"));
+  CHECK(contains(shown, "the job succeeded"));  // the runner itself did have the terminal
+}
+
+TEST_CASE("tasktree-run: an empty jobs file name and a directory are input errors, and nothing runs") {
+  Scratch scratch;
+  // Standard input holds a job: an empty name must not fall back to it.
+  const auto input = scratch.write("stdin.jobs", "a  touch $DIR/ran\n");
+  const Finished empty = run_tool(scratch, {""}, input);
+  CHECK(empty.exit_code == 2);
+  CHECK(contains(empty.err, "the jobs file name is empty (use '-' for standard input)"));
+  const Finished directory = run_tool(scratch, {scratch.dir().string()}, input);
+  CHECK(directory.exit_code == 2);
+  CHECK(contains(directory.err, fmt::format("cannot read jobs file {:?}: it is a directory", scratch.dir().string())));
+  CHECK_FALSE(scratch.exists("ran"));
+  const Finished dash = run_tool(scratch, {"-"}, input);  // '-' is standard input
+  CHECK(dash.exit_code == 0);
+  CHECK(scratch.exists("ran"));
 }
 
 TEST_CASE("tasktree-run: --json into a FIFO writes the report into it, and the FIFO stays one") {
@@ -1029,6 +1234,54 @@ TEST_CASE(
   CHECK(contains(runner.out, "[a/b] out-b"));
 }
 
+TEST_CASE("tasktree-run: the live status line fits the terminal's width and counts the job that runs") {
+  Scratch scratch;
+  const auto jobs = scratch.write("one.jobs", "a-job-with-a-long-name  while [ ! -e $DIR/go ]; do sleep 0.05; done\n");
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  winsize size{};
+  size.ws_col = 40;
+  size.ws_row = 24;
+  REQUIRE(::ioctl(master, TIOCSWINSZ, &size) == 0);
+  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
+  Started runner(scratch, {jobs.string()}, "/dev/null", ::ptsname(master));
+  std::string shown;
+  const auto drain = [&] {
+    std::array<char, 4096> buffer{};
+    for (ssize_t got = 0; (got = ::read(master, buffer.data(), buffer.size())) > 0;) {
+      shown.append(buffer.data(), static_cast<std::size_t>(got));
+    }
+  };
+  CHECK(eventually([&] {
+    drain();
+    return contains(shown, "0/1 done, 1 running");
+  }));
+  scratch.write("go", "");
+  REQUIRE(eventually(
+      [&] {
+        drain();
+        return runner.try_wait();
+      },
+      std::chrono::seconds(120)));
+  drain();
+  ::close(master);
+  INFO(shown);
+  CHECK(runner.exit_code() == 0);
+  // Each drawing of the status line ("\r\x1b[K" and the line) leaves the last column free, so the
+  // terminal never wraps it onto a line of its own.
+  std::size_t drawings = 0;
+  for (std::size_t at = shown.find("\r\x1b[K"); at != std::string::npos; at = shown.find("\r\x1b[K", at + 1)) {
+    const std::size_t begin = at + 4;
+    const std::size_t end = std::min(shown.find_first_of("\r\n", begin), shown.size());
+    if (shown.substr(begin, end - begin).find(" done, ") == std::string::npos) continue;  // a clear
+    ++drawings;
+    CHECK(end - begin <= 39);
+  }
+  CHECK(drawings > 0);
+}
+
 TEST_CASE(
     "tasktree-run: --demo runs the embedded plan, from any directory, "
     "and succeeds after one retry") {
@@ -1061,7 +1314,8 @@ flaky/b    echo flaky/b >> $DIR/ran.log
     return lines;
   };
   scratch.write("broken", "");
-  const Finished first = run_tool(scratch, {"--journal", journal, "--json", (scratch / "r.json").string(), jobs.string()});
+  const Finished first =
+      run_tool(scratch, {"--journal", journal, "--json", (scratch / "r.json").string(), jobs.string()});
   INFO(first.err);
   CHECK(first.exit_code == 1);
   CHECK(ran() == std::vector<std::string>{"a", "flaky"});
@@ -1134,6 +1388,91 @@ b        echo b >> $DIR/ran.log
   CHECK(resumed.exit_code == 0);
   CHECK(scratch.read("ran.log") == "long\n");
   CHECK(contains(resumed.err, "2 resumed"));
+}
+
+TEST_CASE(
+    "tasktree-run: killed with SIGKILL at random moments and resumed until done, every job runs, and none twice that "
+    "had succeeded") {
+  // 300 jobs in ten hosts' trees with barriers, each a short job that first appends its name to
+  // ran.log. The runner is killed at random moments, five times, each time resumed from the
+  // journal, then let finish. After each kill, the journal's file says which jobs succeeded: none
+  // of them may run again. A job runs at most once per run; every job has run by the end.
+  Scratch scratch;
+  std::string plan;
+  std::vector<std::string> paths;
+  for (int host = 0; host < 10; ++host) {
+    const std::string h = fmt::format("host{}", host);
+    for (const std::string& path :
+         {h, h + "/snapshot", h + "/snapshot/~/prune", h + "/snapshot/~/~/monitor", h + "/config"}) {
+      paths.push_back(path);
+    }
+    for (int i = 0; i < 25; ++i) paths.push_back(fmt::format("{}/snapshot/replicate{}", h, i));
+  }
+  for (const std::string& path : paths) plan += fmt::format("{}  echo {} >> $DIR/ran.log; sleep 0.03\n", path, path);
+  const auto jobs = scratch.write("plan.jobs", plan);
+  const std::string journal = (scratch / "run.journal").string();
+  const std::string report = (scratch / "report.json").string();
+  const auto ran_lines = [&] {
+    std::vector<std::string> lines;
+    std::istringstream text(scratch.read("ran.log"));
+    for (std::string line; std::getline(text, line);) lines.push_back(line);
+    return lines;
+  };
+  std::mt19937 random(20261204);
+  std::set<std::string> succeeded;  // per the journal's file after the latest kill
+  std::size_t seen = 0;             // lines of ran.log before the current run
+  const auto check_run = [&](const std::string& when) {
+    INFO(when);
+    const std::vector<std::string> lines = ran_lines();
+    std::set<std::string> this_run;
+    for (std::size_t i = seen; i < lines.size(); ++i) {
+      CHECK_FALSE(succeeded.contains(lines[i]));  // recorded as succeeded: never again
+      CHECK(this_run.insert(lines[i]).second);    // at most once per run
+    }
+    seen = lines.size();
+  };
+  // A whole run takes about 2.5 s (300 jobs of 30 ms, 4 at a time); the journal syncs every second,
+  // so most kills find some successes on disk and some not.
+  for (int kill = 1; kill <= 5; ++kill) {
+    Started runner(scratch, {"-j", "4", "--journal", journal, "--resume", "--json", report, jobs.string()});
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 2500)(random)));
+    // The runner's children: its watchdog and the jobs' shells. The watchdog exits once it has
+    // ended every job the runner left, so that none appends to ran.log later.
+    const std::vector<ChildProcess> children = children_of(runner.pid());
+    ::kill(runner.pid(), SIGKILL);
+    runner.wait();  // killed, or finished before the kill came
+    REQUIRE(eventually([&] {
+      return std::all_of(children.begin(), children.end(), [](const ChildProcess& child) { return gone(child.pid); });
+    }));
+    check_run(fmt::format("run {} (killed)", kill));
+    for (const tasktree::JournalRecord& record : tasktree::Journal::read(journal).records) {
+      if (record.succeeded()) succeeded.insert(record.dataset);
+    }
+  }
+  CHECK(succeeded.size() > 0);  // the kills did come after syncs
+  const Finished last =
+      run_tool(scratch, {"-j", "4", "--journal", journal, "--resume", "--json", report, jobs.string()});
+  INFO(last.err);
+  CHECK(last.exit_code == 0);
+  check_run("the last run");
+  // Every job ran; the report and the journal are whole.
+  const std::vector<std::string> lines = ran_lines();
+  const std::set<std::string> ran(lines.begin(), lines.end());
+  CHECK(ran.size() == paths.size());
+  const json final_report = read_json(scratch, "report.json");
+  CHECK(final_report.at("counts").at("total") == paths.size());
+  CHECK(final_report.at("counts").at("succeeded").get<std::size_t>() +
+            final_report.at("counts").at("resumed").get<std::size_t>() ==
+        paths.size());
+  const tasktree::JournalContents contents = tasktree::Journal::read(journal);
+  CHECK(contents.warnings.empty());
+  std::size_t recorded = 0;
+  for (const tasktree::JournalRecord& record : contents.records) recorded += record.succeeded() ? 1 : 0;
+  CHECK(recorded == paths.size());
+  const std::size_t twice = lines.size() - paths.size();
+  UNSCOPED_INFO(twice << " of " << lines.size() << " runs were of jobs in flight at a kill");
+  CHECK(final_report.at("counts").at("resumed").get<std::size_t>() > 0);
+  CHECK(twice < paths.size());
 }
 
 TEST_CASE("tasktree-run: a journal that cannot be used is an input error: a message, exit code 2, and nothing runs") {

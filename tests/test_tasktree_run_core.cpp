@@ -95,6 +95,15 @@ TEST_CASE("jobs file: each bad line is rejected with FILE:LINE and the value") {
       {"lonely   ", R"(job "lonely" has no command)"},
       {"a/~  touch ran", R"(invalid job path "a/~": its last component is the barrier "~", so it could never run )"
                          R"((a barrier waits for the jobs beside it; put jobs below it, e.g. a/~/prune))"},
+      // Control characters: a path that no terminal shows as it is, and that no one typed on purpose.
+      {"a\x01"
+       "b  touch ran",
+       R"(invalid job path "a\x01b": it contains the control character 0x01 at byte 2)"},
+      {"a/b\x7f  touch ran", R"(invalid job path "a/b\x7f": it contains the control character 0x7f at byte 4)"},
+      {std::string_view("x\0y  touch ran", 14),
+       R"(invalid job path "x\x00y": it contains the control character 0x00 at byte 2)"},
+      {std::string_view("nul  echo a\0b", 14),
+       R"(the command of job "nul" contains a NUL byte (at byte 7), which no command can hold)"},
   };
   for (const Case& c : cases) {
     DYNAMIC_SECTION(c.bad_line) {
@@ -102,6 +111,69 @@ TEST_CASE("jobs file: each bad line is rejected with FILE:LINE and the value") {
             fmt::format("plan.jobs:3: {}", c.message));
     }
   }
+}
+
+TEST_CASE("jobs file: a UTF-8 byte-order mark at the start is no part of the first path") {
+  const std::vector<JobSpec> jobs =
+      parse_jobs_file("\xef\xbb\xbfsnapshot  zfs snapshot\nsnapshot/send  zfs send\n", "plan.jobs");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].path == "snapshot");
+  CHECK(jobs[1].path == "snapshot/send");
+  // Anywhere else it is part of a path, and is not a control character: it stays as it is.
+  const std::vector<JobSpec> inner = parse_jobs_file(
+      "a  true\n\xef\xbb\xbf"
+      "b  true\n",
+      "plan.jobs");
+  CHECK(inner[1].path ==
+        "\xef\xbb\xbf"
+        "b");
+}
+
+TEST_CASE("jobs file: a command longer than the system allows for one argument is rejected when parsed") {
+  const std::string longest(32 * 4096 - 1, 'x');
+  CHECK(parse_jobs_file(fmt::format("a  {}\n", longest), "plan.jobs")[0].command.size() == longest.size());
+  CHECK(jobs_file_error(fmt::format("a  true\nbig  {}x\n", longest)) ==
+        "plan.jobs:2: the command of job \"big\" is 131072 bytes long; the system allows at most 131071 for one "
+        "command (put it in a script)");
+}
+
+/// The message of the `JobsFileError` that `check_log_paths` throws for `text`, or a marker.
+std::string log_path_error(std::string_view text, const std::filesystem::path& log_dir = "logs") {
+  const std::vector<JobSpec> jobs = parse_jobs_file(text, "plan.jobs");
+  try {
+    check_log_paths(jobs, "plan.jobs", log_dir);
+  } catch (const JobsFileError& error) {
+    return error.what();
+  }
+  return "<nothing thrown>";
+}
+
+TEST_CASE("jobs file: with --log-dir, a job whose log files could never be created is rejected with FILE:LINE") {
+  CHECK(log_path_error("a  true\na/b  true\nc/d/e  true\n") == "<nothing thrown>");
+  // A log file that another job needs as its directory, whichever comes first in the file.
+  CHECK(
+      log_path_error("a  true\na.out/b  true\n") ==
+      R"(plan.jobs:2: job "a.out/b" needs the directory "a.out" in --log-dir, which is the log file of job "a" (line 1))");
+  CHECK(
+      log_path_error("x/a.err/b  true\nx/a  true\n") ==
+      R"(plan.jobs:1: job "x/a.err/b" needs the directory "x/a.err" in --log-dir, which is the log file of job "x/a" (line 2))");
+  // Names longer than a file system allows: a directory component, and the file name with ".out".
+  const std::string long_component(256, 'd');
+  CHECK(log_path_error(fmt::format("ok  true\n{}/x  true\n", long_component)) ==
+        fmt::format("plan.jobs:2: job \"{0}/x\" cannot have log files in --log-dir: its component \"{0}\" is 256 "
+                    "bytes, more than the 255 a directory name may have",
+                    long_component));
+  const std::string long_name(252, 'f');  // 252 + ".out" = 256
+  CHECK(log_path_error(fmt::format("{}  true\n", long_name)) ==
+        fmt::format("plan.jobs:1: job \"{0}\" cannot have log files in --log-dir: \"{0}.out\" is 256 bytes, more "
+                    "than the 255 a file name may have",
+                    long_name));
+  CHECK(log_path_error(fmt::format("{}  true\n", std::string(251, 'f'))) == "<nothing thrown>");
+  // A path longer than the system's limit, made of short components.
+  std::string deep = "d";
+  while (deep.size() < 4100) deep += "/ddddddddd";
+  CHECK(
+      contains(log_path_error(fmt::format("{}  true\n", deep)), "cannot have log files in --log-dir: their path is "));
 }
 
 TEST_CASE("jobs file: a file without jobs is rejected, naming the file") {
@@ -117,6 +189,11 @@ TEST_CASE("jobs file: one that cannot be opened is an error naming the file") {
                     fmt::format("cannot open jobs file {:?}: No such file or directory", missing));
   CHECK_THROWS_WITH(load_jobs(settings_of({missing})),
                     fmt::format("cannot open jobs file {:?}: No such file or directory", missing));
+  // Not standard input: an empty name is a mistake (an unset variable), and a directory no file.
+  CHECK_THROWS_WITH(load_jobs(settings_of({""})), "the jobs file name is empty (use '-' for standard input)");
+  const std::string directory = std::filesystem::temp_directory_path().string();
+  CHECK_THROWS_WITH(load_jobs(settings_of({directory})),
+                    fmt::format("cannot read jobs file {:?}: it is a directory", directory));
 }
 
 TEST_CASE("jobs file: --demo loads the embedded plan, without any file") {
@@ -124,6 +201,45 @@ TEST_CASE("jobs file: --demo loads the embedded plan, without any file") {
   CHECK(jobs.size() == 16);
   CHECK(std::any_of(jobs.begin(), jobs.end(),
                     [](const JobSpec& job) { return job.path == "beta/snapshot/replicate-offsite"; }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+TEST_CASE("commands: one without shell syntax runs directly, as make runs it; the rest through the shell") {
+  using Words = std::vector<std::string>;
+  CHECK(simple_command_words("true") == Words{"true"});
+  CHECK(simple_command_words("  zfs snapshot\ttank/alpha@nightly  ") == Words{"zfs", "snapshot", "tank/alpha@nightly"});
+  CHECK(simple_command_words("rsync -a --delete=yes src/ host:/dst,x+y%z^w") ==
+        Words{"rsync", "-a", "--delete=yes", "src/", "host:/dst,x+y%z^w"});
+  CHECK(simple_command_words("true").size() == 1);  // true and false behave the same either way
+  // Shell syntax: pipes, lists, redirections, quotes, expansions, globs, comments, subshells.
+  for (const std::string_view command :
+       {"zfs send a | ssh b", "a && b", "a; b", "a > f", "a < f", "echo 'q'", "echo \"q\"", "cat $HOME", "cat `x`",
+        "ls *.c", "ls ?", "ls [ab]", "a # comment", "(a)", "a &", "cat ~/x", "a\\ b", "caf\xc3\xa9 x", "a {b,c}"}) {
+    CAPTURE(command);
+    CHECK(simple_command_words(command).empty());
+  }
+  // An assignment first, and the shell's own words (builtins, keywords, and dash's echo and pwd).
+  for (const std::string_view command :
+       {"A=1 make", "cd /tmp", "exit 3", "export A", "echo hi", "pwd", "printf x", "if", "while", "exec x", ". ./env",
+        "test -e x", "[ -e x ]", "kill 1", "wait", "ulimit -n"}) {
+    CAPTURE(command);
+    CHECK(simple_command_words(command).empty());
+  }
+  CHECK(simple_command_words("make A=1") == Words{"make", "A=1"});
+  CHECK(simple_command_words("").empty());
+}
+
+TEST_CASE("commands: --shell bash, zsh and ksh get -o pipefail; other shells just -c") {
+  using Words = std::vector<std::string>;
+  CHECK(shell_command("/bin/sh") == Words{"/bin/sh", "-c"});
+  CHECK(shell_command("dash") == Words{"dash", "-c"});
+  CHECK(shell_command("bash") == Words{"bash", "-o", "pipefail", "-c"});
+  CHECK(shell_command("/usr/bin/zsh") == Words{"/usr/bin/zsh", "-o", "pipefail", "-c"});
+  CHECK(shell_command("/opt/ksh") == Words{"/opt/ksh", "-o", "pipefail", "-c"});
+  CHECK(settings_of({"plan.jobs"}).run.shell == Words{"/bin/sh", "-c"});
+  CHECK(settings_of({"--shell", "bash", "plan.jobs"}).run.shell == Words{"bash", "-o", "pipefail", "-c"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,8 +264,12 @@ TEST_CASE("command line: the defaults") {
   CHECK_FALSE(run.jitter);
   CHECK(run.priority == PriorityOrder::name);
   CHECK(run.log_dir.empty());
-  CHECK(settings_of({}).jobs_file.empty());  // standard input
-  CHECK(settings_of({"-"}).jobs_file == "-");
+  CHECK(settings.jobs_file_given);
+  CHECK(settings_of({}).jobs_file == "-");  // standard input, but a terminal there is a usage error
+  CHECK_FALSE(settings_of({}).jobs_file_given);
+  CHECK(settings_of({"-"}).jobs_file == "-");  // standard input, even a terminal: asked for
+  CHECK(settings_of({"-"}).jobs_file_given);
+  CHECK(settings_of({""}).jobs_file.empty());  // an error when the jobs are loaded, not standard input
 }
 
 TEST_CASE("command line: every option reaches the settings") {
@@ -268,9 +388,10 @@ TEST_CASE("command line: --help lists the options with their defaults and the ex
   CHECK(parsed.exit_code == 0);
   CHECK(parsed.err.empty());
   for (const std::string_view text :
-       {"--workers", "--skip-on-error", "--retries", "--timeout", "--work-period", "--jitter", "--priority",
-        "--dry-run", "--dot", "--log-dir", "--json", "--journal", "--resume", "--demo", "dataset", "Exit codes", "SIGINT (130)", "SIGTERM (143)",
-        "SIGHUP (129)", "SIGQUIT (131)", "TASKTREE_JOB"}) {
+       {"--workers",    "--skip-on-error", "--retries",   "--timeout",  "--work-period", "--jitter",
+        "--priority",   "--dry-run",       "--dot",       "--log-dir",  "--json",        "--journal",
+        "--resume",     "--demo",          "dataset",     "Exit codes", "SIGINT (130)",  "SIGTERM (143)",
+        "SIGHUP (129)", "SIGQUIT (131)",   "TASKTREE_JOB"}) {
     INFO(text);
     CHECK(contains(parsed.out, text));
   }
@@ -419,16 +540,26 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
   CHECK(report.at("signal").is_null());
   CHECK(report.at("stopped_by_failure") == false);
   CHECK(report.at("elapsed_seconds") == 4.0);
-  CHECK(
-      report.at("settings") ==
-      json{{"workers", 3}, {"skip_on_error", "tree"}, {"retries", 1}, {"timeout_seconds", 1.5}, {"priority", "depth"}});
+  CHECK(report.at("settings") == json{{"workers", 3},
+                                      {"skip_on_error", "tree"},
+                                      {"retries", 1},
+                                      {"timeout_seconds", 1.5},
+                                      {"kill_after_seconds", 5.0},
+                                      {"retry_backoff_seconds", 0.2},
+                                      {"work_period_seconds", 0.0},
+                                      {"jitter", false},
+                                      {"priority", "depth"},
+                                      {"shell", "/bin/sh"},
+                                      {"log_dir", nullptr},
+                                      {"journal", nullptr},
+                                      {"resume", false}});
   CHECK(report.at("counts") == json{{"total", 4},
                                     {"succeeded", 1},
                                     {"failed", 1},
                                     {"skipped", 1},
                                     {"stopped", 0},
                                     {"not_run", 1},
-{"resumed", 0},
+                                    {"resumed", 0},
                                     {"retries", 1}});
   const json& jobs = report.at("jobs");
   REQUIRE(jobs.size() == 4);
@@ -474,6 +605,25 @@ TEST_CASE("report: --json: how a job ended, and without --timeout a null timeout
   CHECK(bad.at("signal") == "SIGKILL");
   CHECK(report.at("jobs")[0].at("end") == "timed_out");
   CHECK(report.at("jobs")[0].at("exit_code").is_null());
+  CHECK_FALSE(bad.contains("error"));
+}
+
+TEST_CASE(
+    "report: --json: a job that could not be started says why, and the settings say where output and journal went") {
+  FinishedRun run;
+  run.report.jobs[1].last = ended(ProcessResult::End::spawn_failed);
+  run.report.jobs[1].last.error = "cannot start /bin/sh: Resource temporarily unavailable";
+  run.settings.log_dir = "/var/log/backup";
+  run.settings.journal = "nightly.journal";
+  run.settings.resume = true;
+  run.settings.kill_after = std::chrono::milliseconds(2500);
+  const json report = json::parse(format_json(run.settings, run.report));
+  CHECK(report.at("jobs")[1].at("end") == "spawn_failed");
+  CHECK(report.at("jobs")[1].at("error") == "cannot start /bin/sh: Resource temporarily unavailable");
+  CHECK(report.at("settings").at("log_dir") == "/var/log/backup");
+  CHECK(report.at("settings").at("journal") == "nightly.journal");
+  CHECK(report.at("settings").at("resume") == true);
+  CHECK(report.at("settings").at("kill_after_seconds") == 2.5);
 }
 
 TEST_CASE("report: --json: bytes that are not UTF-8 become U+FFFD, so the report is always JSON") {
@@ -488,6 +638,38 @@ TEST_CASE("report: --json: bytes that are not UTF-8 become U+FFFD, so the report
   CHECK(bad.at("command") == "echo \xEF\xBF\xBD\xEF\xBF\xBD");
   CHECK(bad.at("stderr_tail") == json{"caf\xEF\xBF\xBD", "cut \xEF\xBF\xBD"});
   CHECK(report.at("jobs")[0].at("path") == "ok");  // valid UTF-8 is left as it is
+}
+
+TEST_CASE("report: --status says of each job of the plan what the journal records, and what would run again") {
+  const std::vector<JobSpec> jobs =
+      parse_jobs_file("a  make a\na/b  make b\na/b/c  make c\nd  make d --new\ne  make e\n", "plan.jobs");
+  tasktree::JournalContents journal;
+  journal.runs = 2;
+  journal.records.push_back({.dataset = "a", .attempts = 1, .seconds = 1.25, .key = "make a"});
+  journal.records.push_back(
+      {.dataset = "a/b", .fail = true, .attempts = 3, .error = "a/b: exit code 2", .key = "make b"});
+  journal.records.push_back({.dataset = "a/b/c", .no_skip = false, .key = "make c"});
+  journal.records.push_back({.dataset = "d", .attempts = 1, .key = "make d"});  // another command
+  journal.records.push_back({.dataset = "gone", .attempts = 1, .key = "make gone"});
+  const JournalStatus status = format_journal_status(journal, jobs);
+  CHECK(status.text ==
+        "done     a      1 attempt, 1.2s\n"
+        "FAILED   a/b    exit code 2 (3 attempts)\n"
+        "skipped  a/b/c  its subtree was skipped\n"
+        "changed  d      succeeded with another command: runs again\n"
+        "not run  e\n"
+        "tasktree-run: 5 jobs: 1 done, 1 failed, 1 skipped, 1 changed, 1 not run (1 recorded job not in the plan); "
+        "the journal holds 2 runs\n");
+  CHECK(status.exit_code == 1);
+  // Without a plan: every job the journal records; all done is exit code 0.
+  tasktree::JournalContents all_done;
+  all_done.runs = 1;
+  all_done.records.push_back({.dataset = "x", .attempts = 2, .seconds = 0.5, .key = "true"});
+  const JournalStatus done = format_journal_status(all_done, {});
+  CHECK(done.text ==
+        "done     x  2 attempts, 0.5s\ntasktree-run: 1 job: 1 done, 0 failed, 0 skipped, 0 changed, 0 not run; "
+        "the journal holds 1 run\n");
+  CHECK(done.exit_code == 0);
 }
 
 TEST_CASE("report: the verdict: exit code, --json result and the summary's last line") {

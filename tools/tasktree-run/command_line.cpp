@@ -10,9 +10,9 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <system_error>
 #include <sstream>
 #include <string_view>
+#include <system_error>
 
 namespace tasktree_run {
 namespace {
@@ -70,6 +70,12 @@ std::chrono::nanoseconds to_nanoseconds(double seconds) {
 
 }  // namespace
 
+std::vector<std::string> shell_command(const std::string& shell) {
+  const std::string_view name = std::string_view(shell).substr(shell.rfind('/') + 1);
+  if (name == "bash" || name == "zsh" || name == "ksh" || name == "mksh") return {shell, "-o", "pipefail", "-c"};
+  return {shell, "-c"};
+}
+
 ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   CLI::App app{"Runs shell commands named by slash-separated job paths in parallel, parents before children.",
                "tasktree-run"};
@@ -88,11 +94,13 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   double work_period = 0;
   bool jitter = false;
   std::string priority = "name";
+  std::string shell = "/bin/sh";
   bool dry_run = false;
   bool dot = false;
   std::string log_dir;
   std::string journal;
   bool resume = false;
+  bool status = false;
   std::string json_file;
 
   auto* file_option = app.add_option("jobs-file", jobs_file, "The jobs file; '-' or none: standard input");
@@ -121,13 +129,19 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
                  "Seconds between SIGTERM and SIGKILL, after a timeout or when the run is stopped")
       ->check(seconds_in(0.0, 1e9))
       ->capture_default_str();
-  auto* work_period_option = app.add_option("--work-period", work_period, "Spread the job starts evenly over this many seconds (0: no pacing)")
-      ->check(seconds_in(0.0, 1e9))
-      ->capture_default_str();
+  auto* work_period_option =
+      app.add_option("--work-period", work_period, "Spread the job starts evenly over this many seconds (0: no pacing)")
+          ->check(seconds_in(0.0, 1e9))
+          ->capture_default_str();
   app.add_flag("--jitter", jitter, "With --work-period: random intervals between starts, the same on average")
       ->needs(work_period_option);
   app.add_option("--priority", priority, "Which ready job starts first: 'name' (path order) or 'depth' (breadth first)")
       ->check(CLI::IsMember({"name", "depth"}))
+      ->capture_default_str();
+  app.add_option("--shell", shell,
+                 "The shell that runs a command with shell syntax, as SHELL -c COMMAND; bash, zsh and ksh get "
+                 "-o pipefail, so that 'zfs send | ssh host zfs recv' fails when zfs send does. Commands "
+                 "without shell syntax run directly")
       ->capture_default_str();
   auto* dry_run_flag = app.add_flag("-n,--dry-run", dry_run,
                                     "Print the dependency tree and the order of the jobs with one worker; run nothing");
@@ -136,13 +150,22 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
       app.add_option("--journal", journal,
                      "Append a line per finished job (path, outcome, attempts, command) to this file, synced "
                      "every second; see --resume");
-  app.add_flag("--resume", resume,
-               "With --journal: skip the jobs it shows succeeded with the same command; run the others")
-      ->needs(journal_option);
+  auto* resume_flag =
+      app.add_flag("--resume", resume,
+                   "With --journal: skip the jobs it shows succeeded with the same command; run the others")
+          ->needs(journal_option);
+  app.add_flag("--status", status,
+               "With --journal: print what it says about each job of the jobs file (or, without one, each job "
+               "it records): done, failed, skipped, changed, not run; run nothing. Exit code 0 if all is done")
+      ->needs(journal_option)
+      ->excludes(resume_flag)
+      ->excludes(dry_run_flag);
   app.add_option("--log-dir", log_dir,
                  "Write each job's output to DIR/<job-path>.out and .err (default: to the console, each line "
                  "prefixed with [job-path])");
-  app.add_option("--json", json_file, "Write a machine-readable report of the run to this file");
+  app.add_option("--json", json_file,
+                 "Write a machine-readable report of the run to this file; '-': to standard output (the jobs' "
+                 "output and the log lines then go to standard error)");
 
   std::vector<const char*> argv{"tasktree-run"};
   for (const std::string& arg : args) argv.push_back(arg.c_str());
@@ -164,9 +187,10 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     if (workers_option->count() == 0) workers = 4;  // its replications run side by side
   }
   CliSettings& settings = parsed.settings.emplace();
-  settings.action = dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
+  settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
   settings.demo = demo;
-  settings.jobs_file = jobs_file;
+  settings.jobs_file_given = file_option->count() > 0;
+  settings.jobs_file = settings.jobs_file_given || demo ? jobs_file : "-";
   settings.run.workers = workers;
   settings.run.skip_on_error = tasktree::parse_skip_on_error(skip_on_error);
   settings.run.retries = retries;
@@ -177,6 +201,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.work_period = to_nanoseconds(work_period);
   settings.run.jitter = jitter;
   settings.run.priority = priority == "depth" ? PriorityOrder::depth : PriorityOrder::name;
+  settings.run.shell = shell_command(shell);
   settings.run.log_dir = log_dir;
   settings.run.journal = journal;
   settings.run.resume = resume;

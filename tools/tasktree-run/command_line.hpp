@@ -15,7 +15,8 @@ namespace tasktree_run {
 enum class Action {
   run,      ///< run them
   dry_run,  ///< `--dry-run`: print the dependency tree and the one-worker order
-  dot       ///< `--dot`: print the tree as a Graphviz digraph
+  dot,      ///< `--dot`: print the tree as a Graphviz digraph
+  status    ///< `--status`: print what the `--journal` says about each job
 };
 
 /// Everything the command line says, before any jobs are read.
@@ -23,8 +24,11 @@ struct CliSettings {
   Action action = Action::run;
   /// `--demo`: the embedded demo plan (examples/demo.jobs) instead of a jobs file.
   bool demo = false;
-  /// The jobs file; empty or `-`: standard input. Empty with `demo`.
+  /// The jobs file; `-`: standard input, also when none is given. Empty with `demo`.
   std::string jobs_file;
+  /// Whether the command line names the jobs file (`-` included): with none, a terminal on
+  /// standard input is a usage error rather than where the jobs are typed.
+  bool jobs_file_given = false;
   /// How to run: every setting but `jobs`, which stays empty until the jobs are read. With `demo`,
   /// `retries` is 2 and `workers` 4 unless given.
   RunSettings run;
@@ -46,6 +50,10 @@ struct ParsedCommandLine {
   /// value, and a pointer to `--help`.
   std::string err;
 };
+
+/// What `--shell SHELL` runs a command with: `SHELL -c`, and for bash, zsh and ksh
+/// `SHELL -o pipefail -c`, so that a pipeline fails when any of its commands does.
+[[nodiscard]] std::vector<std::string> shell_command(const std::string& shell);
 
 /// Parses the arguments after the program name. Pure: reads no file, prints nothing.
 [[nodiscard]] ParsedCommandLine parse_command_line(const std::vector<std::string>& args);

@@ -11,9 +11,11 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -37,6 +39,52 @@ bool live_terminal() {
   return ::isatty(STDERR_FILENO) == 1 && term != nullptr && std::string_view(term) != "dumb";
 }
 
+/// Makes room for `settings.workers` jobs at once: no more workers than jobs, and enough file
+/// descriptors for them. Each running job holds up to five (two pipes while it starts, a pidfd)
+/// and two more with `--log-dir`. The soft limit is raised as far as that needs, never above the
+/// hard limit (the jobs inherit it); if even the hard limit is too low, fewer jobs run at once,
+/// with a warning.
+void fit_workers(RunSettings& settings) {
+  settings.workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(settings.workers),
+                                                            std::max<std::size_t>(settings.jobs.size(), 1)));
+  const rlim_t per_job = settings.log_dir.empty() ? 5 : 7;
+  constexpr rlim_t reserve = 64;  // the runner's own: standard streams, report, journal, watchdog, ...
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  const rlim_t wanted = reserve + per_job * static_cast<rlim_t>(settings.workers);
+  if (limit.rlim_cur >= wanted) return;
+  rlimit raised = limit;
+  raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  if (limit.rlim_cur >= wanted) return;
+  const rlim_t fit = limit.rlim_cur > reserve + per_job ? (limit.rlim_cur - reserve) / per_job : 1;
+  fmt::print(stderr,
+             "tasktree-run: warning: {} jobs at once need about {} file descriptors, but the limit is {} "
+             "(ulimit -n): running at most {} at once\n",
+             settings.workers, wanted, limit.rlim_cur, fit);
+  settings.workers = static_cast<int>(fit);
+}
+
+/// Why `program` (a path, or a name looked up in `PATH`) cannot be run, or "" if it can.
+std::string program_problem(const std::string& program) {
+  const auto runnable = [](const std::string& file) {
+    std::error_code error;
+    return ::access(file.c_str(), X_OK) == 0 && !std::filesystem::is_directory(file, error);
+  };
+  if (program.find('/') != std::string::npos) {
+    return runnable(program) ? "" : fmt::format("{:?} is not an executable file", program);
+  }
+  const char* path = std::getenv("PATH");
+  const std::string_view directories = path != nullptr ? path : "/usr/bin:/bin";
+  for (std::size_t start = 0; start <= directories.size();) {
+    const std::size_t end = std::min(directories.find(':', start), directories.size());
+    const std::string_view directory = directories.substr(start, end - start);
+    if (runnable(fmt::format("{}/{}", directory.empty() ? "." : directory, program))) return "";
+    start = end + 1;
+  }
+  return fmt::format("no program {:?} in PATH", program);
+}
+
 /// The file of `--json FILE`, opened when the run starts (a typo in its path should not cost a
 /// whole run) and written when it ends.
 ///
@@ -47,10 +95,17 @@ bool live_terminal() {
 /// only the temporary file is left. The new file gets the old one's permissions (or 0666 less the
 /// umask). A symbolic link stays one: the file it points to is replaced. Anything else that exists
 /// (a pipe, a terminal, `/dev/null`) is written in place: a rename would replace it, not write to it.
+/// `-` is standard output, written in place.
 class ReportFile {
  public:
   /// Throws `std::runtime_error` naming the path if the file cannot be created or opened.
-  explicit ReportFile(std::string path) : path_(std::move(path)) {
+  explicit ReportFile(const std::string& path) : path_(path) {
+    if (path == "-") {
+      path_ = "<stdout>";
+      fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+      if (fd_ < 0) fail("open", path_);
+      return;
+    }
     struct stat existing {};
     const bool exists = ::stat(path_.c_str(), &existing) == 0;
     if (exists && !S_ISREG(existing.st_mode)) {
@@ -139,15 +194,31 @@ class ReportFile {
 }  // namespace
 
 std::vector<JobSpec> load_jobs(const CliSettings& settings) {
-  if (settings.demo) return parse_jobs_file(demo_jobs(), "demo.jobs");
-  if (settings.jobs_file.empty() || settings.jobs_file == "-") return parse_jobs_file(read_jobs_file("-"), "<stdin>");
-  return parse_jobs_file(read_jobs_file(settings.jobs_file), settings.jobs_file);
+  const std::string source = settings.demo ? "demo.jobs" : settings.jobs_file == "-" ? "<stdin>" : settings.jobs_file;
+  std::vector<JobSpec> jobs =
+      parse_jobs_file(settings.demo ? std::string(demo_jobs()) : read_jobs_file(settings.jobs_file), source);
+  if (!settings.run.log_dir.empty()) check_log_paths(jobs, source, settings.run.log_dir);
+  return jobs;
 }
 
 int execute(const CliSettings& cli) {
   RunSettings settings = cli.run;
+  if (cli.action == Action::status) {
+    try {
+      // The plan, if one is named: then the jobs it has and the journal lacks are "not run".
+      if (cli.demo || cli.jobs_file_given) settings.jobs = load_jobs(cli);
+      const tasktree::JournalContents contents = tasktree::Journal::read(settings.journal);
+      for (const std::string& warning : contents.warnings) fmt::print(stderr, "tasktree-run: warning: {}\n", warning);
+      const JournalStatus status = format_journal_status(contents, settings.jobs);
+      fmt::print("{}", status.text);
+      return status.exit_code;
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      return 2;
+    }
+  }
   try {
-    if (!cli.demo && (cli.jobs_file.empty() || cli.jobs_file == "-") && ::isatty(STDIN_FILENO) == 1) {
+    if (!cli.demo && !cli.jobs_file_given && ::isatty(STDIN_FILENO) == 1) {
       fmt::print(stderr,
                  "tasktree-run: no jobs file given, and standard input is a terminal\n"
                  "Run with --help for more information, or try --demo.\n");
@@ -166,6 +237,13 @@ int execute(const CliSettings& cli) {
   if (cli.action == Action::dot) {
     fmt::print("{}", format_dot(settings));
     return 0;
+  }
+
+  if (!settings.shell.empty()) {
+    if (const std::string problem = program_problem(settings.shell.front()); !problem.empty()) {
+      fmt::print(stderr, "tasktree-run: --shell: {}\n", problem);
+      return 2;
+    }
   }
 
   // Create the report's file now: a typo in its path should not cost a whole run. An earlier
@@ -190,6 +268,7 @@ int execute(const CliSettings& cli) {
     return 2;
   }
 
+  fit_workers(settings);
   // While this is the only thread: the helper that stops the jobs should the runner die unannounced.
   std::optional<Watchdog> watchdog;
   try {
@@ -199,8 +278,9 @@ int execute(const CliSettings& cli) {
     return 2;
   }
   block_stop_signals();  // before the first thread starts, so that only the watcher receives them
-  Console console(stdout, stderr, live_terminal());
-  ProcessGroups groups(watchdog->fd());
+  // With `--json -` the report has standard output to itself: job output and log lines go to stderr.
+  Console console(cli.json_file == "-" ? stderr : stdout, stderr, live_terminal());
+  ProcessGroups groups(&*watchdog);
   std::stop_source stop;
   RunReport report;
   {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -18,12 +19,25 @@ namespace {
 
 constexpr std::string_view blanks = " \t\r\v\f";
 
+/// The longest command `/bin/sh -c` can be given: Linux's limit on one argument (MAX_ARG_STRLEN,
+/// 32 pages), less its terminating NUL.
+constexpr std::size_t max_command_bytes = 32 * 4096 - 1;
+
+constexpr bool is_control(char byte) {
+  const auto code = static_cast<unsigned char>(byte);
+  return code < 0x20 || code == 0x7f;
+}
+
 [[noreturn]] void reject(std::string_view source, int line, std::string_view message) {
   throw JobsFileError(fmt::format("{}:{}: {}", source, line, message));
 }
 
 /// Why `path` is not a valid job path, or empty if it is.
 std::string path_problem(std::string_view path, std::string_view barrier_name) {
+  if (const auto control = std::find_if(path.begin(), path.end(), is_control); control != path.end()) {
+    return fmt::format("it contains the control character 0x{:02x} at byte {}", static_cast<unsigned char>(*control),
+                       control - path.begin() + 1);
+  }
   if (path.front() == '/') return "it starts with '/'";
   if (path.back() == '/') return "it ends with '/'";
   std::size_t start = 0;
@@ -55,6 +69,8 @@ std::vector<JobSpec> parse_jobs_file(std::string_view text, std::string_view sou
   std::unordered_map<std::string_view, int> first_line;  // views into `text`
   int number = 0;
   std::size_t at = 0;
+  // A byte-order mark is no part of the first job's path (editors on Windows write one).
+  if (text.starts_with("\xef\xbb\xbf")) at = 3;
   while (at < text.size()) {
     ++number;
     const std::size_t end = std::min(text.find('\n', at), text.size());
@@ -73,6 +89,17 @@ std::vector<JobSpec> parse_jobs_file(std::string_view text, std::string_view sou
       reject(source, number, fmt::format("invalid job path {:?}: {}", path, problem));
     }
     if (command.empty()) reject(source, number, fmt::format("job {:?} has no command", path));
+    if (const std::size_t nul = command.find('\0'); nul != std::string_view::npos) {
+      reject(source, number,
+             fmt::format("the command of job {:?} contains a NUL byte (at byte {}), which no command can hold", path,
+                         nul + 1));
+    }
+    if (command.size() > max_command_bytes) {
+      reject(source, number,
+             fmt::format("the command of job {:?} is {} bytes long; the system allows at most {} for one command "
+                         "(put it in a script)",
+                         path, command.size(), max_command_bytes));
+    }
     if (const auto [it, inserted] = first_line.emplace(path, number); !inserted) {
       reject(source, number, fmt::format("duplicate job path {:?} (first on line {})", path, it->second));
     }
@@ -82,12 +109,65 @@ std::vector<JobSpec> parse_jobs_file(std::string_view text, std::string_view sou
   return jobs;
 }
 
+void check_log_paths(const std::vector<JobSpec>& jobs, std::string_view source, const std::filesystem::path& log_dir) {
+  constexpr std::size_t name_max = 255;   // NAME_MAX of Linux file systems
+  constexpr std::size_t path_max = 4095;  // PATH_MAX less the terminating NUL
+  // Every directory a job's log files go into, relative to log_dir, with the first job that needs it.
+  std::unordered_map<std::string_view, const JobSpec*> directories;
+  for (const JobSpec& job : jobs) {
+    const std::string_view path = job.path;
+    for (std::size_t slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', slash + 1)) {
+      directories.emplace(path.substr(0, slash), &job);
+    }
+  }
+  for (const JobSpec& job : jobs) {
+    const std::string_view path = job.path;
+    std::size_t start = 0;
+    for (std::size_t slash = path.find('/'); slash != std::string_view::npos; slash = path.find('/', start)) {
+      if (slash - start > name_max) {
+        reject(source, job.line,
+               fmt::format("job {:?} cannot have log files in --log-dir: its component {:?} is {} bytes, more than "
+                           "the {} a directory name may have",
+                           path, path.substr(start, slash - start), slash - start, name_max));
+      }
+      start = slash + 1;
+    }
+    if (path.size() - start + 4 > name_max) {
+      reject(source, job.line,
+             fmt::format("job {:?} cannot have log files in --log-dir: \"{}.out\" is {} bytes, more than the {} a "
+                         "file name may have",
+                         path, path.substr(start), path.size() - start + 4, name_max));
+    }
+    if (const std::size_t length = (log_dir / std::string(path)).native().size() + 4; length > path_max) {
+      reject(source, job.line,
+             fmt::format("job {:?} cannot have log files in --log-dir: their path is {} bytes, more than the {} a "
+                         "path may have",
+                         path, length, path_max));
+    }
+    for (const std::string_view suffix : {".out", ".err"}) {
+      const std::string file = fmt::format("{}{}", path, suffix);
+      if (const auto it = directories.find(file); it != directories.end()) {
+        const JobSpec& other = *it->second;
+        reject(source, other.line,
+               fmt::format("job {:?} needs the directory {:?} in --log-dir, which is the log file of job {:?} "
+                           "(line {})",
+                           other.path, file, path, job.line));
+      }
+    }
+  }
+}
+
 std::string read_jobs_file(const std::string& path) {
   if (path == "-") {
     std::ostringstream all;
     all << std::cin.rdbuf();
     if (std::cin.bad()) throw std::runtime_error("cannot read the jobs from standard input");
     return std::move(all).str();
+  }
+  if (path.empty()) throw std::runtime_error("the jobs file name is empty (use '-' for standard input)");
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error(fmt::format("cannot read jobs file {:?}: it is a directory", path));
   }
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(fmt::format("cannot open jobs file {:?}: {}", path, std::strerror(errno)));

@@ -1,6 +1,7 @@
 #pragma once
 // The jobs file: one job per line, `<job-path> <command>`, with `#` comments and blank lines.
 
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,15 +30,23 @@ class JobsFileError : public std::invalid_argument {
 /// A line is `<job-path> <command>`: the path is the first run of non-blank characters, the command
 /// the rest of the line with surrounding blanks removed. Lines whose first non-blank character is
 /// `#`, and blank lines, are skipped. A `#` later in a line belongs to the command (the shell sees
-/// it). Throws `JobsFileError` for the first bad line: an invalid path (empty component, leading or
-/// trailing `/`, a `.` or `..` component), a path whose last component is `barrier_name` (it could
-/// never run), a duplicate path (naming the line of the first one), a path without a command, or a
-/// file without any job.
+/// it). A UTF-8 byte-order mark at the start of the text is skipped. Throws `JobsFileError` for the
+/// first bad line: an invalid path (empty component, leading or trailing `/`, a `.` or `..`
+/// component, a control character), a path whose last component is `barrier_name` (it could never
+/// run), a duplicate path (naming the line of the first one), a path without a command, a command
+/// with a NUL byte or longer than the system allows for one argument (128 KiB), or a file without
+/// any job.
 [[nodiscard]] std::vector<JobSpec> parse_jobs_file(std::string_view text, std::string_view source,
                                                    std::string_view barrier_name = "~");
 
+/// With `--log-dir DIR`: throws `JobsFileError` (`<source>:<line>: ...`) for the first job whose
+/// log files `DIR/<path>.out` and `.err` could never be created: a component or file name longer
+/// than 255 bytes, a path longer than 4095, or a log file that another job needs as a directory
+/// (jobs `a` and `a.out/b`).
+void check_log_paths(const std::vector<JobSpec>& jobs, std::string_view source, const std::filesystem::path& log_dir);
+
 /// Reads a whole file (or standard input for `-`); throws `std::runtime_error` naming the file and
-/// the reason if it cannot be read.
+/// the reason if it cannot be read (an empty name and a directory included).
 [[nodiscard]] std::string read_jobs_file(const std::string& path);
 
 }  // namespace tasktree_run

@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -18,7 +17,7 @@
 
 namespace tasktree_run {
 
-/// The runner's standard output and error, shared by all threads. Every write is one whole line,
+/// The runner's standard output and error, shared by all threads. Every write is of whole lines,
 /// under one mutex, so lines of different jobs never mix. With `live`, the last line of the
 /// terminal (standard error) is a status line that other lines are printed above.
 class Console {
@@ -29,15 +28,20 @@ class Console {
   [[nodiscard]] bool live() const noexcept { return live_; }
   /// Prints `[path] line` to standard output or error.
   void job_line(Stream stream, std::string_view path, std::string_view line);
+  /// Prints whole lines (each ending in a newline, already prefixed) to standard output or error,
+  /// in one write.
+  void job_lines(Stream stream, std::string_view lines);
   /// Prints a line to standard error.
   void message(std::string_view line);
-  /// Replaces the status line (live mode only).
+  /// Replaces the status line (live mode only), cut to the terminal's width.
   void status(std::string_view line);
   /// Removes the status line for good (live mode only).
   void clear_status();
 
  private:
   void write_line(std::FILE* stream, std::string_view text);
+  void write_block(std::FILE* stream, std::string_view text);
+  void draw_status();
 
   std::mutex mutex_;
   std::FILE* out_;
@@ -56,32 +60,37 @@ struct ProgressCounts {
 };
 
 /// The live status line: `done / running / failed / skipped / total, elapsed, ETA`, redrawn by its
-/// own thread a few times a second (live mode only; otherwise it does nothing). The thread is
-/// joined by `stop()` or the destructor.
+/// own thread ten times a second when something changed, and at least every second for the clock
+/// (live mode only; otherwise it does nothing). The thread is joined by `stop()` or the destructor.
 class StatusLine {
  public:
   StatusLine(Console& console, const ProgressCounts& counts, Clock::time_point start);
   StatusLine(const StatusLine&) = delete;
   StatusLine& operator=(const StatusLine&) = delete;
   ~StatusLine() { stop(); }
-  /// Redraws now (after an event).
-  void update();
+  /// Notes that the counts changed: the next tick redraws.
+  void update() noexcept { changed_.store(true, std::memory_order_relaxed); }
   /// Stops redrawing and clears the line.
   void stop();
 
  private:
+  void draw();
+
   Console& console_;
   const ProgressCounts& counts_;
   Clock::time_point start_;
+  std::atomic<bool> changed_{true};
   std::jthread ticker_;
 };
 
 /// Seconds since `start`, as `12.3s`, for log lines and reports.
 [[nodiscard]] std::string seconds_since(Clock::time_point start, Clock::time_point now = Clock::now());
 
-/// The output of one job: each line goes to the console (prefixed) or to the job's log files, and
-/// the last lines of standard error of the latest attempt are kept for the summary.
-class JobOutput {
+/// The output of one job: to the console, each line prefixed with `[path]`, or to the job's log
+/// files, byte for byte; the last lines of standard error of the latest attempt are kept for the
+/// summary. Output is buffered and written in large blocks: when 64 KiB have gathered, when the job
+/// falls quiet (`idle`), and at the end of the attempt.
+class JobOutput final : public OutputSink {
  public:
   /// Lines kept from standard error.
   static constexpr std::size_t tail_lines = 5;
@@ -89,25 +98,38 @@ class JobOutput {
   /// To the console, or, with a non-empty `log_dir`, to `<log_dir>/<path>.out` and `.err`
   /// (created, with their directories, on the first attempt; later attempts append).
   JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir);
+  JobOutput(const JobOutput&) = delete;
+  JobOutput& operator=(const JobOutput&) = delete;
+  ~JobOutput() override;
 
-  /// Starts attempt `attempt` (1-based): clears the kept lines, marks the attempt in the files.
+  /// Starts attempt `attempt` (1-based): clears the kept lines, opens the log files (throwing
+  /// `std::runtime_error` that names the file and the reason if one cannot be created), and on a
+  /// retry marks the attempt in them.
   void begin_attempt(int attempt);
-  /// The sink for `run_process`.
-  void line(Stream stream, std::string_view text);
-  /// Throws `std::runtime_error` if writing a log file failed during the latest attempt.
-  void check() const;
+  void piece(Stream stream, std::string_view bytes, bool ends_line) override;
+  void idle() override;
+  /// Writes out what is buffered. Returns why a log file could not be written during the attempt
+  /// (naming the file and the reason), or "" if all went well.
+  [[nodiscard]] std::string end_attempt();
   /// The last lines of standard error of the latest attempt.
   [[nodiscard]] const std::deque<std::string>& stderr_tail() const noexcept { return tail_; }
 
  private:
+  static constexpr std::size_t block = 64 * 1024;
+  struct Target {
+    std::filesystem::path path;  // empty: the console
+    int fd = -1;
+    std::string buffer;
+    bool ends_with_newline = true;  // of what has gone into the file
+  };
+  void write_out(Stream stream);
+
   Console& console_;
   std::string_view path_;
-  std::filesystem::path out_path_;  // empty: to the console
-  std::filesystem::path err_path_;
-  std::ofstream out_;
-  std::ofstream err_;
+  Target out_;
+  Target err_;
   std::deque<std::string> tail_;
-  bool write_failed_ = false;
+  std::string write_error_;  // the first failure of the attempt
 };
 
 }  // namespace tasktree_run

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,10 +15,14 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -86,37 +91,45 @@ bool has_exited(pid_t pid) {
   return info.si_pid == pid;
 }
 
-/// Splits a stream's bytes into lines for the sink.
+/// Splits a stream's bytes into lines for the sink; a line that arrives whole in one read is passed
+/// on without a copy.
 class LineSplitter {
  public:
-  static constexpr std::size_t max_line = 64 * 1024;  // longer lines are passed on in pieces
-
-  LineSplitter(Stream stream, const LineSink& sink) : stream_(stream), sink_(sink) {}
+  LineSplitter(Stream stream, OutputSink& sink) : stream_(stream), sink_(sink) {}
 
   void feed(std::string_view bytes) {
     while (!bytes.empty()) {
       const std::size_t newline = bytes.find('\n');
       if (newline == std::string_view::npos) {
+        while (pending_.size() + bytes.size() > OutputSink::max_line) {
+          const std::size_t take = OutputSink::max_line - pending_.size();
+          pending_.append(bytes.substr(0, take));
+          bytes.remove_prefix(take);
+          sink_.piece(stream_, pending_, false);
+          pending_.clear();
+        }
         pending_.append(bytes);
-        if (pending_.size() >= max_line) flush();
         return;
       }
-      pending_.append(bytes.substr(0, newline));
-      flush();
+      if (pending_.empty() && newline <= OutputSink::max_line) {
+        sink_.piece(stream_, bytes.substr(0, newline), true);
+      } else {
+        feed(bytes.substr(0, newline));  // at most max_line - 1 bytes stay pending
+        sink_.piece(stream_, pending_, true);
+        pending_.clear();
+      }
       bytes.remove_prefix(newline + 1);
     }
   }
-  void flush() {
-    sink_(stream_, pending_);
-    pending_.clear();
-  }
+  /// End of the stream: a last line without a newline.
   void finish() {
-    if (!pending_.empty()) flush();
+    if (!pending_.empty()) sink_.piece(stream_, pending_, false);
+    pending_.clear();
   }
 
  private:
   Stream stream_;
-  const LineSink& sink_;
+  OutputSink& sink_;
   std::string pending_;
 };
 
@@ -127,13 +140,39 @@ std::string signal_name(int signal) {
   return abbreviation != nullptr ? fmt::format("SIG{}", abbreviation) : fmt::format("signal {}", signal);
 }
 
+namespace {}  // namespace
+
+// The table the runner and its watchdog share (anonymous shared memory, mapped before the fork):
+// the run directory and one slot per job that can run at once, holding its process group id or 0.
+// The runner writes it with plain stores, no system call per job; the watchdog reads it once, after
+// the runner is gone.
+struct WatchdogTable {
+  static constexpr std::size_t directory_capacity = 4096;
+  std::atomic<std::int32_t> directory_length{0};
+  std::array<char, directory_capacity> directory{};
+  // `capacity` slots follow the table in the mapping.
+
+  static std::size_t bytes(std::size_t capacity) {
+    return sizeof(WatchdogTable) + capacity * sizeof(std::atomic<std::int32_t>);
+  }
+  [[nodiscard]] std::atomic<std::int32_t>* slots() noexcept {
+    return reinterpret_cast<std::atomic<std::int32_t>*>(reinterpret_cast<char*>(this) + sizeof(WatchdogTable));
+  }
+  [[nodiscard]] const std::atomic<std::int32_t>* slots() const noexcept {
+    return reinterpret_cast<const std::atomic<std::int32_t>*>(reinterpret_cast<const char*>(this) +
+                                                              sizeof(WatchdogTable));
+  }
+};
+static_assert(sizeof(WatchdogTable) % alignof(std::atomic<std::int32_t>) == 0);
+static_assert(std::atomic<std::int32_t>::is_always_lock_free, "the watchdog's table is shared between processes");
+
 namespace {
 
 // The watchdog's life after the fork. The runner has a single thread when it forks, so this is an
-// ordinary process. Messages are 4-byte integers: a process group id, positive when the group starts
-// and negative when it is released; or 0, a 4-byte length and that many bytes: the run directory to
-// remove should the runner die (length 0: none).
-[[noreturn]] void watchdog_main(int channel, std::size_t capacity, std::chrono::nanoseconds grace) {
+// ordinary process. It sleeps until its end of the socket reports the runner's end (the runner
+// never writes into it), then stops what the table says is still running.
+[[noreturn]] void watchdog_main(int channel, const WatchdogTable& table, std::size_t capacity,
+                                std::chrono::nanoseconds grace) {
   ::setpgid(0, 0);
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
@@ -155,44 +194,17 @@ namespace {
   }
   [[maybe_unused]] const int root = ::chdir("/");
 
-  std::vector<pid_t> groups;
-  groups.reserve(capacity);
-  std::string directory;
-  std::string pending;
-  std::array<char, 4096> buffer{};
-  const auto take = [&pending](std::size_t at) {
-    std::int32_t value = 0;
-    std::memcpy(&value, pending.data() + at, sizeof value);
-    return value;
-  };
   for (;;) {
-    const ssize_t got = ::read(channel, buffer.data(), buffer.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    pending.append(buffer.data(), static_cast<std::size_t>(got));
-    std::size_t at = 0;
-    while (at + sizeof(std::int32_t) <= pending.size()) {
-      const std::int32_t value = take(at);
-      if (value == 0) {
-        if (at + 2 * sizeof(std::int32_t) > pending.size()) break;
-        const auto length = static_cast<std::size_t>(take(at + sizeof(std::int32_t)));
-        if (at + 2 * sizeof(std::int32_t) + length > pending.size()) break;
-        directory.assign(pending, at + 2 * sizeof(std::int32_t), length);
-        at += 2 * sizeof(std::int32_t) + length;
-        continue;
-      }
-      if (value > 0) {
-        groups.push_back(value);
-      } else if (const auto it = std::find(groups.begin(), groups.end(), -value); it != groups.end()) {
-        *it = groups.back();
-        groups.pop_back();
-      }
-      at += sizeof(std::int32_t);
-    }
-    pending.erase(0, at);
+    char byte = 0;
+    const ssize_t got = ::read(channel, &byte, 1);
+    if (got == 0 || (got < 0 && errno != EINTR)) break;  // end of file: the runner is gone
   }
 
-  // End of file: the runner is gone. Whatever it left running is stopped, the way it would have.
+  // Whatever the runner left running is stopped, the way it would have stopped it.
+  std::vector<pid_t> groups;
+  for (std::size_t i = 0; i < capacity; ++i) {
+    if (const std::int32_t group = table.slots()[i].load(std::memory_order_acquire); group > 0) groups.push_back(group);
+  }
   if (!groups.empty()) {
     for (const pid_t group : groups) {
       ::kill(-group, SIGTERM);
@@ -207,29 +219,42 @@ namespace {
     }
     for (const pid_t group : groups) ::kill(-group, SIGKILL);
   }
-  if (!directory.empty()) {
+  const auto length = static_cast<std::size_t>(table.directory_length.load(std::memory_order_acquire));
+  if (length > 0 && length <= WatchdogTable::directory_capacity) {
     std::error_code ignored;
-    std::filesystem::remove_all(directory, ignored);
+    std::filesystem::remove_all(std::string(table.directory.data(), length), ignored);
   }
   ::_exit(0);
 }
 
 }  // namespace
 
-Watchdog::Watchdog(std::size_t capacity, std::chrono::nanoseconds grace) {
+Watchdog::Watchdog(std::size_t capacity, std::chrono::nanoseconds grace)
+    : capacity_(std::max<std::size_t>(capacity, 1)) {
+  bytes_ = WatchdogTable::bytes(capacity_);
+  void* memory = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) throw_errno("mmap");
+  table_ = new (memory) WatchdogTable;                                                                 // no directory
+  for (std::size_t i = 0; i < capacity_; ++i) new (table_->slots() + i) std::atomic<std::int32_t>(0);  // no groups
+  free_.reserve(capacity_);
+  for (std::size_t i = capacity_; i > 0; --i) free_.push_back(i - 1);
   std::array<int, 2> ends{};
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends.data()) != 0) throw_errno("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends.data()) != 0) {
+    const int error = errno;
+    ::munmap(memory, bytes_);
+    throw_errno("socketpair", error);
+  }
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int error = errno;
     ::close(ends[0]);
     ::close(ends[1]);
-    errno = error;
-    throw_errno("fork");
+    ::munmap(memory, bytes_);
+    throw_errno("fork", error);
   }
   if (pid == 0) {
     ::close(ends[0]);
-    watchdog_main(ends[1], capacity, grace);
+    watchdog_main(ends[1], *table_, capacity_, grace);
   }
   ::close(ends[1]);
   fd_ = ends[0];
@@ -240,27 +265,69 @@ Watchdog::~Watchdog() {
   ::close(fd_);
   while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }
+  ::munmap(table_, bytes_);
 }
 
-ProcessGroups::ProcessGroups(int watchdog) : stop_fd_(::eventfd(0, EFD_CLOEXEC)), watchdog_(watchdog) {
+int Watchdog::add(pid_t group) noexcept {
+  if (free_.empty()) return -1;
+  const std::size_t slot = free_.back();
+  free_.pop_back();
+  table_->slots()[slot].store(static_cast<std::int32_t>(group), std::memory_order_release);
+  return static_cast<int>(slot);
+}
+
+void Watchdog::remove(int slot) noexcept {
+  if (slot < 0) return;
+  table_->slots()[slot].store(0, std::memory_order_release);
+  free_.push_back(static_cast<std::size_t>(slot));
+}
+
+void Watchdog::set_directory(std::string_view path) noexcept {
+  table_->directory_length.store(0, std::memory_order_release);
+  if (path.size() > WatchdogTable::directory_capacity) return;
+  std::memcpy(table_->directory.data(), path.data(), path.size());
+  table_->directory_length.store(static_cast<std::int32_t>(path.size()), std::memory_order_release);
+}
+
+std::vector<std::string> simple_command_words(std::string_view command) {
+  constexpr std::string_view plain = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./:,+@%=^";
+  constexpr std::string_view blanks = " \t";
+  // The shell's own words: builtins that change the shell or differ from the program of the same
+  // name (dash's echo and pwd), and keywords. `true` and `false` behave the same either way.
+  constexpr std::string_view shell_words[] = {
+      ".",    ":",      "[",        "alias",   "bg",    "break", "case", "cd",    "chdir", "command", "continue",
+      "do",   "done",   "echo",     "elif",    "else",  "esac",  "eval", "exec",  "exit",  "export",  "fc",
+      "fg",   "fi",     "for",      "getopts", "hash",  "if",    "in",   "jobs",  "kill",  "local",   "printf",
+      "pwd",  "read",   "readonly", "return",  "set",   "shift", "test", "then",  "time",  "times",   "trap",
+      "type", "ulimit", "umask",    "unalias", "unset", "until", "wait", "while", "{",     "}",       "!"};
+  std::vector<std::string> words;
+  std::size_t at = 0;
+  while (at < command.size()) {
+    const std::size_t start = command.find_first_not_of(blanks, at);
+    if (start == std::string_view::npos) break;
+    const std::size_t end = std::min(command.find_first_of(blanks, start), command.size());
+    const std::string_view word = command.substr(start, end - start);
+    if (word.find_first_not_of(plain) != std::string_view::npos) return {};
+    words.emplace_back(word);
+    at = end;
+  }
+  if (words.empty()) return {};
+  const std::string_view first = words.front();
+  if (first.find('=') != std::string_view::npos ||
+      std::find(std::begin(shell_words), std::end(shell_words), first) != std::end(shell_words)) {
+    return {};
+  }
+  return words;
+}
+
+ProcessGroups::ProcessGroups(Watchdog* watchdog) : stop_fd_(::eventfd(0, EFD_CLOEXEC)), watchdog_(watchdog) {
   if (stop_fd_ < 0) throw_errno("eventfd");
 }
 
-void ProcessGroups::tell_watchdog(pid_t value) const noexcept {
-  if (watchdog_ < 0) return;
-  const auto message = static_cast<std::int32_t>(value);
-  // A watchdog that is gone cannot be helped: the runner goes on (MSG_NOSIGNAL: no SIGPIPE).
-  [[maybe_unused]] const auto sent = ::send(watchdog_, &message, sizeof message, MSG_NOSIGNAL);
-}
-
-void ProcessGroups::set_run_directory(const std::string& path) const noexcept {
-  if (watchdog_ < 0) return;
-  std::string message(2 * sizeof(std::int32_t), '\0');
-  const auto length = static_cast<std::int32_t>(path.size());
-  std::memcpy(message.data() + sizeof(std::int32_t), &length, sizeof length);
-  message += path;
-  std::lock_guard lock(mutex_);  // one message, not interleaved with a group's
-  [[maybe_unused]] const auto sent = ::send(watchdog_, message.data(), message.size(), MSG_NOSIGNAL);
+void ProcessGroups::set_run_directory(const std::string& path) {
+  if (watchdog_ == nullptr) return;
+  std::lock_guard lock(mutex_);
+  watchdog_->set_directory(path);
 }
 
 ProcessGroups::~ProcessGroups() { ::close(stop_fd_); }
@@ -269,10 +336,7 @@ pid_t ProcessGroups::spawn(const std::function<pid_t()>& spawn) {
   std::lock_guard lock(mutex_);
   if (stopping_) return 0;
   const pid_t pid = spawn();
-  if (pid > 0) {
-    groups_.insert(pid);
-    tell_watchdog(pid);
-  }
+  if (pid > 0) groups_.emplace(pid, watchdog_ != nullptr ? watchdog_->add(pid) : -1);
   return pid;
 }
 
@@ -284,21 +348,24 @@ void ProcessGroups::signal(pid_t group, int signal) {
 void ProcessGroups::release(pid_t group) {
   std::lock_guard lock(mutex_);
   ::kill(-group, SIGKILL);  // the leader is a zombie that keeps the id; ESRCH if nothing else is left
-  if (groups_.erase(group) != 0) tell_watchdog(-group);
+  if (const auto it = groups_.find(group); it != groups_.end()) {
+    if (watchdog_ != nullptr) watchdog_->remove(it->second);
+    groups_.erase(it);
+  }
 }
 
 void ProcessGroups::stop() {
   std::lock_guard lock(mutex_);
   if (stopping_) return;
   stopping_ = true;
-  for (const pid_t group : groups_) ::kill(-group, SIGTERM);
+  for (const auto& [group, slot] : groups_) ::kill(-group, SIGTERM);
   const std::uint64_t one = 1;
   [[maybe_unused]] const auto written = ::write(stop_fd_, &one, sizeof one);  // an eventfd write cannot fail here
 }
 
 void ProcessGroups::kill_all() {
   std::lock_guard lock(mutex_);
-  for (const pid_t group : groups_) ::kill(-group, SIGKILL);
+  for (const auto& [group, slot] : groups_) ::kill(-group, SIGKILL);
 }
 
 bool ProcessGroups::stopping() const {
@@ -306,9 +373,19 @@ bool ProcessGroups::stopping() const {
   return stopping_;
 }
 
-ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, const LineSink& sink) {
-  Pipe out = make_pipe();
-  Pipe err = make_pipe();
+ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, OutputSink& sink) {
+  Pipe out;
+  Pipe err;
+  try {
+    out = make_pipe();
+    err = make_pipe();
+  } catch (const std::system_error& error) {  // out of descriptors: the caller may wait and try again
+    ProcessResult failed;
+    failed.end = ProcessResult::End::spawn_failed;
+    failed.error_number = error.code().value();
+    failed.error = fmt::format("cannot start /bin/sh: cannot create a pipe: {}", std::strerror(failed.error_number));
+    return failed;
+  }
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -317,39 +394,60 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
-  // Own process group (so that signals reach the whole job), the runner's blocked and ignored
-  // signals back to normal.
+  // Own session, so its own process group (signals reach the whole job) and no controlling
+  // terminal (a prompt that opens /dev/tty, as ssh and sudo do, fails at once instead of stopping
+  // the job in the background forever); the runner's blocked and ignored signals back to normal.
   sigset_t none;
   sigemptyset(&none);
   sigset_t defaults;
   sigfillset(&defaults);
-  posix_spawnattr_setpgroup(&attributes, 0);
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<char*> environment;
   environment.reserve(request.environment->size() + 1);
   for (const std::string& entry : *request.environment) environment.push_back(const_cast<char*>(entry.c_str()));
   environment.push_back(nullptr);
-  const std::string command(request.command);
-  char shell[] = "/bin/sh";
-  char dash_c[] = "-c";
-  char* const argv[] = {shell, dash_c, const_cast<char*>(command.c_str()), nullptr};
-
+  // Directly if it has no shell syntax (one exec instead of two), else through the shell.
+  static const std::vector<std::string> default_shell{"/bin/sh", "-c"};
+  const std::vector<std::string>& shell =
+      request.shell != nullptr && !request.shell->empty() ? *request.shell : default_shell;
+  std::vector<std::string> words = simple_command_words(request.command);
+  const auto spawn_words = [&](std::vector<std::string>& argument_words, int& error) {
+    std::vector<char*> argv;
+    argv.reserve(argument_words.size() + 1);
+    for (std::string& word : argument_words) argv.push_back(word.data());
+    argv.push_back(nullptr);
+    return groups.spawn([&]() -> pid_t {
+      pid_t child = 0;
+      error = ::posix_spawnp(&child, argv[0], &actions, &attributes, argv.data(), environment.data());
+      return error == 0 ? child : -1;
+    });
+  };
   int spawn_error = 0;
-  const pid_t pid = groups.spawn([&]() -> pid_t {
-    pid_t child = 0;
-    spawn_error = ::posix_spawn(&child, shell, &actions, &attributes, argv, environment.data());
-    return spawn_error == 0 ? child : -1;
-  });
+  pid_t pid = -1;
+  std::string_view program;  // for the message
+  if (!words.empty()) {
+    program = words.front();
+    pid = spawn_words(words, spawn_error);
+  }
+  // Not found, not executable, ...: the shell says so, with its exit code, as it always did. For a
+  // lack of resources it would fail the same way.
+  if (words.empty() || (pid < 0 && !lacks_resources(spawn_error))) {
+    std::vector<std::string> shell_words = shell;
+    shell_words.emplace_back(request.command);
+    program = shell.front();
+    pid = spawn_words(shell_words, spawn_error);
+  }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   if (pid == 0) return ProcessResult::not_started();
   if (pid < 0) {
     ProcessResult failed;
     failed.end = ProcessResult::End::spawn_failed;
-    failed.error = fmt::format("cannot start /bin/sh: {}", std::strerror(spawn_error));
+    failed.error_number = spawn_error;
+    failed.error = fmt::format("cannot start {}: {}", program, std::strerror(spawn_error));
     return failed;
   }
   out.write.reset();
@@ -383,7 +481,7 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   bool exited = false;
   bool out_open = true;
   bool err_open = true;
-  std::array<char, 16 * 1024> buffer;
+  std::array<char, 64 * 1024> buffer;  // a whole pipe's worth
 
   while (!exited || out_open || err_open) {
     std::array<pollfd, 4> fds{};
@@ -406,6 +504,7 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()).count();
       timeout_ms = static_cast<int>(std::clamp<long long>(left, 0, 60'000));
     }
+    sink.idle();  // what was read is on its way before the wait
     if (::poll(fds.data(), count, timeout_ms) < 0) {
       if (errno == EINTR) continue;
       throw_errno("poll");
@@ -483,6 +582,7 @@ std::string describe(const ProcessResult& result) {
     case End::stopped: return "stopped";
     case End::not_started: return "not started";
     case End::spawn_failed: return result.error;
+    case End::output_failed: return result.error;
   }
   return "unknown";
 }

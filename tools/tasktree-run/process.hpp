@@ -5,12 +5,13 @@
 
 #include <sys/types.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,13 +20,18 @@ namespace tasktree_run {
 
 using Clock = std::chrono::steady_clock;
 
+struct WatchdogTable;
+
 /// A helper process that stops the jobs of a runner that died without stopping them itself (SIGKILL,
-/// a crash, the OOM killer): the runner tells it each process group it starts and releases, over a
-/// socket; when the socket reaches end-of-file with groups still registered, the runner is gone, so
-/// it sends them SIGTERM, and SIGKILL to what is left after `grace`, then removes the run directory
-/// it was told of. It leads its own process group and ignores the stop signals (a Ctrl-C stops the
+/// a crash, the OOM killer). The runner and the watchdog share a table in memory (mapped before the
+/// fork) where the runner notes each job's process group as it starts and is released, with plain
+/// stores, no system call; the watchdog sleeps in a read of a socket that the runner never writes
+/// to. When the read reaches end-of-file, the runner is gone: the watchdog sends the groups left in
+/// the table SIGTERM, and SIGKILL to what is left after `grace`, then removes the run directory the
+/// table names. It leads its own process group and ignores the stop signals (a Ctrl-C stops the
 /// runner, which stops its jobs itself), holds no descriptor of the runner's but its socket, and
-/// exits as soon as its work is done. Start it while the runner has a single thread.
+/// exits as soon as its work is done. Start it while the runner has a single thread. Not
+/// thread-safe: `ProcessGroups` calls it under its mutex.
 class Watchdog {
  public:
   /// Forks the helper; `capacity` is the most groups that can be running at once.
@@ -34,10 +40,18 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
   /// Closes the socket and waits for the helper, which exits at once if no group is registered.
   ~Watchdog();
-  /// The runner's end of the socket, for `ProcessGroups`.
-  [[nodiscard]] int fd() const noexcept { return fd_; }
+  /// Notes a group that started; returns its slot for `remove`, or -1 if the table is full.
+  int add(pid_t group) noexcept;
+  /// Forgets the group in `slot` (-1: none).
+  void remove(int slot) noexcept;
+  /// The run directory to remove should the runner die ("": none; longer than 4096 bytes: none).
+  void set_directory(std::string_view path) noexcept;
 
  private:
+  std::size_t capacity_;
+  std::size_t bytes_ = 0;
+  WatchdogTable* table_ = nullptr;
+  std::vector<std::size_t> free_;  // the free slots
   int fd_ = -1;
   pid_t pid_ = -1;
 };
@@ -49,8 +63,8 @@ class Watchdog {
 /// reaped: a signal sent through the registry never reaches a recycled process id.
 class ProcessGroups {
  public:
-  /// `watchdog`: a `Watchdog::fd()` to tell of every group started and released; -1: none.
-  explicit ProcessGroups(int watchdog = -1);
+  /// `watchdog`: told of every group started and released; null: none.
+  explicit ProcessGroups(Watchdog* watchdog = nullptr);
   ProcessGroups(const ProcessGroups&) = delete;
   ProcessGroups& operator=(const ProcessGroups&) = delete;
   ~ProcessGroups();
@@ -76,15 +90,14 @@ class ProcessGroups {
 
  private:
   mutable std::mutex mutex_;
-  std::set<pid_t> groups_;
+  std::map<pid_t, int> groups_;  // each group with its slot in the watchdog's table
   bool stopping_ = false;
   int stop_fd_ = -1;  // an eventfd
-  int watchdog_ = -1;
-  void tell_watchdog(pid_t value) const noexcept;
+  Watchdog* watchdog_ = nullptr;
 
  public:
   /// Tells the watchdog the directory to remove should the runner die; "" when there is none.
-  void set_run_directory(const std::string& path) const noexcept;
+  void set_run_directory(const std::string& path);
 };
 
 /// Which stream a line of job output came from.
@@ -92,8 +105,12 @@ enum class Stream { out, err };
 
 /// What to run and how.
 struct ProcessRequest {
-  /// Run as `/bin/sh -c command`.
+  /// Run as `<shell...> command` (`/bin/sh -c command`), or, if it has no shell syntax (see
+  /// `simple_command_words`), directly.
   std::string_view command;
+  /// The shell and its arguments before the command; null or empty: `/bin/sh -c`. Looked up in
+  /// `PATH` unless it contains a `/`.
+  const std::vector<std::string>* shell = nullptr;
   /// The complete environment, `NAME=value` strings.
   const std::vector<std::string>* environment = nullptr;
   /// Kill the job after this long (SIGTERM, then SIGKILL after `grace`); none if empty.
@@ -102,32 +119,72 @@ struct ProcessRequest {
   std::chrono::nanoseconds grace = std::chrono::seconds(5);
 };
 
+/// The words of `command` if it can run without a shell, as make runs such commands: nothing but
+/// words of letters, digits and `-_./:,+@%=^` separated by blanks, the first no assignment (`A=1`)
+/// and no shell builtin or keyword whose meaning differs from a program's (`cd`, `exit`, `echo`,
+/// `if`, ...). Empty if the command needs the shell. A direct start that fails for any reason but
+/// a lack of resources falls back to the shell, so the shell's messages and exit codes (127 for a
+/// command not found) stay as they were.
+[[nodiscard]] std::vector<std::string> simple_command_words(std::string_view command);
+
+/// Whether an errno value from starting a process means a resource that may come free (descriptors,
+/// processes, memory).
+[[nodiscard]] constexpr bool lacks_resources(int error_number) noexcept {
+  return error_number == EAGAIN || error_number == EMFILE || error_number == ENFILE || error_number == ENOMEM;
+}
+
 /// How a process ended.
 struct ProcessResult {
   enum class End {
-    exited,       ///< exited on its own: see `exit_code`
-    signalled,    ///< killed by a signal that the runner did not send: see `signal`
-    timed_out,    ///< the runner killed it after its timeout
-    stopped,      ///< the run was stopping; the runner sent SIGTERM/SIGKILL before it exited
-    not_started,  ///< the run was stopping before the process could start
-    spawn_failed  ///< posix_spawn failed: see `error`
+    exited,        ///< exited on its own: see `exit_code`
+    signalled,     ///< killed by a signal that the runner did not send: see `signal`
+    timed_out,     ///< the runner killed it after its timeout
+    stopped,       ///< the run was stopping; the runner sent SIGTERM/SIGKILL before it exited
+    not_started,   ///< the run was stopping before the process could start
+    spawn_failed,  ///< posix_spawn failed: see `error` and `error_number`
+    output_failed  ///< the job's log files could not be created or written: see `error`
   };
   End end = End::not_started;
   int exit_code = -1;
   int signal = 0;
   std::string error;
+  /// With `spawn_failed`: the errno value.
+  int error_number = 0;
+
+  /// A start that failed for want of a resource that may come free (descriptors, processes,
+  /// memory): worth waiting for and trying again.
+  [[nodiscard]] bool lacked_resources() const noexcept {
+    return end == End::spawn_failed && lacks_resources(error_number);
+  }
 
   [[nodiscard]] static ProcessResult not_started() { return ProcessResult{}; }
   [[nodiscard]] bool succeeded() const noexcept { return end == End::exited && exit_code == 0; }
 };
 
-/// Receives each line of output (without its newline), on the thread that runs the process.
-using LineSink = std::function<void(Stream stream, std::string_view line)>;
+/// Receives a job's output as `run_process` reads it, on the thread that runs the process.
+class OutputSink {
+ public:
+  /// Lines longer than this are passed on in pieces of this size.
+  static constexpr std::size_t max_line = 64 * 1024;
 
-/// Runs `request.command` to its end in a new process group, with standard input from /dev/null,
-/// standard output and error captured line by line into `sink`. When the command's process exits,
-/// whatever it left running in its group is killed. Blocks the calling thread.
-ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, const LineSink& sink);
+  OutputSink() = default;
+  OutputSink(const OutputSink&) = delete;
+  OutputSink& operator=(const OutputSink&) = delete;
+  virtual ~OutputSink() = default;
+  /// Bytes of `stream`: a line without its newline (`ends_line`), or a piece of a line that is
+  /// longer than `max_line` or that the job ended without a newline (not `ends_line`). The bytes,
+  /// with a newline after each `ends_line`, are exactly what the job wrote.
+  virtual void piece(Stream stream, std::string_view bytes, bool ends_line) = 0;
+  /// Everything read so far has been passed on, and the next read may wait: write out what is
+  /// buffered, so that output reaches its destination while the job is quiet.
+  virtual void idle() = 0;
+};
+
+/// Runs `request.command` to its end in a new session (so its own process group, and no
+/// controlling terminal), with standard input from /dev/null, standard output and error captured
+/// into `sink`. When the command's process exits, whatever it left running in its group is killed.
+/// Blocks the calling thread.
+ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, OutputSink& sink);
 
 /// The name of a signal, e.g. `SIGINT`.
 [[nodiscard]] std::string signal_name(int signal);

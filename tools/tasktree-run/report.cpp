@@ -11,6 +11,8 @@
 #include <chrono>
 #include <iterator>
 #include <numeric>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace tasktree_run {
@@ -27,6 +29,7 @@ std::string_view to_string(ProcessResult::End end) {
     case End::stopped: return "stopped";
     case End::not_started: return "not_started";
     case End::spawn_failed: return "spawn_failed";
+    case End::output_failed: return "output_failed";
   }
   return "unknown";
 }
@@ -127,7 +130,11 @@ std::string format_summary(const RunSettings& settings, const RunReport& report)
   } else if (code != 0) {
     line("tasktree-run: FAILED (exit code {})", code);
   } else {
-    line("tasktree-run: all {} jobs succeeded", total);
+    if (total == 1) {
+      line("tasktree-run: the job succeeded");
+    } else {
+      line("tasktree-run: all {} jobs succeeded", total);
+    }
   }
   return out;
 }
@@ -152,6 +159,9 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
       entry["signal"] =
           job.last.end == ProcessResult::End::signalled ? json(signal_name(job.last.signal)) : json(nullptr);
       entry["stderr_tail"] = job.stderr_tail;
+      if (job.last.end == ProcessResult::End::spawn_failed || job.last.end == ProcessResult::End::output_failed) {
+        entry["error"] = job.last.error;
+      }
     }
     if (job.status == JobStatus::skipped) entry["skipped_below"] = job.skipped_below;
     jobs.push_back(std::move(entry));
@@ -170,7 +180,15 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
            {"skip_on_error", tasktree::to_string(settings.skip_on_error)},
            {"retries", settings.retries},
            {"timeout_seconds", settings.timeout ? json(seconds(*settings.timeout)) : json(nullptr)},
+           {"kill_after_seconds", seconds(settings.kill_after)},
+           {"retry_backoff_seconds", seconds(settings.retry_backoff)},
+           {"work_period_seconds", seconds(settings.work_period)},
+           {"jitter", settings.jitter},
            {"priority", settings.priority == PriorityOrder::name ? "name" : "depth"},
+           {"shell", settings.shell.empty() ? std::string("/bin/sh") : settings.shell.front()},
+           {"log_dir", settings.log_dir.empty() ? json(nullptr) : json(settings.log_dir.string())},
+           {"journal", settings.journal.empty() ? json(nullptr) : json(settings.journal.string())},
+           {"resume", settings.resume},
        }},
       {"counts",
        {
@@ -285,6 +303,69 @@ std::string format_dot(const RunSettings& settings, std::string_view barrier_nam
   }
   out += "}\n";
   return out;
+}
+
+JournalStatus format_journal_status(const tasktree::JournalContents& journal, const std::vector<JobSpec>& jobs) {
+  std::unordered_map<std::string_view, const tasktree::JournalRecord*> records;
+  for (const tasktree::JournalRecord& record : journal.records) records.emplace(record.dataset, &record);
+  std::size_t width = 0;
+  for (const JobSpec& job : jobs) width = std::max(width, job.path.size());
+  if (jobs.empty()) {
+    for (const tasktree::JournalRecord& record : journal.records) width = std::max(width, record.dataset.size());
+  }
+  width = std::min<std::size_t>(width, 60);
+
+  std::string out;
+  const LineWriter line{out};
+  std::size_t done = 0, failed = 0, skipped = 0, changed = 0, not_run = 0;
+  const auto attempts = [](int count) { return fmt::format("{} attempt{}", count, count == 1 ? "" : "s"); };
+  // The policy layer records "<job>: <reason>"; the job is in the line already.
+  const auto reason = [](const tasktree::JournalRecord& record) {
+    const std::string_view error = record.error;
+    return error.starts_with(record.dataset + ": ") ? error.substr(record.dataset.size() + 2) : error;
+  };
+  const auto show = [&](std::string_view path, const tasktree::JournalRecord* record, const JobSpec* job) {
+    if (record == nullptr) {
+      ++not_run;
+      line("not run  {}", path);
+    } else if (record->succeeded() && job != nullptr && record->key != job->command) {
+      ++changed;
+      line("changed  {:<{}}  succeeded with another command: runs again", path, width);
+    } else if (record->succeeded()) {
+      ++done;
+      line("done     {:<{}}  {}, {:.1f}s", path, width, attempts(record->attempts), record->seconds);
+    } else if (record->fail) {
+      ++failed;
+      line("FAILED   {:<{}}  {} ({})", path, width, record->error.empty() ? "failed" : reason(*record),
+           attempts(record->attempts));
+    } else {
+      ++skipped;
+      line("skipped  {:<{}}  its subtree was skipped", path, width);
+    }
+  };
+  if (jobs.empty()) {
+    for (const tasktree::JournalRecord& record : journal.records) show(record.dataset, &record, nullptr);
+  } else {
+    for (const JobSpec& job : jobs) {
+      const auto it = records.find(job.path);
+      show(job.path, it == records.end() ? nullptr : it->second, &job);
+    }
+  }
+  std::size_t unknown = 0;
+  if (!jobs.empty()) {
+    std::unordered_map<std::string_view, bool> in_plan;
+    for (const JobSpec& job : jobs) in_plan.emplace(job.path, true);
+    for (const tasktree::JournalRecord& record : journal.records) unknown += in_plan.contains(record.dataset) ? 0 : 1;
+  }
+  const std::size_t total = done + failed + skipped + changed + not_run;
+  line(
+      "tasktree-run: {} job{}: {} done, {} failed, {} skipped, {} changed, {} not run{}; the journal holds {} "
+      "run{}",
+      total, total == 1 ? "" : "s", done, failed, skipped, changed, not_run,
+      unknown == 0 ? std::string()
+                   : fmt::format(" ({} recorded job{} not in the plan)", unknown, unknown == 1 ? "" : "s"),
+      journal.runs, journal.runs == 1 ? "" : "s");
+  return JournalStatus{std::move(out), done == total ? 0 : 1};
 }
 
 }  // namespace tasktree_run

@@ -4,8 +4,11 @@
 
 #include "run.hpp"
 
+#include <tasktree/journal.hpp>
+
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace tasktree_run {
 
@@ -24,5 +27,21 @@ namespace tasktree_run {
 /// `--dot`: the tree as a Graphviz digraph, with barriers drawn as octagons that the jobs beside
 /// them feed into (dashed edges).
 [[nodiscard]] std::string format_dot(const RunSettings& settings, std::string_view barrier_name = "~");
+
+/// What `--status` prints about a journal.
+struct JournalStatus {
+  /// A line per job and a last line with the counts.
+  std::string text;
+  /// 0 if every job of the plan succeeded (so `--resume` would run nothing), 1 otherwise.
+  int exit_code = 0;
+};
+
+/// `--journal FILE --status`: what the journal says about each job of the plan (`jobs`), in
+/// file order: `done` (succeeded with the same command), `FAILED` (with the reason and attempts),
+/// `skipped` (below a failure), `changed` (succeeded with another command, so it runs again),
+/// `not run`; then the journal's jobs that the plan does not have. Without a plan (`jobs` empty),
+/// every job the journal records.
+[[nodiscard]] JournalStatus format_journal_status(const tasktree::JournalContents& journal,
+                                                  const std::vector<JobSpec>& jobs);
 
 }  // namespace tasktree_run

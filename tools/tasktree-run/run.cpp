@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <set>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -67,7 +69,7 @@ std::vector<std::string> base_environment() {
 /// and by the watchdog should the runner die first.
 class RunDirectory {
  public:
-  explicit RunDirectory(const ProcessGroups& groups) : groups_(groups) {
+  explicit RunDirectory(ProcessGroups& groups) : groups_(groups) {
     const char* tmpdir = std::getenv("TMPDIR");
     std::string pattern = fmt::format("{}/tasktree-run.XXXXXX", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp");
     if (::mkdtemp(pattern.data()) == nullptr) {
@@ -87,7 +89,7 @@ class RunDirectory {
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
-  const ProcessGroups& groups_;
+  ProcessGroups& groups_;
   std::filesystem::path path_;
 };
 
@@ -97,7 +99,11 @@ class RunDirectory {
 class Runner {
  public:
   Runner(const RunSettings& settings, ProcessGroups& groups, Console& console, RunReport& report)
-      : settings_(settings), groups_(groups), console_(console), report_(report), environment_(base_environment()),
+      : settings_(settings),
+        groups_(groups),
+        console_(console),
+        report_(report),
+        environment_(base_environment()),
         run_directory_(groups) {
     counts_.total = settings.jobs.size();
     index_.reserve(settings.jobs.size());
@@ -115,12 +121,19 @@ class Runner {
   [[nodiscard]] std::size_t retries() const noexcept { return retries_.load(); }
 
   /// Runs attempt `attempt` (1-based) of job `index` to its end and records it. A result of
-  /// `not_started` (the run is stopping) leaves the record as it was.
-  ProcessResult attempt(std::size_t index, std::int64_t submit_count, int attempt, JobOutput& output) {
+  /// `not_started` (the run is stopping) leaves the record as it was. `retries_left`: whether a
+  /// failure of this attempt is retried, for the log line.
+  ProcessResult attempt(std::size_t index, std::int64_t submit_count, int attempt, bool retries_left,
+                        JobOutput& output) {
     const JobSpec& job = settings_.jobs[index];
     JobRecord& record = report_.jobs[index];
     if (groups_.stopping()) return ProcessResult::not_started();
-    output.begin_attempt(attempt);
+    std::string output_error;  // a log file that cannot be opened fails the attempt, not the run
+    try {
+      output.begin_attempt(attempt);
+    } catch (const std::exception& error) {
+      output_error = error.what();
+    }
     std::vector<std::string> environment = environment_;
     environment.push_back(fmt::format("TASKTREE_JOB={}", job.path));
     environment.push_back(fmt::format("TASKTREE_SUBMIT_COUNT={}", submit_count));
@@ -141,14 +154,42 @@ class Runner {
     }
     const ProcessRequest request{
         .command = job.command,
+        .shell = &settings_.shell,
         .environment = &environment,
         .timeout = settings_.timeout,
         .grace = settings_.kill_after,
     };
-    ProcessResult result =
-        run_process(groups_, request, [&output](Stream stream, std::string_view line) { output.line(stream, line); });
+    ProcessResult result;
+    if (output_error.empty()) {
+      ++counts_.running;
+      if (status_ != nullptr) status_->update();
+      result = run_process(groups_, request, output);
+      // Out of descriptors, processes or memory: wait for other jobs to give some back, rather
+      // than fail a job that never ran.
+      auto pause = std::chrono::milliseconds(10);
+      const auto give_up = Clock::now() + std::chrono::seconds(60);
+      bool told = false;
+      while (result.lacked_resources() && !groups_.stopping() && Clock::now() < give_up) {
+        if (!told) {
+          console_.message(fmt::format("[{:>7}] wait   {}: {}; trying again", seconds_since(report_.started), job.path,
+                                       result.error));
+          told = true;
+        }
+        std::this_thread::sleep_for(pause);
+        pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::seconds(1));
+        result = run_process(groups_, request, output);
+      }
+      --counts_.running;
+      if (status_ != nullptr) status_->update();
+      if (std::string error = output.end_attempt(); !error.empty() && result.end != ProcessResult::End::not_started) {
+        result.end = ProcessResult::End::output_failed;
+        result.error = std::move(error);
+      }
+    } else {
+      result.end = ProcessResult::End::output_failed;
+      result.error = std::move(output_error);
+    }
     const auto end = Clock::now();
-    output.check();
     if (result.end == ProcessResult::End::not_started) return result;
     record.attempts = attempt;
     record.finished = end;
@@ -161,6 +202,9 @@ class Runner {
       if (!console_.live()) console_.message(fmt::format("[{:>7}] done   {} ({})", at, job.path, took));
     } else if (result.end == ProcessResult::End::stopped) {
       console_.message(fmt::format("[{:>7}] stopped {} ({})", at, job.path, took));
+    } else if (retries_left && !groups_.stopping()) {
+      console_.message(fmt::format("[{:>7}] failed {}: {} (attempt {} of {}, {}); retrying", at, job.path,
+                                   describe(result), attempt, settings_.retries + 1, took));
     } else {
       console_.message(
           fmt::format("[{:>7}] FAILED {}: {} (attempt {}, {})", at, job.path, describe(result), attempt, took));
@@ -173,12 +217,8 @@ class Runner {
   class Observer final : public tasktree::RunObserver {
    public:
     explicit Observer(Runner& runner) : runner_(runner) {}
-    void on_submit(std::string_view, std::int64_t) override {
-      ++runner_.counts_.running;
-      if (runner_.status_ != nullptr) runner_.status_->update();
-    }
+    // `running` counts processes, kept by `attempt`: a job waiting for a retry is not running.
     void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult result) override {
-      --runner_.counts_.running;
       ++(result.fail ? runner_.counts_.failed : runner_.counts_.succeeded);
       if (runner_.status_ != nullptr) runner_.status_->update();
     }
@@ -292,7 +332,8 @@ void schedule(Runner& runner, std::stop_token stop) {
                                                           [&runner]() noexcept { runner.groups().stop(); });
                   const std::size_t index = runner.index(dataset);
                   JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
-                  const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1, output);
+                  const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1,
+                                                              retry.count < settings.retries, output);
                   if (result.succeeded()) return true;
                   // Once the run is stopping, nothing is retried and the report has what happened;
                   // returning (rather than throwing) keeps the failure from being rethrown.
@@ -340,12 +381,12 @@ std::shared_ptr<tasktree::Journal> open_journal(const RunSettings& settings) {
   std::unordered_map<std::string_view, std::string_view> commands;
   for (const JobSpec& job : settings.jobs) commands.emplace(job.path, job.command);
   return std::make_shared<tasktree::Journal>(
-      settings.journal,
-      tasktree::JournalOptions{.resume = settings.resume,
-                               .key = [commands = std::move(commands)](std::string_view dataset) {
-                                 const auto it = commands.find(dataset);
-                                 return it == commands.end() ? std::string() : std::string(it->second);
-                               }});
+      settings.journal, tasktree::JournalOptions{.resume = settings.resume,
+                                                 .key = [commands = std::move(commands)](std::string_view dataset) {
+                                                   const auto it = commands.find(dataset);
+                                                   return it == commands.end() ? std::string()
+                                                                               : std::string(it->second);
+                                                 }});
 }
 
 RunReport run_jobs(const RunSettings& settings, ProcessGroups& groups, Console& console, std::stop_token stop,

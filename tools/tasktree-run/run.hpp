@@ -42,6 +42,9 @@ struct RunSettings {
   std::chrono::nanoseconds work_period{0};
   bool jitter = false;
   PriorityOrder priority = PriorityOrder::name;
+  /// `--shell`: the shell and its arguments before a command (`bash -o pipefail -c`); empty:
+  /// `/bin/sh -c`. Commands without shell syntax run directly either way.
+  std::vector<std::string> shell;
   std::filesystem::path log_dir;  // empty: output to the console, prefixed
   /// `--journal`: record each finished job (keyed by its command) here; empty: no journal.
   std::filesystem::path journal;
