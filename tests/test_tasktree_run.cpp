@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -1102,6 +1103,133 @@ TEST_CASE("tasktree-run: --journal FILE --status prints what the journal says, a
   CHECK(missing.exit_code == 2);
   CHECK(contains(missing.err, "none.journal"));
   CHECK(run_tool(scratch, {"--status", jobs.string()}).exit_code == 2);
+}
+
+TEST_CASE("tasktree-run: targets run their subtrees after what they wait for; an unknown target runs nothing") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", R"(
+host/snapshot             echo snapshot >> $DIR/ran.log
+host/snapshot/replicate   echo replicate >> $DIR/ran.log
+host/snapshot/~/prune     echo prune >> $DIR/ran.log
+host/snapshot/~/~/monitor echo monitor >> $DIR/ran.log
+other                     echo other >> $DIR/ran.log
+)");
+  const Finished run = run_tool(scratch, {"-j", "1", jobs.string(), "host/snapshot/~/prune"});
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK(scratch.read("ran.log") == "snapshot\nreplicate\nprune\n");
+  scratch.write("ran.log", "");
+  CHECK(run_tool(scratch, {"--no-ancestors", jobs.string(), "host/snapshot/~/prune"}).exit_code == 0);
+  CHECK(scratch.read("ran.log") == "prune\n");
+  scratch.write("ran.log", "");
+  const Finished unknown = run_tool(scratch, {jobs.string(), "other", "nothing/here"});
+  CHECK(unknown.exit_code == 2);
+  CHECK(contains(unknown.err, R"(no job "nothing/here" and none below it, so there is nothing to run)"));
+  CHECK(scratch.read("ran.log").empty());
+}
+
+TEST_CASE("tasktree-run: --halt soon,fail=N starts nothing after the Nth failure") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  exit 1\nb  exit 2\nc  touch $DIR/c\nd  touch $DIR/d\n");
+  SECTION("the second failure halts: c and d never start") {
+    const Finished run = run_tool(scratch, {"-j", "1", "--halt", "soon,fail=2", jobs.string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 1);
+    CHECK_FALSE(scratch.exists("c"));
+    CHECK_FALSE(scratch.exists("d"));
+    CHECK(contains(run.err, "halt   2 failed jobs (--halt soon,fail=2): starting no new jobs"));
+    CHECK(contains(run.err, "tasktree-run: FAILED: stopped after 2 failed jobs (--halt soon,fail=2) (exit code 1)"));
+  }
+  SECTION("two failures do not reach fail=3: everything runs") {
+    const Finished run = run_tool(scratch, {"-j", "1", "--halt", "soon,fail=3", jobs.string()});
+    CHECK(run.exit_code == 1);
+    CHECK(scratch.exists("c"));
+    CHECK(scratch.exists("d"));
+    CHECK_FALSE(contains(run.err, "halt "));
+  }
+}
+
+TEST_CASE("tasktree-run: --halt soon lets the running jobs finish; --halt now stops them") {
+  for (const std::string_view when : {"soon", "now"}) {
+    DYNAMIC_SECTION(when) {
+      Scratch scratch;
+      const auto jobs = scratch.write("plan.jobs", R"(
+a-fails   while [ ! -e $DIR/b ]; do sleep 0.05; done; exit 1
+b-runs    echo started > $DIR/b; while [ ! -e $DIR/go ]; do sleep 0.05; done; touch $DIR/finished
+c-later   touch $DIR/later
+)");
+      Started runner(scratch,
+                     {"-j", "2", "--halt", std::string(when), "--json", (scratch / "r.json").string(), jobs.string()});
+      // a-fails fails once b-runs runs.
+      REQUIRE(eventually([&] { return contains(runner.err(), "halt   1 failed job"); }));
+      scratch.write("go", "");
+      CHECK(runner.wait() == 1);
+      INFO(runner.err_text);
+      CHECK_FALSE(scratch.exists("later"));
+      const json report = read_json(scratch, "r.json");
+      CHECK(report.at("stopped_by_failure") == true);
+      CHECK(report.at("settings").at("halt") == when);
+      if (when == "soon") {
+        CHECK(scratch.exists("finished"));
+        CHECK(job(report, "b-runs").at("status") == "succeeded");
+      } else {
+        CHECK(job(report, "b-runs").at("status") == "stopped");
+      }
+      CHECK(job(report, "c-later").at("status") == "not_run");
+    }
+  }
+}
+
+TEST_CASE("tasktree-run: --trace writes the timeline in the Chrome trace-event format: attempts, outcomes, backoffs") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", R"(
+flaky   if [ ! -e $DIR/tried ]; then touch $DIR/tried; exit 1; fi
+ok      true
+bad     exit 4
+)");
+  const std::string file = (scratch / "run.trace.json").string();
+  const Finished run = run_tool(scratch, {"-j", "2", "--retries", "1", "--retry-backoff", "0.05", "--trace", file,
+                                          "--skip-on-error", "dataset", jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  const json trace = read_json(scratch, "run.trace.json");
+  const json& events = trace.at("traceEvents");
+  std::map<std::string, json> slices;  // by name
+  std::size_t workers = 0;
+  std::size_t backoff_begins = 0;
+  std::size_t backoff_ends = 0;
+  for (const json& event : events) {
+    const std::string phase = event.at("ph");
+    if (phase == "X") {
+      slices[event.at("name")] = event;
+      CHECK(event.at("dur").get<std::int64_t>() > 0);
+      CHECK(event.at("tid").get<int>() >= 1);
+      CHECK(event.at("tid").get<int>() <= 2);  // a track per worker slot, -j 2
+    }
+    if (phase == "M" && event.at("name") == "thread_name") ++workers;
+    if (phase == "b") ++backoff_begins;
+    if (phase == "e") ++backoff_ends;
+  }
+  CHECK(workers >= 1);
+  CHECK(workers <= 2);
+  REQUIRE(slices.contains("flaky"));
+  REQUIRE(slices.contains("flaky (attempt 2)"));
+  CHECK(slices["flaky"].at("cname") == "yellow");  // failed, then retried
+  CHECK(slices["flaky (attempt 2)"].at("cname") == "good");
+  CHECK(slices["ok"].at("cname") == "good");
+  REQUIRE(slices.contains("bad (attempt 2)"));
+  CHECK(slices["bad (attempt 2)"].at("cname") == "terrible");
+  CHECK(slices["bad (attempt 2)"].at("args").at("exit_code") == 4);
+  CHECK(slices["bad (attempt 2)"].at("args").at("command") == "exit 4");
+  CHECK(backoff_begins == 2);  // flaky's and bad's
+  CHECK(backoff_ends == 2);
+  // The retry starts after its failure has ended.
+  CHECK(slices["flaky (attempt 2)"].at("ts").get<std::int64_t>() >=
+        slices["flaky"].at("ts").get<std::int64_t>() + slices["flaky"].at("dur").get<std::int64_t>());
+  // A path that cannot be written: an input error before anything runs.
+  const Finished unwritable = run_tool(scratch, {"--trace", (scratch / "no-dir" / "t.json").string(), jobs.string()});
+  CHECK(unwritable.exit_code == 2);
+  CHECK(contains(unwritable.err, "cannot write the --trace file"));
 }
 
 TEST_CASE("tasktree-run: --json - writes the report to standard output, and the job output to standard error") {

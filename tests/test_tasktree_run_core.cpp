@@ -176,6 +176,48 @@ TEST_CASE("jobs file: with --log-dir, a job whose log files could never be creat
       contains(log_path_error(fmt::format("{}  true\n", deep)), "cannot have log files in --log-dir: their path is "));
 }
 
+TEST_CASE("jobs file: targets select their subtrees and what they wait for, in file order") {
+  const std::vector<JobSpec> plan = parse_jobs_file(R"(
+alpha/snapshot                   zfs snapshot
+alpha/snapshot/replicate-nas     send nas
+alpha/snapshot/replicate-nas/x   check nas
+alpha/snapshot/replicate-offsite send offsite
+alpha/snapshot/~/prune           prune
+alpha/snapshot/~/~/monitor       ping
+alpha/config                     backup config
+beta/snapshot                    zfs snapshot
+beta/snapshot/~/prune            prune
+)",
+                                                    "plan.jobs");
+  const auto paths = [&](const std::vector<std::string>& targets, bool with_prerequisites = true) {
+    std::vector<std::string> selected;
+    for (const JobSpec& job : select_targets(plan, targets, with_prerequisites, "plan.jobs")) {
+      selected.push_back(job.path);
+    }
+    return selected;
+  };
+  using Paths = std::vector<std::string>;
+  CHECK(paths({}).size() == plan.size());
+  // A job's subtree, after the jobs above it.
+  CHECK(paths({"alpha/snapshot/replicate-nas"}) ==
+        Paths{"alpha/snapshot", "alpha/snapshot/replicate-nas", "alpha/snapshot/replicate-nas/x"});
+  // Past a barrier: the jobs beside it, which it waits for, with their subtrees; not the nested
+  // barrier's monitor, which waits for prune.
+  CHECK(paths({"alpha/snapshot/~/prune"}) == Paths{"alpha/snapshot", "alpha/snapshot/replicate-nas",
+                                                   "alpha/snapshot/replicate-nas/x", "alpha/snapshot/replicate-offsite",
+                                                   "alpha/snapshot/~/prune"});
+  CHECK(paths({"alpha/snapshot/~/~/monitor"}) ==
+        Paths{"alpha/snapshot", "alpha/snapshot/replicate-nas", "alpha/snapshot/replicate-nas/x",
+              "alpha/snapshot/replicate-offsite", "alpha/snapshot/~/prune", "alpha/snapshot/~/~/monitor"});
+  // A path with jobs below it but none of its own; several targets; without prerequisites.
+  CHECK(paths({"beta", "alpha/config"}) == Paths{"alpha/config", "beta/snapshot", "beta/snapshot/~/prune"});
+  CHECK(paths({"alpha/snapshot/~/prune"}, false) == Paths{"alpha/snapshot/~/prune"});
+  CHECK_THROWS_WITH(select_targets(plan, {"gamma"}, true, "plan.jobs"),
+                    R"(plan.jobs: no job "gamma" and none below it, so there is nothing to run)");
+  CHECK_THROWS_WITH(select_targets(plan, {"alpha/snap"}, true, "plan.jobs"),
+                    R"(plan.jobs: no job "alpha/snap" and none below it, so there is nothing to run)");
+}
+
 TEST_CASE("jobs file: a file without jobs is rejected, naming the file") {
   CHECK(jobs_file_error("# nothing\n\n", "empty.jobs") ==
         R"(empty.jobs: no jobs (each line is "<job-path> <command>"))");
@@ -240,6 +282,37 @@ TEST_CASE("commands: --shell bash, zsh and ksh get -o pipefail; other shells jus
   CHECK(shell_command("/opt/ksh") == Words{"/opt/ksh", "-o", "pipefail", "-c"});
   CHECK(settings_of({"plan.jobs"}).run.shell == Words{"/bin/sh", "-c"});
   CHECK(settings_of({"--shell", "bash", "plan.jobs"}).run.shell == Words{"bash", "-o", "pipefail", "-c"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// --halt
+
+TEST_CASE("command line: --halt WHEN[,fail=N|fail=P%], and bad values name what is wrong") {
+  using When = RunSettings::Halt::When;
+  const RunSettings::Halt none = settings_of({"plan.jobs"}).run.halt;
+  CHECK(none.when == When::never);
+  const RunSettings::Halt soon = settings_of({"--halt", "soon", "plan.jobs"}).run.halt;
+  CHECK(soon.when == When::soon);
+  CHECK(soon.threshold(100) == 1);
+  const RunSettings::Halt three = settings_of({"--halt", "now,fail=3", "plan.jobs"}).run.halt;
+  CHECK(three.when == When::now);
+  CHECK(three.threshold(100) == 3);
+  const RunSettings::Halt share = settings_of({"--halt", "soon,fail=10%", "plan.jobs"}).run.halt;
+  CHECK(share.threshold(100) == 10);
+  CHECK(share.threshold(5) == 1);  // rounded up: some failure is needed
+  CHECK(share.threshold(11) == 2);
+  CHECK(share.text == "soon,fail=10%");
+  for (const std::string_view bad :
+       {"later", "soon,fail=0", "soon,fail=101%", "soon,x=1", "now,fail=abc", "now,fail="}) {
+    CAPTURE(bad);
+    const ParsedCommandLine parsed = parse_command_line({"--halt", std::string(bad), "plan.jobs"});
+    CHECK_FALSE(parsed.settings.has_value());
+    CHECK(parsed.exit_code == 2);
+    CHECK(contains(parsed.err, fmt::format("{:?}", bad)));
+  }
+  const ParsedCommandLine both = parse_command_line({"--halt", "soon", "--skip-on-error", "fail", "plan.jobs"});
+  CHECK(both.exit_code == 2);
+  CHECK(contains(both.err, "--halt and --skip-on-error fail both say when to stop"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +440,10 @@ TEST_CASE("command line: each bad option is a usage error (exit 2) naming the op
       {{"--no-such-option"}, {"--no-such-option"}},
       {{"--dry-run", "--dot"}, {"--dot", "--dry-run"}},
       {{"--demo", "other.jobs"}, {"--demo", "jobs-file"}},
-      {{"one.jobs", "two.jobs"}, {"two.jobs"}},
+      {{"--no-ancestors", "plan.jobs"}, {"--no-ancestors", "targets"}},
+      {{"--status", "plan.jobs"}, {"--status", "--journal"}},
+      {{"--journal", "j", "--status", "--resume"}, {"--status", "--resume"}},
+      {{"--halt", "later"}, {"--halt", "later"}},
   };
   for (const Case& c : cases) {
     DYNAMIC_SECTION(fmt::format("{}", fmt::join(c.args, " "))) {
@@ -542,6 +618,7 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
   CHECK(report.at("elapsed_seconds") == 4.0);
   CHECK(report.at("settings") == json{{"workers", 3},
                                       {"skip_on_error", "tree"},
+                                      {"halt", "never"},
                                       {"retries", 1},
                                       {"timeout_seconds", 1.5},
                                       {"kill_after_seconds", 5.0},

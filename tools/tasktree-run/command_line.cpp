@@ -18,9 +18,13 @@ namespace tasktree_run {
 namespace {
 
 constexpr std::string_view footer =
-    R"(Jobs file: one job per line, "<job-path> <command>"; the command runs with /bin/sh -c.
+    R"(Jobs file: one job per line, "<job-path> <command>".
 '#' starts a comment line. A job starts after the jobs above it on its path succeeded;
 a '~' component is a barrier: jobs below X/~ wait for everything else below X.
+Commands without shell syntax run directly, the others with --shell (default /bin/sh) -c.
+
+Targets: job paths after the jobs file run only those jobs and their subtrees, after the
+jobs they wait for (above them, and beside a barrier on their path), as make does.
 
 Each job runs in its own process group, with TASKTREE_JOB (its path), TASKTREE_SUBMIT_COUNT,
 TASKTREE_ATTEMPT (1, 2, ...) and TASKTREE_RUN_DIR (a scratch directory shared by the jobs of
@@ -64,6 +68,38 @@ CLI::Validator integer_in(long min, long max) {
       fmt::format("INT in [{}, {}]", min, max));
 }
 
+/// `--halt WHEN[,fail=N|fail=P%]` into `halt`, or why it is not one.
+std::string parse_halt(std::string_view text, RunSettings::Halt& halt) {
+  using When = RunSettings::Halt::When;
+  const std::size_t comma = text.find(',');
+  const std::string_view when = text.substr(0, comma);
+  if (when == "never") {
+    halt.when = When::never;
+  } else if (when == "soon") {
+    halt.when = When::soon;
+  } else if (when == "now") {
+    halt.when = When::now;
+  } else {
+    return fmt::format("{:?} is not never, soon or now (optionally followed by ,fail=N or ,fail=P%)", text);
+  }
+  halt.text = std::string(text);
+  if (comma == std::string_view::npos) return {};
+  std::string_view condition = text.substr(comma + 1);
+  if (!condition.starts_with("fail="))
+    return fmt::format("{:?}: after the comma, fail=N or fail=P% (P percent of the jobs)", text);
+  condition.remove_prefix(5);
+  halt.percent = condition.ends_with('%');
+  if (halt.percent) condition.remove_suffix(1);
+  std::size_t value = 0;
+  const auto [at, error] = std::from_chars(condition.data(), condition.data() + condition.size(), value);
+  if (error != std::errc() || at != condition.data() + condition.size() || value == 0 ||
+      (halt.percent && value > 100)) {
+    return fmt::format("{:?}: fail= takes a number of failed jobs (1 or more) or a percentage (1% to 100%)", text);
+  }
+  halt.failures = value;
+  return {};
+}
+
 std::chrono::nanoseconds to_nanoseconds(double seconds) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
 }
@@ -95,6 +131,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool jitter = false;
   std::string priority = "name";
   std::string shell = "/bin/sh";
+  std::string halt = "never";
   bool dry_run = false;
   bool dot = false;
   std::string log_dir;
@@ -102,8 +139,18 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool resume = false;
   bool status = false;
   std::string json_file;
+  std::string trace_file;
 
+  std::vector<std::string> targets;
+  bool no_ancestors = false;
   auto* file_option = app.add_option("jobs-file", jobs_file, "The jobs file; '-' or none: standard input");
+  auto* targets_option = app.add_option(
+      "targets", targets,
+      "Run only these jobs (or the jobs below these paths) and their subtrees, after the jobs they wait for: "
+      "those above them and, past a barrier, those beside it (default: every job)");
+  app.add_flag("--no-ancestors", no_ancestors,
+               "With targets: run the targets' subtrees alone, not the jobs they wait for")
+      ->needs(targets_option);
   app.add_flag("--demo", demo,
                "Run the built-in demo plan (examples/demo.jobs), with --retries 2 and --workers 4 unless given")
       ->excludes(file_option);
@@ -138,6 +185,17 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   app.add_option("--priority", priority, "Which ready job starts first: 'name' (path order) or 'depth' (breadth first)")
       ->check(CLI::IsMember({"name", "depth"}))
       ->capture_default_str();
+  app.add_option("--halt", halt,
+                 "Stop the run after failures: 'soon' starts no new job and lets the running ones finish; "
+                 "'now' also stops them (SIGTERM); ',fail=N' after N failed jobs, ',fail=P%' after P percent "
+                 "of the jobs failed (default 1); failures are counted after their retries")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            RunSettings::Halt ignored;
+            return parse_halt(text, ignored);
+          },
+          "WHEN[,fail=N|fail=P%]"))
+      ->capture_default_str();
   app.add_option("--shell", shell,
                  "The shell that runs a command with shell syntax, as SHELL -c COMMAND; bash, zsh and ksh get "
                  "-o pipefail, so that 'zfs send | ssh host zfs recv' fails when zfs send does. Commands "
@@ -166,6 +224,9 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   app.add_option("--json", json_file,
                  "Write a machine-readable report of the run to this file; '-': to standard output (the jobs' "
                  "output and the log lines then go to standard error)");
+  app.add_option("--trace", trace_file,
+                 "Write the run's timeline to this file in the Chrome trace-event format, for Perfetto "
+                 "(ui.perfetto.dev) or chrome://tracing: a track per worker, a slice per attempt, the backoffs");
 
   std::vector<const char*> argv{"tasktree-run"};
   for (const std::string& arg : args) argv.push_back(arg.c_str());
@@ -190,6 +251,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
   settings.demo = demo;
   settings.jobs_file_given = file_option->count() > 0;
+  settings.targets = targets;
+  settings.no_prerequisites = no_ancestors;
   settings.jobs_file = settings.jobs_file_given || demo ? jobs_file : "-";
   settings.run.workers = workers;
   settings.run.skip_on_error = tasktree::parse_skip_on_error(skip_on_error);
@@ -202,10 +265,22 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.jitter = jitter;
   settings.run.priority = priority == "depth" ? PriorityOrder::depth : PriorityOrder::name;
   settings.run.shell = shell_command(shell);
+  (void)parse_halt(halt, settings.run.halt);  // checked above
+  if (settings.run.halt.when != RunSettings::Halt::When::never &&
+      settings.run.skip_on_error == tasktree::SkipOnError::fail) {
+    parsed.settings.reset();
+    parsed.exit_code = 2;
+    parsed.err =
+        "--halt and --skip-on-error fail both say when to stop: give one (--skip-on-error fail is "
+        "--halt now)\nRun with --help for more information.\n";
+    return parsed;
+  }
   settings.run.log_dir = log_dir;
   settings.run.journal = journal;
   settings.run.resume = resume;
   settings.json_file = json_file;
+  settings.trace_file = trace_file;
+  settings.run.record_attempts = !trace_file.empty();
   return parsed;
 }
 

@@ -29,6 +29,11 @@ struct CliSettings {
   /// Whether the command line names the jobs file (`-` included): with none, a terminal on
   /// standard input is a usage error rather than where the jobs are typed.
   bool jobs_file_given = false;
+  /// Job paths after the jobs file: run only their subtrees (and what they wait for, unless
+  /// `no_prerequisites`). Empty: every job.
+  std::vector<std::string> targets;
+  /// `--no-ancestors`: the targets' subtrees alone.
+  bool no_prerequisites = false;
   /// How to run: every setting but `jobs`, which stays empty until the jobs are read. With `demo`,
   /// `retries` is 2 and `workers` 4 unless given.
   RunSettings run;
@@ -36,6 +41,8 @@ struct CliSettings {
   double kill_after_seconds = 5;
   /// `--json`: the report file; empty: no report.
   std::string json_file;
+  /// `--trace`: the timeline file (Chrome trace-event format); empty: none.
+  std::string trace_file;
 };
 
 /// The outcome of parsing a command line: settings to act on, or text to print and an exit code.

@@ -99,7 +99,7 @@ std::string program_problem(const std::string& program) {
 class ReportFile {
  public:
   /// Throws `std::runtime_error` naming the path if the file cannot be created or opened.
-  explicit ReportFile(const std::string& path) : path_(path) {
+  explicit ReportFile(const std::string& path, std::string_view option = "--json") : path_(path), option_(option) {
     if (path == "-") {
       path_ = "<stdout>";
       fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
@@ -176,8 +176,8 @@ class ReportFile {
   /// Throws the error for `errno` while doing `what` to `file`.
   [[noreturn]] void fail(std::string_view what, const std::string& file) const {
     const int error = errno;
-    throw std::runtime_error(
-        fmt::format("cannot write the --json file {:?}: cannot {} {:?}: {}", path_, what, file, std::strerror(error)));
+    throw std::runtime_error(fmt::format("cannot write the {} file {:?}: cannot {} {:?}: {}", option_, path_, what,
+                                         file, std::strerror(error)));
   }
 
   void discard() noexcept {
@@ -185,9 +185,10 @@ class ReportFile {
     if (!temporary_.empty()) ::unlink(std::exchange(temporary_, {}).c_str());
   }
 
-  std::string path_;       // as given, for messages
-  std::string target_;     // the file that `temporary_` replaces: `path_` with symbolic links resolved
-  std::string temporary_;  // empty if the file is written in place, or once it has been renamed
+  std::string path_;         // as given, for messages
+  std::string_view option_;  // --json or --trace, for messages
+  std::string target_;       // the file that `temporary_` replaces: `path_` with symbolic links resolved
+  std::string temporary_;    // empty if the file is written in place, or once it has been renamed
   int fd_ = -1;
 };
 
@@ -198,7 +199,7 @@ std::vector<JobSpec> load_jobs(const CliSettings& settings) {
   std::vector<JobSpec> jobs =
       parse_jobs_file(settings.demo ? std::string(demo_jobs()) : read_jobs_file(settings.jobs_file), source);
   if (!settings.run.log_dir.empty()) check_log_paths(jobs, source, settings.run.log_dir);
-  return jobs;
+  return select_targets(std::move(jobs), settings.targets, !settings.no_prerequisites, source);
 }
 
 int execute(const CliSettings& cli) {
@@ -258,6 +259,16 @@ int execute(const CliSettings& cli) {
     }
   }
 
+  std::optional<ReportFile> trace;
+  if (!cli.trace_file.empty()) {
+    try {
+      trace.emplace(cli.trace_file, "--trace");
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      return 2;
+    }
+  }
+
   // The journal too: a bad path, another format, a corrupt line or another live run on it is an
   // input error before anything runs.
   std::shared_ptr<tasktree::Journal> journal;
@@ -303,15 +314,25 @@ int execute(const CliSettings& cli) {
     std::fputs(format_summary(settings, report).c_str(), stderr);
   }
 
+  int code = report.exit_code();
+  // Each file is written even if the other cannot be.
+  if (trace) {
+    try {
+      trace->commit(format_trace(settings, report));
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      code = 2;
+    }
+  }
   if (json) {
     try {
       json->commit(format_json(settings, report));
     } catch (const std::exception& error) {
       fmt::print(stderr, "tasktree-run: {}\n", error.what());
-      return 2;
+      code = 2;
     }
   }
-  return report.exit_code();
+  return code;
 }
 
 }  // namespace tasktree_run

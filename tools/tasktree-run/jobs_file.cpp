@@ -157,6 +157,47 @@ void check_log_paths(const std::vector<JobSpec>& jobs, std::string_view source, 
   }
 }
 
+std::vector<JobSpec> select_targets(std::vector<JobSpec> jobs, const std::vector<std::string>& targets,
+                                    bool with_prerequisites, std::string_view source, std::string_view barrier_name) {
+  if (targets.empty()) return jobs;
+  const auto below = [](std::string_view path, std::string_view top) {
+    return path.size() > top.size() && path.starts_with(top) && path[top.size()] == '/';
+  };
+  std::vector<bool> selected(jobs.size(), false);
+  const auto select = [&](auto&& wanted) {
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      if (!selected[i] && wanted(std::string_view(jobs[i].path))) selected[i] = true;
+    }
+  };
+  for (const std::string& target : targets) {
+    const std::string_view top = target;
+    if (std::none_of(jobs.begin(), jobs.end(),
+                     [&](const JobSpec& job) { return job.path == top || below(job.path, top); })) {
+      throw JobsFileError(fmt::format("{}: no job {:?} and none below it, so there is nothing to run", source, top));
+    }
+    select([&](std::string_view path) { return path == top || below(path, top); });
+    if (!with_prerequisites) continue;
+    // What the target waits for: the jobs above it on its path and, for each barrier on the path,
+    // the jobs beside the barrier (everything else below the barrier's parent), with their subtrees.
+    for (std::size_t slash = top.find('/'); slash != std::string_view::npos; slash = top.find('/', slash + 1)) {
+      const std::string_view parent = top.substr(0, slash);
+      select([&](std::string_view path) { return path == parent; });
+      const std::size_t next = top.find('/', slash + 1);
+      const std::string_view component =
+          top.substr(slash + 1, next == std::string_view::npos ? std::string_view::npos : next - slash - 1);
+      if (component == barrier_name) {
+        const std::string_view barrier = top.substr(0, next == std::string_view::npos ? top.size() : next);
+        select([&](std::string_view path) { return below(path, parent) && path != barrier && !below(path, barrier); });
+      }
+    }
+  }
+  std::vector<JobSpec> kept;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (selected[i]) kept.push_back(std::move(jobs[i]));
+  }
+  return kept;
+}
+
 std::string read_jobs_file(const std::string& path) {
   if (path == "-") {
     std::ostringstream all;

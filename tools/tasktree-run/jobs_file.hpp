@@ -45,6 +45,16 @@ class JobsFileError : public std::invalid_argument {
 /// (jobs `a` and `a.out/b`).
 void check_log_paths(const std::vector<JobSpec>& jobs, std::string_view source, const std::filesystem::path& log_dir);
 
+/// The jobs to run for `targets` (job paths, or paths with jobs below them), in file order, as make
+/// runs the targets it is given: each target's subtree and, `with_prerequisites`, what it waits for:
+/// the jobs above it on its path and, for each barrier on its path, the jobs beside the barrier
+/// with their subtrees (`host/snapshot/~/prune` brings `host`, `host/snapshot` and the replications
+/// below `host/snapshot`). No targets: all jobs. Throws `JobsFileError` (`<source>: ...`) for a
+/// target with no job at or below it.
+[[nodiscard]] std::vector<JobSpec> select_targets(std::vector<JobSpec> jobs, const std::vector<std::string>& targets,
+                                                  bool with_prerequisites, std::string_view source,
+                                                  std::string_view barrier_name = "~");
+
 /// Reads a whole file (or standard input for `-`); throws `std::runtime_error` naming the file and
 /// the reason if it cannot be read (an empty name and a directory included).
 [[nodiscard]] std::string read_jobs_file(const std::string& path);

@@ -200,10 +200,42 @@ namespace {
     if (got == 0 || (got < 0 && errno != EINTR)) break;  // end of file: the runner is gone
   }
 
-  // Whatever the runner left running is stopped, the way it would have stopped it.
+  // Whatever the runner left running is stopped, the way it would have stopped it: the groups in the
+  // table, and those of the processes that carry this run's TASKTREE_RUN_DIR in their environment,
+  // which finds a job the runner had started but not yet noted, and what a job moved out of its
+  // group (setsid) without changing its environment.
   std::vector<pid_t> groups;
   for (std::size_t i = 0; i < capacity; ++i) {
     if (const std::int32_t group = table.slots()[i].load(std::memory_order_acquire); group > 0) groups.push_back(group);
+  }
+  const auto length = static_cast<std::size_t>(table.directory_length.load(std::memory_order_acquire));
+  const std::string directory =
+      length > 0 && length <= WatchdogTable::directory_capacity ? std::string(table.directory.data(), length) : "";
+  if (!directory.empty()) {
+    const std::string marker = std::string("TASKTREE_RUN_DIR=") + directory;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", error)) {
+      const std::string name = entry.path().filename().string();
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = std::stoi(name);
+      if (pid == ::getpid()) continue;
+      const int fd = ::open((entry.path() / "environ").c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      std::string environment;
+      std::array<char, 4096> chunk{};
+      for (ssize_t got = 0; (got = ::read(fd, chunk.data(), chunk.size())) > 0;) {
+        environment.append(chunk.data(), static_cast<std::size_t>(got));
+      }
+      ::close(fd);
+      for (std::size_t at = 0; at < environment.size();) {
+        const std::size_t end = std::min(environment.find('\0', at), environment.size());
+        if (std::string_view(environment).substr(at, end - at) == marker) {
+          if (const pid_t group = ::getpgid(pid); group > 0) groups.push_back(group);
+          break;
+        }
+        at = end + 1;
+      }
+    }
   }
   if (!groups.empty()) {
     for (const pid_t group : groups) {
@@ -219,10 +251,9 @@ namespace {
     }
     for (const pid_t group : groups) ::kill(-group, SIGKILL);
   }
-  const auto length = static_cast<std::size_t>(table.directory_length.load(std::memory_order_acquire));
-  if (length > 0 && length <= WatchdogTable::directory_capacity) {
+  if (!directory.empty()) {
     std::error_code ignored;
-    std::filesystem::remove_all(std::string(table.directory.data(), length), ignored);
+    std::filesystem::remove_all(directory, ignored);
   }
   ::_exit(0);
 }
@@ -333,10 +364,17 @@ void ProcessGroups::set_run_directory(const std::string& path) {
 ProcessGroups::~ProcessGroups() { ::close(stop_fd_); }
 
 pid_t ProcessGroups::spawn(const std::function<pid_t()>& spawn) {
-  std::lock_guard lock(mutex_);
-  if (stopping_) return 0;
+  {
+    const std::lock_guard lock(mutex_);
+    if (stopping_) return 0;
+  }
+  // Not under the lock: posix_spawn holds this thread until the child has called exec, which on a
+  // busy machine can take a whole time slice, and the other workers must not queue behind it.
   const pid_t pid = spawn();
-  if (pid > 0) groups_.emplace(pid, watchdog_ != nullptr ? watchdog_->add(pid) : -1);
+  if (pid <= 0) return pid;
+  const std::lock_guard lock(mutex_);
+  groups_.emplace(pid, watchdog_ != nullptr ? watchdog_->add(pid) : -1);
+  if (terminating_) ::kill(-pid, SIGTERM);  // a stop came while it started: it gets what the others got
   return pid;
 }
 
@@ -354,10 +392,16 @@ void ProcessGroups::release(pid_t group) {
   }
 }
 
+void ProcessGroups::stop_starting() {
+  std::lock_guard lock(mutex_);
+  stopping_ = true;
+}
+
 void ProcessGroups::stop() {
   std::lock_guard lock(mutex_);
-  if (stopping_) return;
+  if (terminating_) return;
   stopping_ = true;
+  terminating_ = true;
   for (const auto& [group, slot] : groups_) ::kill(-group, SIGTERM);
   const std::uint64_t one = 1;
   [[maybe_unused]] const auto written = ::write(stop_fd_, &one, sizeof one);  // an eventfd write cannot fail here

@@ -27,10 +27,11 @@ struct WatchdogTable;
 /// fork) where the runner notes each job's process group as it starts and is released, with plain
 /// stores, no system call; the watchdog sleeps in a read of a socket that the runner never writes
 /// to. When the read reaches end-of-file, the runner is gone: the watchdog sends the groups left in
-/// the table SIGTERM, and SIGKILL to what is left after `grace`, then removes the run directory the
-/// table names. It leads its own process group and ignores the stop signals (a Ctrl-C stops the
-/// runner, which stops its jobs itself), holds no descriptor of the runner's but its socket, and
-/// exits as soon as its work is done. Start it while the runner has a single thread. Not
+/// the table SIGTERM, and the groups of the processes whose environment holds the run's
+/// `TASKTREE_RUN_DIR` (a job started but not yet noted, or one that left its group), and SIGKILL to
+/// what is left after `grace`, then removes the run directory the table names. It leads its own process group and
+/// ignores the stop signals (a Ctrl-C stops the runner, which stops its jobs itself), holds no descriptor of the
+/// runner's but its socket, and exits as soon as its work is done. Start it while the runner has a single thread. Not
 /// thread-safe: `ProcessGroups` calls it under its mutex.
 class Watchdog {
  public:
@@ -70,8 +71,8 @@ class ProcessGroups {
   ~ProcessGroups();
 
   /// Calls `spawn` (which starts a process that leads its own group and returns its id) and
-  /// registers the group, atomically with respect to `stop()`; returns 0 without calling `spawn`
-  /// once stopping.
+  /// registers the group; returns 0 without calling `spawn` once stopping. A group that a `stop()`
+  /// missed while it started gets its SIGTERM when it is registered.
   pid_t spawn(const std::function<pid_t()>& spawn);
   /// Sends `signal` to a registered group; does nothing if it is gone.
   void signal(pid_t group, int signal);
@@ -81,9 +82,12 @@ class ProcessGroups {
 
   /// Stops: no new process starts, and every running group gets SIGTERM. Idempotent.
   void stop();
+  /// Stops starting: no new process starts; the running ones go on (`--halt soon`). A later
+  /// `stop()` still sends them SIGTERM.
+  void stop_starting();
   /// Sends SIGKILL to every running group (a second interrupt).
   void kill_all();
-  /// True once `stop()` was called.
+  /// True once `stop()` or `stop_starting()` was called.
   [[nodiscard]] bool stopping() const;
   /// A descriptor that becomes readable when `stop()` is called (for poll()).
   [[nodiscard]] int stop_fd() const noexcept { return stop_fd_; }
@@ -92,7 +96,8 @@ class ProcessGroups {
   mutable std::mutex mutex_;
   std::map<pid_t, int> groups_;  // each group with its slot in the watchdog's table
   bool stopping_ = false;
-  int stop_fd_ = -1;  // an eventfd
+  bool terminating_ = false;  // stop() was called
+  int stop_fd_ = -1;          // an eventfd
   Watchdog* watchdog_ = nullptr;
 
  public:

@@ -125,6 +125,9 @@ std::string format_summary(const RunSettings& settings, const RunReport& report)
   const int code = report.exit_code();
   if (report.signal != 0) {
     line("tasktree-run: interrupted by {} (exit code {})", signal_name(report.signal), code);
+  } else if (report.stopped_by_failure && settings.halt.when != RunSettings::Halt::When::never) {
+    line("tasktree-run: FAILED: stopped after {} failed job{} (--halt {}) (exit code {})",
+         report.count(JobStatus::failed), report.count(JobStatus::failed) == 1 ? "" : "s", settings.halt.text, code);
   } else if (report.stopped_by_failure) {
     line("tasktree-run: FAILED: stopped at the first failure (--skip-on-error fail) (exit code {})", code);
   } else if (code != 0) {
@@ -178,6 +181,7 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
        {
            {"workers", settings.workers},
            {"skip_on_error", tasktree::to_string(settings.skip_on_error)},
+           {"halt", settings.halt.text.empty() ? std::string("never") : settings.halt.text},
            {"retries", settings.retries},
            {"timeout_seconds", settings.timeout ? json(seconds(*settings.timeout)) : json(nullptr)},
            {"kill_after_seconds", seconds(settings.kill_after)},
@@ -303,6 +307,76 @@ std::string format_dot(const RunSettings& settings, std::string_view barrier_nam
   }
   out += "}\n";
   return out;
+}
+
+std::string format_trace(const RunSettings& settings, const RunReport& report) {
+  using nlohmann::json;
+  const auto micros = [&](Clock::time_point at) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(at - report.started).count();
+  };
+  json events = json::array();
+  int slots = 0;
+  for (const AttemptRecord& attempt : report.attempts) slots = std::max(slots, attempt.slot + 1);
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "tasktree-run"}}}});
+  for (int slot = 0; slot < slots; ++slot) {
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 1},
+                      {"tid", slot + 1},
+                      {"args", {{"name", fmt::format("worker {}", slot + 1)}}}});
+    events.push_back(
+        {{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", 1}, {"tid", slot + 1}, {"args", {{"sort_index", slot}}}});
+  }
+  // The attempts of each job in order, to draw the backoff between a failure and its retry.
+  std::vector<std::vector<const AttemptRecord*>> by_job(settings.jobs.size());
+  for (const AttemptRecord& attempt : report.attempts) by_job[attempt.job].push_back(&attempt);
+  for (const AttemptRecord& attempt : report.attempts) {
+    const JobSpec& job = settings.jobs[attempt.job];
+    const ProcessResult& result = attempt.result;
+    const char* color = result.succeeded()                          ? "good"
+                        : attempt.retried                           ? "yellow"
+                        : result.end == ProcessResult::End::stopped ? "grey"
+                                                                    : "terrible";
+    json args{
+        {"attempt", attempt.attempt}, {"end", to_string(result.end)}, {"command", job.command}, {"line", job.line}};
+    if (result.end == ProcessResult::End::exited) args["exit_code"] = result.exit_code;
+    if (result.end == ProcessResult::End::signalled) args["signal"] = signal_name(result.signal);
+    if (!result.error.empty()) args["error"] = result.error;
+    events.push_back(
+        {{"name", attempt.attempt == 1 ? job.path : fmt::format("{} (attempt {})", job.path, attempt.attempt)},
+         {"cat", result.succeeded() ? "succeeded"
+                 : attempt.retried  ? "retried"
+                                    : "failed"},
+         {"ph", "X"},
+         {"ts", micros(attempt.start)},
+         {"dur", std::max<std::int64_t>(micros(attempt.end) - micros(attempt.start), 1)},
+         {"pid", 1},
+         {"tid", attempt.slot + 1},
+         {"cname", color},
+         {"args", std::move(args)}});
+  }
+  std::size_t id = 0;
+  for (std::size_t i = 0; i < by_job.size(); ++i) {
+    const auto& attempts = by_job[i];
+    for (std::size_t k = 0; k + 1 < attempts.size(); ++k) {
+      ++id;
+      const json common{
+          {"name", fmt::format("backoff {}", settings.jobs[i].path)}, {"cat", "backoff"}, {"id", id}, {"pid", 1}};
+      json begin = common;
+      begin["ph"] = "b";
+      begin["ts"] = micros(attempts[k]->end);
+      begin["args"] = {{"before_attempt", attempts[k + 1]->attempt}};
+      json end = common;
+      end["ph"] = "e";
+      end["ts"] = micros(attempts[k + 1]->start);
+      events.push_back(std::move(begin));
+      events.push_back(std::move(end));
+    }
+  }
+  const json document{{"traceEvents", std::move(events)},
+                      {"displayTimeUnit", "ms"},
+                      {"otherData", {{"tool", "tasktree-run"}, {"jobs", settings.jobs.size()}}}};
+  return document.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 JournalStatus format_journal_status(const tasktree::JournalContents& journal, const std::vector<JobSpec>& jobs) {

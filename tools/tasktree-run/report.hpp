@@ -28,6 +28,12 @@ namespace tasktree_run {
 /// them feed into (dashed edges).
 [[nodiscard]] std::string format_dot(const RunSettings& settings, std::string_view barrier_name = "~");
 
+/// `--trace`: the run in the Chrome trace-event format (Perfetto, chrome://tracing): one track per
+/// worker slot, one slice per attempt colored by its outcome (green succeeded, yellow failed and
+/// retried, red failed, grey stopped) with its exit code and command, and each backoff between a
+/// failure and its retry as an async slice. Needs `RunSettings::record_attempts`.
+[[nodiscard]] std::string format_trace(const RunSettings& settings, const RunReport& report);
+
 /// What `--status` prints about a journal.
 struct JournalStatus {
   /// A line per job and a last line with the counts.

@@ -160,6 +160,7 @@ class Runner {
         .grace = settings_.kill_after,
     };
     ProcessResult result;
+    const int slot = take_slot();
     if (output_error.empty()) {
       ++counts_.running;
       if (status_ != nullptr) status_->update();
@@ -190,7 +191,21 @@ class Runner {
       result.error = std::move(output_error);
     }
     const auto end = Clock::now();
+    give_slot(slot);
     if (result.end == ProcessResult::End::not_started) return result;
+    if (settings_.record_attempts) {
+      const std::lock_guard lock(attempts_mutex_);
+      report_.attempts.push_back(AttemptRecord{
+          .job = index,
+          .attempt = attempt,
+          .slot = slot,
+          .start = start,
+          .end = end,
+          .result = result,
+          .retried =
+              !result.succeeded() && result.end != ProcessResult::End::stopped && retries_left && !groups_.stopping(),
+      });
+    }
     record.attempts = attempt;
     record.finished = end;
     record.last = result;
@@ -219,6 +234,7 @@ class Runner {
     explicit Observer(Runner& runner) : runner_(runner) {}
     // `running` counts processes, kept by `attempt`: a job waiting for a retry is not running.
     void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult result) override {
+      if (result.fail) runner_.count_failure();
       ++(result.fail ? runner_.counts_.failed : runner_.counts_.succeeded);
       if (runner_.status_ != nullptr) runner_.status_->update();
     }
@@ -265,6 +281,38 @@ class Runner {
 
   /// Marks the run as stopped by a failure (`--skip-on-error fail`); coordinator thread.
   void stopped_by_failure() { report_.stopped_by_failure = true; }
+
+  /// `--halt`: the stop source the run's scheduling watches.
+  void set_halt(std::stop_source* halt) noexcept { halt_ = halt; }
+  /// A job failed for good (after its retries); coordinator thread. With `--halt`, the failure
+  /// that reaches its threshold stops the run: no new jobs; with `now`, SIGTERM to the running ones.
+  void count_failure() {
+    ++failures_;
+    const RunSettings::Halt& halt = settings_.halt;
+    if (halt.when == RunSettings::Halt::When::never || halting_ || failures_ < halt.threshold(counts_.total)) return;
+    halting_ = true;
+    report_.stopped_by_failure = true;
+    if (halt.when == RunSettings::Halt::When::now) {
+      groups_.stop();
+    } else {
+      groups_.stop_starting();
+    }
+    if (halt_ != nullptr) halt_->request_stop();
+    // After the stop: a console nobody reads must not hold it up.
+    console_.message(fmt::format("[{:>7}] halt   {} failed job{} (--halt {}): {}", seconds_since(report_.started),
+                                 failures_, failures_ == 1 ? "" : "s", halt.text,
+                                 halt.when == RunSettings::Halt::When::now
+                                     ? "starting no new jobs; running jobs get SIGTERM"
+                                     : "starting no new jobs; running jobs may finish"));
+  }
+  /// What a job's stop token asks of its processes: SIGTERM, unless `--halt soon` is the reason.
+  void stop_processes() {
+    if (halting_soon()) {
+      groups_.stop_starting();
+    } else {
+      groups_.stop();
+    }
+  }
   /// True once `stopped_by_failure()` was called.
   [[nodiscard]] bool was_stopped_by_failure() const noexcept { return report_.stopped_by_failure; }
 
@@ -282,6 +330,30 @@ class Runner {
   std::set<std::size_t> resumed_;  // jobs the journal shows succeeded before (coordinator thread)
   std::shared_ptr<tasktree::Journal> journal_;
   StatusLine* status_ = nullptr;
+  std::mutex attempts_mutex_;  // report_.attempts, and the slots
+  std::vector<int> free_slots_;
+  int slots_ = 0;
+  std::stop_source* halt_ = nullptr;
+  std::size_t failures_ = 0;          // coordinator thread
+  std::atomic<bool> halting_{false};  // read by workers' stop callbacks
+
+  /// The lowest free worker slot, for the timeline's tracks.
+  int take_slot() {
+    const std::lock_guard lock(attempts_mutex_);
+    if (free_slots_.empty()) return slots_++;
+    const auto lowest = std::min_element(free_slots_.begin(), free_slots_.end());
+    const int slot = *lowest;
+    free_slots_.erase(lowest);
+    return slot;
+  }
+  void give_slot(int slot) {
+    const std::lock_guard lock(attempts_mutex_);
+    free_slots_.push_back(slot);
+  }
+
+  [[nodiscard]] bool halting_soon() const noexcept {
+    return halting_.load() && settings_.halt.when == RunSettings::Halt::When::soon;
+  }
 };
 
 /// The ready-job order of `--priority`.
@@ -321,6 +393,10 @@ class JobFailure : public std::runtime_error {
 void schedule(Runner& runner, std::stop_token stop) {
   const RunSettings& settings = runner.settings();
   tasktree::FaultTolerantStats stats;
+  // The scheduling stops on the caller's stop (a signal) or on --halt.
+  std::stop_source halt;
+  const std::stop_callback forward(stop, [&halt]() noexcept { halt.request_stop(); });
+  runner.set_halt(&halt);
   try {
     (void)tasktree::process_datasets_in_parallel_and_fault_tolerant(
         tasktree::FaultTolerantOptions<>{
@@ -329,7 +405,7 @@ void schedule(Runner& runner, std::stop_token stop) {
                 [&runner, &settings](std::string_view dataset, std::string_view, const tasktree::Retry& retry) {
                   // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
                   const std::stop_callback stop_processes(retry.stop_token,
-                                                          [&runner]() noexcept { runner.groups().stop(); });
+                                                          [&runner]() noexcept { runner.stop_processes(); });
                   const std::size_t index = runner.index(dataset);
                   JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
                   const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1,
@@ -361,7 +437,7 @@ void schedule(Runner& runner, std::stop_token stop) {
             .priority = make_priority(settings.priority),
             .max_workers = settings.workers,
             .interval_nanos = make_pacing(settings),
-            .stop_token = std::move(stop),
+            .stop_token = halt.get_token(),
             .observer = std::make_shared<Runner::Observer>(runner),
             .journal = runner.journal(),
         },

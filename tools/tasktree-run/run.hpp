@@ -8,6 +8,7 @@
 
 #include <tasktree/policy.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,20 @@ struct RunSettings {
   std::filesystem::path journal;
   /// `--resume`: with a journal, do not run again what it shows succeeded with the same command.
   bool resume = false;
+  /// `--trace`: keep every attempt in `RunReport::attempts`.
+  bool record_attempts = false;
+  /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
+  struct Halt {
+    enum class When { never, soon, now } when = When::never;  ///< soon: no new jobs; now: also stop the running ones
+    std::size_t failures = 1;                                 ///< with `percent`: a percentage of the jobs
+    bool percent = false;
+    std::string text;  ///< as given, for messages
+    /// The failures that halt a run of `jobs` jobs.
+    [[nodiscard]] std::size_t threshold(std::size_t jobs) const noexcept {
+      if (!percent) return failures;
+      return std::max<std::size_t>(1, (failures * jobs + 99) / 100);
+    }
+  } halt;
 };
 
 /// What finally happened to a job.
@@ -76,13 +91,26 @@ struct JobRecord {
   std::string skipped_below;  // for skipped jobs: the failed job (or barrier) that kept it from running
 };
 
+/// One attempt of a job, for `--trace`.
+struct AttemptRecord {
+  std::size_t job = 0;  ///< index into `RunSettings::jobs`
+  int attempt = 1;
+  int slot = 0;  ///< which of the `workers` slots ran it (0-based): a track of the timeline
+  Clock::time_point start{};
+  Clock::time_point end{};
+  ProcessResult result{};
+  bool retried = false;  ///< a failure that was retried
+};
+
 /// What happened in a run.
 struct RunReport {
   std::vector<JobRecord> jobs;
+  /// Every attempt, in the order they ended; only with `RunSettings::record_attempts`.
+  std::vector<AttemptRecord> attempts;
   Clock::time_point started{};
   Clock::time_point finished{};
   std::size_t retries = 0;
-  /// True if a failure stopped the run (`--skip-on-error fail`).
+  /// True if failures stopped the run (`--skip-on-error fail`, or `--halt`).
   bool stopped_by_failure = false;
   /// The signal that stopped the run, or 0.
   int signal = 0;
