@@ -2,7 +2,7 @@
 // flow graph running the same dependencies, in the same process on the same machine, on an idle
 // machine and beside CPU-bound background processes.
 //
-//   tasktree-bench [--quick] [--workload W1|W1s|W2|W3|W4]... [--size N]... [--workers N]...
+//   tasktree-bench [--quick] [--workload W1|W1s|W2|W3|W4|J]... [--size N]... [--workers N]...
 //                  [--repeat N] [--w4-repeat N] [--block-seconds S] [--busy [K]] [--idle-and-busy]
 //                  [--no-tbb]
 //
@@ -39,6 +39,8 @@
 
 #include <tasktree/tasktree.hpp>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -51,9 +53,11 @@
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -95,7 +99,7 @@ struct Arguments {
 
 constexpr std::string_view usage = R"(usage: tasktree-bench [options]
   --quick          small sizes, 3 repetitions, 1,000 W4 jobs: checks that everything works (CI), not how fast
-  --workload W     W1, W1s, W2, W3 or W4; repeatable (default: all)
+  --workload W     W1, W1s, W2, W3, W4 or J (W2 inline with a journal); repeatable (default: all)
   --size N         datasets in W1-W3; repeatable (default: 1000 10000 100000 1000000; --quick: 1000 10000)
   --workers N      max_workers in W1-W3; repeatable (default: 1 2 4)
   --repeat N       timed repetitions of each W1-W3 row, per runner and load
@@ -158,7 +162,7 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
     const std::string_view value = argv[++i];
     bool ok = true;
     if (option == "--workload") {
-      ok = value == "W1" || value == "W1s" || value == "W2" || value == "W3" || value == "W4";
+      ok = value == "W1" || value == "W1s" || value == "W2" || value == "W3" || value == "W4" || value == "J";
       arguments.workloads.emplace_back(value);
     } else if (option == "--size") {
       const auto size = parse_number<std::size_t>(value);
@@ -738,6 +742,68 @@ void run_real_work(const Arguments& arguments) {
 
 }  // namespace
 
+/// One inline W2 run of `names` with a journal at `path` (or none if empty); `resume`: the journal
+/// holds every dataset's success, so nothing runs. Returns the seconds, end to end.
+double run_with_journal(std::vector<std::string> names, const std::filesystem::path& path, bool resume) {
+  const std::size_t count = names.size();
+  const auto start = Stopwatch::now();
+  std::shared_ptr<tasktree::Journal> journal;
+  if (!path.empty()) journal = std::make_shared<tasktree::Journal>(path, tasktree::JournalOptions{.resume = resume});
+  tasktree::ParallelTaskTree tree({
+      .datasets = std::move(names),
+      .process_dataset =
+          [](std::string_view dataset, std::int64_t) {
+            bench::empty_job(dataset);
+            return tasktree::CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .max_workers = 1,
+      .journal = journal,
+  });
+  const bool failed = tree.process_datasets_in_parallel();
+  journal.reset();  // closing is part of the cost
+  const double seconds = seconds_since(start);
+  const tasktree::RunStats& stats = tree.last_run_stats();
+  if (failed || stats.total != count || (resume ? stats.resumed : stats.succeeded) != count) {
+    die(fmt::format("a journal run went wrong: failed={} succeeded={} resumed={} total={}", failed, stats.succeeded,
+                    stats.resumed, stats.total));
+  }
+  return seconds;
+}
+
+/// J: what a journal costs, on W2 inline at each size: runs without one, writing one (a new file
+/// each time), and resuming from a complete one (every job resumed), interleaved.
+void run_journal_cost(const Arguments& arguments) {
+  std::vector<std::size_t> sizes = arguments.sizes;
+  if (sizes.empty()) sizes = arguments.quick ? std::vector<std::size_t>{10'000} : std::vector<std::size_t>{1'000'000};
+  const int reps = arguments.quick ? 3 : 5;
+  const std::filesystem::path directory = std::filesystem::temp_directory_path();
+  const std::filesystem::path path = directory / fmt::format("tasktree-bench-{}.journal", ::getpid());
+  fmt::print("\n### J: a journal on W2, inline, {} repetitions (journal in {})\n\n", reps, directory.string());
+  fmt::print(
+      "| datasets | no journal: min / median / max | writing a journal | with / without (medians) | "
+      "resuming all from it | resume / without |\n|--:|--:|--:|--:|--:|--:|\n");
+  for (const std::size_t size : sizes) {
+    const std::vector<std::string> names = bench::generate(Workload::tree, size);
+    std::vector<double> none, writing, resuming;
+    for (int rep = 0; rep < reps; ++rep) {
+      none.push_back(run_with_journal(names, {}, false));
+      std::filesystem::remove(path);
+      writing.push_back(run_with_journal(names, path, false));
+      resuming.push_back(run_with_journal(names, path, true));
+    }
+    std::filesystem::remove(path);
+    const Stats a = summarize(none);
+    const Stats b = summarize(writing);
+    const Stats c = summarize(resuming);
+    fmt::print(
+        "| {} | {:.3f} / {:.3f} / {:.3f} s | {:.3f} / {:.3f} / {:.3f} s | {:.2f} | {:.3f} / {:.3f} / {:.3f} s | "
+        "{:.2f} |\n",
+        size, a.min, a.median, a.max, b.min, b.median, b.max, b.median / a.median, c.min, c.median, c.max,
+        c.median / a.median);
+    std::fflush(stdout);
+  }
+}
+
 int main(int argc, char** argv) {
   const std::optional<Arguments> arguments = parse_arguments(argc, argv);
   if (!arguments) return 2;
@@ -764,11 +830,13 @@ int main(int argc, char** argv) {
     if (wanted(*arguments, "W4")) {
       fmt::print("- W4: real work: jobs of W2's shape that sleep 1 ms, or spin 100 us, on 8 workers\n");
     }
+    if (wanted(*arguments, "J")) fmt::print("- J: W2 inline with a journal, written and then resumed from\n");
     std::fflush(stdout);
     std::vector<Row> rows;
     run_scheduler_workloads(*arguments, rows);
     print_scheduler_tables(*arguments, rows);
     if (wanted(*arguments, "W4")) run_real_work(*arguments);
+    if (wanted(*arguments, "J")) run_journal_cost(*arguments);
     fmt::print("\nLoad average at the end: {}. Total benchmark time: {:.1f} s.\n", load_average(),
                seconds_since(start));
   } catch (const std::exception& error) {  // the busy processes are gone: their BusyLoad was unwound
