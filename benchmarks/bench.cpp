@@ -780,27 +780,31 @@ void run_journal_cost(const Arguments& arguments) {
   const std::filesystem::path path = directory / fmt::format("tasktree-bench-{}.journal", ::getpid());
   fmt::print("\n### J: a journal on W2, inline, {} repetitions (journal in {})\n\n", reps, directory.string());
   fmt::print(
-      "| datasets | no journal: min / median / max | writing a journal | with / without (medians) | "
-      "resuming all from it | resume / without |\n|--:|--:|--:|--:|--:|--:|\n");
+      "| datasets | load | no journal: min / median / max | writing a journal | with / without (medians) | "
+      "resuming all from it | resume / without |\n|--:|--|--:|--:|--:|--:|--:|\n");
   for (const std::size_t size : sizes) {
     const std::vector<std::string> names = bench::generate(Workload::tree, size);
-    std::vector<double> none, writing, resuming;
-    for (int rep = 0; rep < reps; ++rep) {
-      none.push_back(run_with_journal(names, {}, false));
+    for (const Load load : arguments.loads()) {
+      std::vector<double> none, writing, resuming;
+      measure_under(load, arguments, [&] {
+        for (int rep = 0; rep < reps; ++rep) {
+          none.push_back(run_with_journal(names, {}, false));
+          std::filesystem::remove(path);
+          writing.push_back(run_with_journal(names, path, false));
+          resuming.push_back(run_with_journal(names, path, true));
+        }
+      });
       std::filesystem::remove(path);
-      writing.push_back(run_with_journal(names, path, false));
-      resuming.push_back(run_with_journal(names, path, true));
+      const Stats a = summarize(none);
+      const Stats b = summarize(writing);
+      const Stats c = summarize(resuming);
+      fmt::print(
+          "| {} | {} | {:.3f} / {:.3f} / {:.3f} s | {:.3f} / {:.3f} / {:.3f} s | {:.2f} | {:.3f} / {:.3f} / {:.3f} s | "
+          "{:.2f} |\n",
+          size, load_name(load), a.min, a.median, a.max, b.min, b.median, b.max, b.median / a.median, c.min, c.median,
+          c.max, c.median / a.median);
+      std::fflush(stdout);
     }
-    std::filesystem::remove(path);
-    const Stats a = summarize(none);
-    const Stats b = summarize(writing);
-    const Stats c = summarize(resuming);
-    fmt::print(
-        "| {} | {:.3f} / {:.3f} / {:.3f} s | {:.3f} / {:.3f} / {:.3f} s | {:.2f} | {:.3f} / {:.3f} / {:.3f} s | "
-        "{:.2f} |\n",
-        size, a.min, a.median, a.max, b.min, b.median, b.max, b.median / a.median, c.min, c.median, c.max,
-        c.median / a.median);
-    std::fflush(stdout);
   }
 }
 
