@@ -51,6 +51,13 @@ struct RunSettings {
   std::filesystem::path journal;
   /// `--resume`: with a journal, do not run again what it shows succeeded with the same command.
   bool resume = false;
+  /// `--quiet`: no start and end lines and no job output on the console (failures, skips and the
+  /// summary still); `--verbose`: start and end lines also on a terminal, with the command.
+  enum class Verbosity { quiet, normal, verbose } verbosity = Verbosity::normal;
+  /// `--group`: each attempt's console output in one piece when it ends, not line by line.
+  bool group = false;
+  /// `--color`: color the log lines (red failures, green successes, yellow retries and skips).
+  bool color = false;
   /// `--trace`: keep every attempt in `RunReport::attempts`.
   bool record_attempts = false;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
@@ -59,10 +66,10 @@ struct RunSettings {
     std::size_t failures = 1;                                 ///< with `percent`: a percentage of the jobs
     bool percent = false;
     std::string text;  ///< as given, for messages
-    /// The failures that halt a run of `jobs` jobs.
-    [[nodiscard]] std::size_t threshold(std::size_t jobs) const noexcept {
+    /// The failures that halt a run of `job_count` jobs.
+    [[nodiscard]] std::size_t threshold(std::size_t job_count) const noexcept {
       if (!percent) return failures;
-      return std::max<std::size_t>(1, (failures * jobs + 99) / 100);
+      return std::max<std::size_t>(1, (failures * job_count + 99) / 100);
     }
   } halt;
 };
