@@ -1232,6 +1232,50 @@ bad     exit 4
   CHECK(contains(unwritable.err, "cannot write the --trace file"));
 }
 
+TEST_CASE("tasktree-run: --quiet shows only failures and the summary; --verbose every start with its command") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "ok  echo ok-output\nbad  echo bad-output >&2; exit 3\n");
+  const Finished quiet = run_tool(scratch, {"--quiet", jobs.string()});
+  INFO(quiet.err);
+  CHECK(quiet.exit_code == 1);
+  CHECK_FALSE(contains(quiet.err, "start  "));
+  CHECK_FALSE(contains(quiet.err, "done   "));
+  CHECK_FALSE(contains(quiet.out, "ok-output"));
+  CHECK_FALSE(contains(quiet.err, "[bad] bad-output"));
+  CHECK(contains(quiet.err, "FAILED bad: exit code 3"));
+  CHECK(contains(quiet.err, "| bad-output"));  // the summary keeps the last lines of standard error
+  const Finished verbose = run_tool(scratch, {"--verbose", jobs.string()});
+  CHECK(contains(verbose.err, "start  ok: echo ok-output\n"));
+  CHECK(contains(verbose.err, "start  bad: echo bad-output >&2; exit 3\n"));
+  CHECK(run_tool(scratch, {"--quiet", "--verbose", jobs.string()}).exit_code == 2);
+}
+
+TEST_CASE("tasktree-run: --group prints each job's output in one piece when it ends") {
+  // Two jobs that write line by line, interleaved in time by each waiting for the other's line:
+  // with --group each job's lines still come together.
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", R"(
+a  for i in 1 2 3; do echo a$i; touch $DIR/a$i; while [ ! -e $DIR/b$i ]; do sleep 0.02; done; done
+b  for i in 1 2 3; do while [ ! -e $DIR/a$i ]; do sleep 0.02; done; echo b$i; touch $DIR/b$i; done
+)");
+  const Finished grouped = run_tool(scratch, {"-j", "2", "--group", jobs.string()});
+  INFO(grouped.out);
+  CHECK(grouped.exit_code == 0);
+  CHECK((contains(grouped.out, "[a] a1\n[a] a2\n[a] a3\n") && contains(grouped.out, "[b] b1\n[b] b2\n[b] b3\n")));
+}
+
+TEST_CASE("tasktree-run: --color always colors the log lines; never and NO_COLOR leave them plain") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "ok  true\nbad  exit 1\n");
+  const Finished colored = run_tool(scratch, {"--color", "always", jobs.string()});
+  CHECK(contains(colored.err, "\x1b[32mdone\x1b[0m   ok"));
+  CHECK(contains(colored.err, "\x1b[31mFAILED\x1b[0m bad: exit code 1"));
+  const Finished plain = run_tool(scratch, {"--color", "never", jobs.string()});
+  CHECK_FALSE(contains(plain.err, "\x1b["));
+  CHECK(contains(plain.err, "FAILED bad: exit code 1"));
+  CHECK(run_tool(scratch, {"--color", "sometimes", jobs.string()}).exit_code == 2);
+}
+
 TEST_CASE("tasktree-run: --json - writes the report to standard output, and the job output to standard error") {
   Scratch scratch;
   const auto jobs = scratch.write("plan.jobs", "a  echo out-a\na/b  echo out-b\n");

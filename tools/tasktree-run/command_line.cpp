@@ -132,6 +132,10 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   std::string priority = "name";
   std::string shell = "/bin/sh";
   std::string halt = "never";
+  bool quiet = false;
+  bool verbose = false;
+  bool group = false;
+  std::string color = "auto";
   bool dry_run = false;
   bool dot = false;
   std::string log_dir;
@@ -195,6 +199,18 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
             return parse_halt(text, ignored);
           },
           "WHEN[,fail=N|fail=P%]"))
+      ->capture_default_str();
+  auto* quiet_flag = app.add_flag("-q,--quiet", quiet,
+                                  "Only failures, skips and the summary: no start and end lines, no job output on the "
+                                  "console (--log-dir files are written all the same)");
+  app.add_flag("-v,--verbose", verbose, "A start and an end line for every job, with its command, also on a terminal")
+      ->excludes(quiet_flag);
+  app.add_flag("--group", group,
+               "Print each job's output in one piece when it ends, not line by line, so that the lines of jobs "
+               "running side by side do not interleave");
+  app.add_option("--color", color,
+                 "Color the log lines: 'auto' on a terminal unless NO_COLOR is set, 'always', 'never'")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
   app.add_option("--shell", shell,
                  "The shell that runs a command with shell syntax, as SHELL -c COMMAND; bash, zsh and ksh get "
@@ -265,6 +281,11 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.jitter = jitter;
   settings.run.priority = priority == "depth" ? PriorityOrder::depth : PriorityOrder::name;
   settings.run.shell = shell_command(shell);
+  settings.run.verbosity = quiet     ? RunSettings::Verbosity::quiet
+                           : verbose ? RunSettings::Verbosity::verbose
+                                     : RunSettings::Verbosity::normal;
+  settings.run.group = group;
+  settings.color = color;
   (void)parse_halt(halt, settings.run.halt);  // checked above
   if (settings.run.halt.when != RunSettings::Halt::When::never &&
       settings.run.skip_on_error == tasktree::SkipOnError::fail) {

@@ -41,6 +41,8 @@ struct CliSettings {
   double kill_after_seconds = 5;
   /// `--json`: the report file; empty: no report.
   std::string json_file;
+  /// `--color`: `auto`, `always` or `never`; `execute` decides `run.color` from it.
+  std::string color = "auto";
   /// `--trace`: the timeline file (Chrome trace-event format); empty: none.
   std::string trace_file;
 };

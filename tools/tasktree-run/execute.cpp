@@ -291,6 +291,11 @@ int execute(const CliSettings& cli) {
   block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   // With `--json -` the report has standard output to itself: job output and log lines go to stderr.
   Console console(cli.json_file == "-" ? stderr : stdout, stderr, live_terminal());
+  // --color auto: on a terminal that understands escapes, unless NO_COLOR is set (no-color.org).
+  const char* no_color = std::getenv("NO_COLOR");
+  settings.color =
+      cli.color == "always" || (cli.color == "auto" && live_terminal() && (no_color == nullptr || *no_color == '\0'));
+  console.set_color(settings.color);
   ProcessGroups groups(&*watchdog);
   std::stop_source stop;
   RunReport report;

@@ -142,8 +142,14 @@ void StatusLine::stop() {
   console_.clear_status();
 }
 
-JobOutput::JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir)
-    : console_(console), path_(path) {
+std::string Console::paint(std::string_view text, Color color) const {
+  if (!color_ || color == Color::none) return std::string(text);
+  const std::string_view code = color == Color::red ? "31" : color == Color::green ? "32" : "33";
+  return fmt::format("\x1b[{}m{}\x1b[0m", code, text);
+}
+
+JobOutput::JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir, Console_mode mode)
+    : console_(console), path_(path), mode_(mode) {
   if (log_dir.empty()) return;
   const std::filesystem::path base = log_dir / std::filesystem::path(std::string(path));
   out_.path = base;
@@ -194,6 +200,7 @@ void JobOutput::piece(Stream stream, std::string_view bytes, bool ends_line) {
     if (tail_.size() > tail_lines) tail_.pop_front();
   }
   Target& target = stream == Stream::out ? out_ : err_;
+  if (target.path.empty() && mode_ == Console_mode::hidden) return;
   if (target.path.empty()) {
     // The console: every piece is a line of its own (other jobs' lines come in between).
     target.buffer += '[';
@@ -205,16 +212,21 @@ void JobOutput::piece(Stream stream, std::string_view bytes, bool ends_line) {
     target.buffer.append(bytes);
     if (ends_line) target.buffer += '\n';
   }
-  if (target.buffer.size() >= block) write_out(stream);
+  const bool grouped = target.path.empty() && mode_ == Console_mode::grouped;
+  if (target.buffer.size() >= (grouped ? group_limit : block)) write_out(stream);
 }
 
 void JobOutput::idle() {
-  if (!out_.buffer.empty()) write_out(Stream::out);
-  if (!err_.buffer.empty()) write_out(Stream::err);
+  for (const Stream stream : {Stream::out, Stream::err}) {
+    Target& target = stream == Stream::out ? out_ : err_;
+    if (target.path.empty() && mode_ == Console_mode::grouped) continue;  // at the end of the attempt
+    if (!target.buffer.empty()) write_out(stream);
+  }
 }
 
 std::string JobOutput::end_attempt() {
-  idle();
+  if (!out_.buffer.empty()) write_out(Stream::out);
+  if (!err_.buffer.empty()) write_out(Stream::err);
   return write_error_;
 }
 

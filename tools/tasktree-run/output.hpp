@@ -33,6 +33,12 @@ class Console {
   void job_lines(Stream stream, std::string_view lines);
   /// Prints a line to standard error.
   void message(std::string_view line);
+  /// The colors of log lines.
+  enum class Color { none, red, green, yellow };
+  /// `text` in `color` if colors are on (`set_color`), else as it is.
+  [[nodiscard]] std::string paint(std::string_view text, Color color) const;
+  /// Turns colors on or off (off by default).
+  void set_color(bool on) noexcept { color_ = on; }
   /// Replaces the status line (live mode only), cut to the terminal's width.
   void status(std::string_view line);
   /// Removes the status line for good (live mode only).
@@ -47,6 +53,7 @@ class Console {
   std::FILE* out_;
   std::FILE* err_;
   bool live_;
+  bool color_ = false;
   std::string status_;
 };
 
@@ -95,9 +102,16 @@ class JobOutput final : public OutputSink {
   /// Lines kept from standard error.
   static constexpr std::size_t tail_lines = 5;
 
+  /// What the console gets of a job's output.
+  enum class Console_mode {
+    lines,    ///< line by line, in blocks as the job writes them
+    grouped,  ///< all of an attempt at its end (`--group`), in pieces of 16 MiB for a huge output
+    hidden    ///< nothing (`--quiet`); the last lines of standard error are still kept
+  };
   /// To the console, or, with a non-empty `log_dir`, to `<log_dir>/<path>.out` and `.err`
   /// (created, with their directories, on the first attempt; later attempts append).
-  JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir);
+  JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir,
+            Console_mode mode = Console_mode::lines);
   JobOutput(const JobOutput&) = delete;
   JobOutput& operator=(const JobOutput&) = delete;
   ~JobOutput() override;
@@ -124,8 +138,10 @@ class JobOutput final : public OutputSink {
   };
   void write_out(Stream stream);
 
+  static constexpr std::size_t group_limit = 16 * 1024 * 1024;
   Console& console_;
   std::string_view path_;
+  Console_mode mode_;
   Target out_;
   Target err_;
   std::deque<std::string> tail_;

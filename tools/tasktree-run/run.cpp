@@ -147,10 +147,14 @@ class Runner {
     } else {
       ++retries_;
     }
-    if (!console_.live()) {
-      console_.message(attempt == 1 ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, start), job.path)
-                                    : fmt::format("[{:>7}] start  {} (attempt {})",
-                                                  seconds_since(report_.started, start), job.path, attempt));
+    if (start_and_end_lines()) {
+      std::string line =
+          attempt == 1
+              ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, start), job.path)
+              : fmt::format("[{:>7}] start  {} (attempt {})", seconds_since(report_.started, start), job.path, attempt);
+      if (settings_.verbosity == RunSettings::Verbosity::verbose)
+        fmt::format_to(std::back_inserter(line), ": {}", job.command);
+      console_.message(line);
     }
     const ProcessRequest request{
         .command = job.command,
@@ -213,16 +217,20 @@ class Runner {
 
     const std::string at = seconds_since(report_.started, end);
     const std::string took = seconds_since(start, end);
+    using Color = Console::Color;
     if (result.succeeded()) {
-      if (!console_.live()) console_.message(fmt::format("[{:>7}] done   {} ({})", at, job.path, took));
+      if (start_and_end_lines()) {
+        console_.message(fmt::format("[{:>7}] {}   {} ({})", at, console_.paint("done", Color::green), job.path, took));
+      }
     } else if (result.end == ProcessResult::End::stopped) {
-      console_.message(fmt::format("[{:>7}] stopped {} ({})", at, job.path, took));
+      console_.message(fmt::format("[{:>7}] {} {} ({})", at, console_.paint("stopped", Color::yellow), job.path, took));
     } else if (retries_left && !groups_.stopping()) {
-      console_.message(fmt::format("[{:>7}] failed {}: {} (attempt {} of {}, {}); retrying", at, job.path,
-                                   describe(result), attempt, settings_.retries + 1, took));
+      console_.message(fmt::format("[{:>7}] {} {}: {} (attempt {} of {}, {}); retrying", at,
+                                   console_.paint("failed", Color::yellow), job.path, describe(result), attempt,
+                                   settings_.retries + 1, took));
     } else {
-      console_.message(
-          fmt::format("[{:>7}] FAILED {}: {} (attempt {}, {})", at, job.path, describe(result), attempt, took));
+      console_.message(fmt::format("[{:>7}] {} {}: {} (attempt {}, {})", at, console_.paint("FAILED", Color::red),
+                                   job.path, describe(result), attempt, took));
     }
     return result;
   }
@@ -242,8 +250,9 @@ class Runner {
     void on_skip(std::string_view path, std::size_t jobs) override {
       runner_.counts_.skipped += jobs;
       runner_.skipped_below_.emplace(path);
-      runner_.console_.message(fmt::format("[{:>7}] skip   {} job{} below {}", seconds_since(runner_.report_.started),
-                                           jobs, jobs == 1 ? "" : "s", path));
+      runner_.console_.message(fmt::format("[{:>7}] {}   {} job{} below {}", seconds_since(runner_.report_.started),
+                                           runner_.console_.paint("skip", Console::Color::yellow), jobs,
+                                           jobs == 1 ? "" : "s", path));
     }
 
    private:
@@ -351,6 +360,13 @@ class Runner {
     free_slots_.push_back(slot);
   }
 
+  /// Whether each start and end gets a log line: not on a live terminal (the status line shows
+  /// them), nor with --quiet; always with --verbose.
+  [[nodiscard]] bool start_and_end_lines() const noexcept {
+    if (settings_.verbosity == RunSettings::Verbosity::verbose) return true;
+    return settings_.verbosity == RunSettings::Verbosity::normal && !console_.live();
+  }
+
   [[nodiscard]] bool halting_soon() const noexcept {
     return halting_.load() && settings_.halt.when == RunSettings::Halt::When::soon;
   }
@@ -407,7 +423,10 @@ void schedule(Runner& runner, std::stop_token stop) {
                   const std::stop_callback stop_processes(retry.stop_token,
                                                           [&runner]() noexcept { runner.stop_processes(); });
                   const std::size_t index = runner.index(dataset);
-                  JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir);
+                  JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir,
+                                   settings.verbosity == RunSettings::Verbosity::quiet ? JobOutput::Console_mode::hidden
+                                   : settings.group ? JobOutput::Console_mode::grouped
+                                                    : JobOutput::Console_mode::lines);
                   const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1,
                                                               retry.count < settings.retries, output);
                   if (result.succeeded()) return true;
