@@ -1276,6 +1276,42 @@ TEST_CASE("tasktree-run: --color always colors the log lines; never and NO_COLOR
   CHECK(run_tool(scratch, {"--color", "sometimes", jobs.string()}).exit_code == 2);
 }
 
+TEST_CASE("tasktree-run: --report writes one self-contained HTML page: verdict, Gantt chart, failures, slowest") {
+  Scratch scratch;
+  // A path and output with characters HTML must escape, and a byte that is not UTF-8.
+  const auto jobs = scratch.write("plan.jobs",
+                                  "ok  true\nflaky  test -e $DIR/tried || { touch $DIR/tried; exit 1; }\n"
+                                  "x<&>y  printf 'bad <b>&amp; \\377\\n' >&2; exit 5\n");
+  const std::string file = (scratch / "run.html").string();
+  const Finished run = run_tool(scratch, {"--retries", "1", "--retry-backoff", "0", "--skip-on-error", "dataset",
+                                          "--report", file, jobs.string()});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  const std::string page = scratch.read("run.html");
+  CHECK(page.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
+  CHECK(page.ends_with("</html>\n"));
+  CHECK(contains(page, "<meta charset=\"utf-8\">"));
+  // Self-contained: nothing to run, nothing to fetch.
+  CHECK_FALSE(contains(page, "<script"));
+  CHECK_FALSE(contains(page, "<link"));
+  CHECK_FALSE(contains(page, "src="));
+  CHECK(contains(page, "<p class=\"verdict bad\">tasktree-run: FAILED (exit code 1)</p>"));
+  // One bar per attempt: ok 1, flaky 2, x<&>y 2.
+  std::size_t bars = 0;
+  for (std::size_t at = page.find("<rect "); at != std::string::npos; at = page.find("<rect ", at + 1)) ++bars;
+  CHECK(bars == 5);
+  CHECK(contains(page, "<title>flaky (attempt 1): exit code 1,"));
+  CHECK(contains(page, "<title>flaky (attempt 2): exit code 0,"));
+  // The failed job, escaped, with its standard error; the invalid byte as U+FFFD.
+  CHECK(contains(page, "<b>x&lt;&amp;&gt;y</b>: exit code 5 after 2 attempts"));
+  CHECK(contains(page, "<pre>bad &lt;b&gt;&amp;amp; \xEF\xBF\xBD\n</pre>"));
+  CHECK_FALSE(contains(page, "x<&>y"));
+  CHECK(contains(page, "<h2>Slowest jobs</h2>"));
+  const Finished unwritable = run_tool(scratch, {"--report", (scratch / "no-dir" / "r.html").string(), jobs.string()});
+  CHECK(unwritable.exit_code == 2);
+  CHECK(contains(unwritable.err, "cannot write the --report file"));
+}
+
 TEST_CASE("tasktree-run: --json - writes the report to standard output, and the job output to standard error") {
   Scratch scratch;
   const auto jobs = scratch.write("plan.jobs", "a  echo out-a\na/b  echo out-b\n");

@@ -144,6 +144,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool status = false;
   std::string json_file;
   std::string trace_file;
+  std::string report_file;
 
   std::vector<std::string> targets;
   bool no_ancestors = false;
@@ -240,6 +241,9 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   app.add_option("--json", json_file,
                  "Write a machine-readable report of the run to this file; '-': to standard output (the jobs' "
                  "output and the log lines then go to standard error)");
+  app.add_option("--report", report_file,
+                 "Write a self-contained HTML page about the run to this file (no script, nothing fetched): the "
+                 "verdict, a Gantt chart of the workers, the failed jobs with their standard error, the slowest");
   app.add_option("--trace", trace_file,
                  "Write the run's timeline to this file in the Chrome trace-event format, for Perfetto "
                  "(ui.perfetto.dev) or chrome://tracing: a track per worker, a slice per attempt, the backoffs");
@@ -301,7 +305,8 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.resume = resume;
   settings.json_file = json_file;
   settings.trace_file = trace_file;
-  settings.run.record_attempts = !trace_file.empty();
+  settings.report_file = report_file;
+  settings.run.record_attempts = !trace_file.empty() || !report_file.empty();
   return parsed;
 }
 

@@ -43,6 +43,8 @@ struct CliSettings {
   std::string json_file;
   /// `--color`: `auto`, `always` or `never`; `execute` decides `run.color` from it.
   std::string color = "auto";
+  /// `--report`: the HTML report file; empty: none.
+  std::string report_file;
   /// `--trace`: the timeline file (Chrome trace-event format); empty: none.
   std::string trace_file;
 };

@@ -259,6 +259,15 @@ int execute(const CliSettings& cli) {
     }
   }
 
+  std::optional<ReportFile> html;
+  if (!cli.report_file.empty()) {
+    try {
+      html.emplace(cli.report_file, "--report");
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      return 2;
+    }
+  }
   std::optional<ReportFile> trace;
   if (!cli.trace_file.empty()) {
     try {
@@ -324,6 +333,14 @@ int execute(const CliSettings& cli) {
   if (trace) {
     try {
       trace->commit(format_trace(settings, report));
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      code = 2;
+    }
+  }
+  if (html) {
+    try {
+      html->commit(format_html_report(settings, report));
     } catch (const std::exception& error) {
       fmt::print(stderr, "tasktree-run: {}\n", error.what());
       code = 2;

@@ -34,6 +34,13 @@ namespace tasktree_run {
 /// failure and its retry as an async slice. Needs `RunSettings::record_attempts`.
 [[nodiscard]] std::string format_trace(const RunSettings& settings, const RunReport& report);
 
+/// `--report FILE.html`: one self-contained page (inline CSS and SVG; no script, nothing fetched):
+/// the verdict, the counts, a Gantt chart of the run (a row per worker slot, a bar per attempt
+/// colored like `--trace`'s slices, each with a tooltip), the failed jobs with their command and
+/// the tail of their standard error, the slowest jobs and the summary. Text is HTML-escaped, and
+/// bytes that are not UTF-8 become U+FFFD. Needs `RunSettings::record_attempts`.
+[[nodiscard]] std::string format_html_report(const RunSettings& settings, const RunReport& report);
+
 /// What `--status` prints about a journal.
 struct JournalStatus {
   /// A line per job and a last line with the counts.
