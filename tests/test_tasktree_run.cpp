@@ -1361,6 +1361,27 @@ prompt  if (exec 3</dev/tty) 2>/dev/null; then echo opened-a-terminal; else echo
   CHECK(contains(shown, "the job succeeded"));  // the runner itself did have the terminal
 }
 
+TEST_CASE("tasktree-run: without a terminal, a job leads its own process group in the runner's session") {
+  // A session per job would cost short jobs a scheduling penalty on a busy machine (autogroup);
+  // without a terminal there is no prompt to keep from it.
+  Scratch scratch;
+  const auto jobs = scratch.write("stat.jobs", "a  cat /proc/self/stat\n");
+  const Finished run = run_tool(scratch, {jobs.string()});
+  INFO(run.err);
+  REQUIRE(run.exit_code == 0);
+  REQUIRE(run.out.starts_with("[a] "));
+  const std::string stat = run.out.substr(4);
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  char state = 0;
+  pid_t parent = 0;
+  pid_t group = 0;
+  pid_t session = 0;
+  fields >> state >> parent >> group >> session;
+  const pid_t pid = std::stoi(stat);
+  CHECK(group == pid);  // cat runs directly (no shell syntax): it is the job, and leads its group
+  CHECK(session == ::getsid(0));
+}
+
 TEST_CASE("tasktree-run: an empty jobs file name and a directory are input errors, and nothing runs") {
   Scratch scratch;
   // Standard input holds a job: an empty name must not fall back to it.

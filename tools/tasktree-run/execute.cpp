@@ -289,6 +289,13 @@ int execute(const CliSettings& cli) {
   }
 
   fit_workers(settings);
+  // Jobs get sessions of their own (and so no controlling terminal) only where there is a terminal
+  // to keep them from: a session per job costs short jobs a scheduling penalty on a busy machine
+  // (autogroup puts each session in a group of its own): 3x slower for 1,000 'true' jobs.
+  if (const int tty = ::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC); tty >= 0) {
+    ::close(tty);
+    settings.new_session = true;
+  }
   // While this is the only thread: the helper that stops the jobs should the runner die unannounced.
   std::optional<Watchdog> watchdog;
   try {

@@ -438,16 +438,19 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
-  // Own session, so its own process group (signals reach the whole job) and no controlling
-  // terminal (a prompt that opens /dev/tty, as ssh and sudo do, fails at once instead of stopping
-  // the job in the background forever); the runner's blocked and ignored signals back to normal.
+  // Its own process group, so that signals reach the whole job; with `new_session` its own session,
+  // so no controlling terminal either (a prompt that opens /dev/tty, as ssh and sudo do, fails at
+  // once instead of stopping the job in the background forever). The runner's blocked and ignored
+  // signals back to normal.
   sigset_t none;
   sigemptyset(&none);
   sigset_t defaults;
   sigfillset(&defaults);
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attributes, 0);
+  const short session = request.new_session ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
+  posix_spawnattr_setflags(&attributes, static_cast<short>(session | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
 
   std::vector<char*> environment;
   environment.reserve(request.environment->size() + 1);

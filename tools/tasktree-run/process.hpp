@@ -122,6 +122,10 @@ struct ProcessRequest {
   std::optional<std::chrono::nanoseconds> timeout;
   /// How long a job may take to exit after SIGTERM before it gets SIGKILL.
   std::chrono::nanoseconds grace = std::chrono::seconds(5);
+  /// Start it in a session of its own, without a controlling terminal; else in a process group of
+  /// its own in the runner's session. A session per job costs short jobs dearly on a busy machine
+  /// where the kernel groups tasks by session (autogroup): each starts in a new group.
+  bool new_session = true;
 };
 
 /// The words of `command` if it can run without a shell, as make runs such commands: nothing but

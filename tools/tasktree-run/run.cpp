@@ -162,6 +162,7 @@ class Runner {
         .environment = &environment,
         .timeout = settings_.timeout,
         .grace = settings_.kill_after,
+        .new_session = settings_.new_session,
     };
     ProcessResult result;
     const int slot = take_slot();

@@ -58,6 +58,9 @@ struct RunSettings {
   bool group = false;
   /// `--color`: color the log lines (red failures, green successes, yellow retries and skips).
   bool color = false;
+  /// Start each job in a session of its own (no controlling terminal): when the runner has a
+  /// terminal, so that a job's password prompt fails instead of stopping it. `execute` decides.
+  bool new_session = false;
   /// `--trace`: keep every attempt in `RunReport::attempts`.
   bool record_attempts = false;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
