@@ -967,6 +967,30 @@ b  trap '' TERM; echo $$ > $DIR/b.pid; while :; do sleep 1; done
   CHECK_FALSE(fs::exists(run_directory));
 }
 
+TEST_CASE("tasktree-run: a run removes the run directories of runners that are gone, and only those") {
+  // As left when a runner and its watchdog were both killed: a directory naming a process that no
+  // longer exists. One naming a live process, and one without the pid file, stay.
+  Scratch scratch;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  REQUIRE(::waitpid(child, nullptr, 0) == child);  // its id now names no process
+  fs::create_directories(scratch / "tasktree-run.Gone01");
+  scratch.write("tasktree-run.Gone01/.tasktree-run.pid", fmt::format("{}\n", child));
+  scratch.write("tasktree-run.Gone01/left-by-a-job", "x");
+  fs::create_directories(scratch / "tasktree-run.Alive1");
+  scratch.write("tasktree-run.Alive1/.tasktree-run.pid", fmt::format("{}\n", ::getpid()));
+  fs::create_directories(scratch / "tasktree-run.NoPid1");
+  const auto jobs = scratch.write("plan.jobs", "a  test -e $TASKTREE_RUN_DIR/.tasktree-run.pid\n");
+  const Finished run = run_tool(scratch, {jobs.string()});  // TMPDIR is the scratch directory
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK_FALSE(scratch.exists("tasktree-run.Gone01"));
+  CHECK(contains(run.err, fmt::format("the run directory of a runner that is gone (pid {})", child)));
+  CHECK(scratch.exists("tasktree-run.Alive1"));
+  CHECK(scratch.exists("tasktree-run.NoPid1"));
+}
+
 TEST_CASE("tasktree-run: a run that ends normally waits for its watchdog: none outlives the runner") {
   Scratch scratch;
   const auto jobs =

@@ -4,13 +4,17 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -65,18 +69,48 @@ std::vector<std::string> base_environment() {
   return variables;
 }
 
+/// The file in a run directory that names the runner's process id.
+constexpr std::string_view runner_pid_file = ".tasktree-run.pid";
+
+/// Removes the run directories in `parent` that runners now gone left behind (a runner and its
+/// watchdog both killed): `tasktree-run.XXXXXX` directories of this user whose runner pid file
+/// names a process that does not exist. A directory without the file, or whose process exists
+/// (perhaps another one with a recycled id), is left alone.
+void remove_stale_run_directories(const std::filesystem::path& parent) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(parent, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("tasktree-run.") || name.size() != 19) continue;
+    struct stat info {};
+    if (::lstat(entry.path().c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != ::geteuid()) continue;
+    std::ifstream file(entry.path() / runner_pid_file);
+    long pid = 0;
+    if (!(file >> pid) || pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code ignored;
+    std::filesystem::remove_all(entry.path(), ignored);
+    if (!ignored) {
+      fmt::print(stderr, "tasktree-run: removed {:?}, the run directory of a runner that is gone (pid {})\n",
+                 entry.path().string(), pid);
+    }
+  }
+}
+
 /// A private scratch directory for the jobs of one run (`TASKTREE_RUN_DIR`), removed at the end,
-/// and by the watchdog should the runner die first.
+/// and by the watchdog should the runner die first; the next run removes it should both die.
 class RunDirectory {
  public:
   explicit RunDirectory(ProcessGroups& groups) : groups_(groups) {
     const char* tmpdir = std::getenv("TMPDIR");
-    std::string pattern = fmt::format("{}/tasktree-run.XXXXXX", tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp");
+    const std::filesystem::path parent = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+    remove_stale_run_directories(parent);
+    std::string pattern = (parent / "tasktree-run.XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) {
       throw std::system_error(errno, std::generic_category(), fmt::format("cannot create a directory {:?}", pattern));
     }
     path_ = std::move(pattern);
     groups_.set_run_directory(path_.string());
+    std::ofstream(path_ / runner_pid_file) << ::getpid() << '\n';
   }
   RunDirectory(const RunDirectory&) = delete;
   RunDirectory& operator=(const RunDirectory&) = delete;
