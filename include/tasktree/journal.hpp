@@ -280,6 +280,16 @@ class Journal {
     return expect('}') && at == line.size() && have_dataset;
   }
 
+  /// Makes `record` its dataset's latest in `contents`: replaces the earlier one, or adds it.
+  static void keep_latest(JournalContents& contents, Index& index, JournalRecord record) {
+    if (const auto it = index.find(record.dataset); it != index.end()) {
+      contents.records[it->second] = std::move(record);
+    } else {
+      index.emplace(record.dataset, contents.records.size());
+      contents.records.push_back(std::move(record));
+    }
+  }
+
   /// Reads a journal's bytes; fills `index` (if not null) with each dataset's place in `records`.
   static JournalContents parse(const std::filesystem::path& path, std::string bytes, Index* index_out = nullptr) {
     JournalContents contents;
@@ -308,12 +318,7 @@ class Journal {
       if (contents.runs > 0) {
         JournalRecord plain;
         if (read_plain_record(line, plain)) {
-          if (const auto it = index.find(plain.dataset); it != index.end()) {
-            contents.records[it->second] = std::move(plain);
-          } else {
-            index.emplace(plain.dataset, contents.records.size());
-            contents.records.push_back(std::move(plain));
-          }
+          keep_latest(contents, index, std::move(plain));
           continue;
         }
       }
@@ -368,12 +373,7 @@ class Journal {
       number("seconds", record.seconds);
       text("error", record.error);
       text("key", record.key);
-      if (const auto it = index.find(record.dataset); it != index.end()) {
-        contents.records[it->second] = std::move(record);
-      } else {
-        index.emplace(record.dataset, contents.records.size());
-        contents.records.push_back(std::move(record));
-      }
+      keep_latest(contents, index, std::move(record));
     }
     contents.valid_bytes = at;  // the start of an incomplete last line, if there is one
     return contents;
@@ -484,12 +484,7 @@ class Journal {
                           .seconds = seconds,
                           .error = note_error_,
                           .key = std::move(key)};
-      if (const auto it = index_.find(dataset); it != index_.end()) {
-        contents_.records[it->second] = std::move(entry);
-      } else {
-        index_.emplace(entry.dataset, contents_.records.size());
-        contents_.records.push_back(std::move(entry));
-      }
+      keep_latest(contents_, index_, std::move(entry));
     }
     note_attempts_ = 0;
     note_error_.clear();
@@ -634,7 +629,7 @@ class Journal {
   JournalOptions options_;
   int fd_ = -1;
   JournalContents contents_;
-  std::unordered_map<std::string, std::size_t, TransparentHash, std::equal_to<>> index_;
+  Index index_;
   int note_attempts_ = 0;   // from `annotate`, for the next record
   std::string note_error_;  // from `annotate`, for the next record
 
