@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -85,8 +86,8 @@ std::string program_problem(const std::string& program) {
   return fmt::format("no program {:?} in PATH", program);
 }
 
-/// The file of `--json FILE`, opened when the run starts (a typo in its path should not cost a
-/// whole run) and written when it ends.
+/// The file of `--json FILE` (or `--report`, `--trace`: `option`, for messages), opened when the
+/// run starts (a typo in its path should not cost a whole run) and written when it ends.
 ///
 /// A regular file, or a path where nothing is yet, is replaced atomically: the report goes to a
 /// temporary file beside it (`FILE.tmp.XXXXXX`, created at the start), which is flushed to disk and
@@ -99,7 +100,7 @@ std::string program_problem(const std::string& program) {
 class ReportFile {
  public:
   /// Throws `std::runtime_error` naming the path if the file cannot be created or opened.
-  explicit ReportFile(const std::string& path, std::string_view option = "--json") : path_(path), option_(option) {
+  ReportFile(const std::string& path, std::string_view option) : path_(path), option_(option) {
     if (path == "-") {
       path_ = "<stdout>";
       fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
@@ -247,31 +248,23 @@ int execute(const CliSettings& cli) {
     }
   }
 
-  // Create the report's file now: a typo in its path should not cost a whole run. An earlier
-  // report stays as it was until the new one is complete.
-  std::optional<ReportFile> json;
-  if (!cli.json_file.empty()) {
+  // Create the output files now: a typo in a path should not cost a whole run. An earlier file
+  // stays as it was until the new one is complete.
+  struct OutputFile {
+    const std::string& path;
+    std::string_view option;
+    std::string (*format)(const RunSettings&, const RunReport&);
+    std::optional<ReportFile> file{};
+  };
+  std::array<OutputFile, 3> outputs{{
+      {cli.json_file, "--json", format_json},
+      {cli.report_file, "--report", format_html_report},
+      {cli.trace_file, "--trace", format_trace},
+  }};
+  for (OutputFile& output : outputs) {
+    if (output.path.empty()) continue;
     try {
-      json.emplace(cli.json_file);
-    } catch (const std::exception& error) {
-      fmt::print(stderr, "tasktree-run: {}\n", error.what());
-      return 2;
-    }
-  }
-
-  std::optional<ReportFile> html;
-  if (!cli.report_file.empty()) {
-    try {
-      html.emplace(cli.report_file, "--report");
-    } catch (const std::exception& error) {
-      fmt::print(stderr, "tasktree-run: {}\n", error.what());
-      return 2;
-    }
-  }
-  std::optional<ReportFile> trace;
-  if (!cli.trace_file.empty()) {
-    try {
-      trace.emplace(cli.trace_file, "--trace");
+      output.file.emplace(output.path, output.option);
     } catch (const std::exception& error) {
       fmt::print(stderr, "tasktree-run: {}\n", error.what());
       return 2;
@@ -306,11 +299,11 @@ int execute(const CliSettings& cli) {
   }
   block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   // With `--json -` the report has standard output to itself: job output and log lines go to stderr.
-  Console console(cli.json_file == "-" ? stderr : stdout, stderr, live_terminal());
+  const bool live = live_terminal();
+  Console console(cli.json_file == "-" ? stderr : stdout, stderr, live);
   // --color auto: on a terminal that understands escapes, unless NO_COLOR is set (no-color.org).
   const char* no_color = std::getenv("NO_COLOR");
-  settings.color =
-      cli.color == "always" || (cli.color == "auto" && live_terminal() && (no_color == nullptr || *no_color == '\0'));
+  settings.color = cli.color == "always" || (cli.color == "auto" && live && (no_color == nullptr || *no_color == '\0'));
   console.set_color(settings.color);
   ProcessGroups groups(&*watchdog);
   std::stop_source stop;
@@ -336,26 +329,11 @@ int execute(const CliSettings& cli) {
   }
 
   int code = report.exit_code();
-  // Each file is written even if the other cannot be.
-  if (trace) {
+  // Each file is written even if another cannot be.
+  for (OutputFile& output : outputs) {
+    if (!output.file) continue;
     try {
-      trace->commit(format_trace(settings, report));
-    } catch (const std::exception& error) {
-      fmt::print(stderr, "tasktree-run: {}\n", error.what());
-      code = 2;
-    }
-  }
-  if (html) {
-    try {
-      html->commit(format_html_report(settings, report));
-    } catch (const std::exception& error) {
-      fmt::print(stderr, "tasktree-run: {}\n", error.what());
-      code = 2;
-    }
-  }
-  if (json) {
-    try {
-      json->commit(format_json(settings, report));
+      output.file->commit(output.format(settings, report));
     } catch (const std::exception& error) {
       fmt::print(stderr, "tasktree-run: {}\n", error.what());
       code = 2;

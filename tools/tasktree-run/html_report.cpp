@@ -54,8 +54,6 @@ std::string escape(std::string_view text) {
   return out;
 }
 
-double seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
-
 /// The ticks of a time axis of `total` seconds: about eight, at 1, 2 or 5 times a power of ten.
 double tick_step(double total) {
   if (total <= 0) return 1;
@@ -213,20 +211,12 @@ std::string format_html_report(const RunSettings& settings, const RunReport& rep
   }
 
   // The slowest jobs.
-  std::vector<std::size_t> ran;
-  for (std::size_t i = 0; i < report.jobs.size(); ++i) {
-    if (report.jobs[i].attempts > 0) ran.push_back(i);
-  }
-  const std::size_t shown = std::min<std::size_t>(ran.size(), 10);
-  const auto duration = [&](std::size_t i) { return report.jobs[i].finished - report.jobs[i].started; };
-  std::partial_sort(ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(shown), ran.end(),
-                    [&](std::size_t a, std::size_t b) { return duration(a) > duration(b); });
-  if (shown > 0) {
+  if (const std::vector<std::size_t> slowest = slowest_jobs(report, 10); !slowest.empty()) {
     out += "<h2>Slowest jobs</h2>\n<table>\n<tr><th>seconds</th><th>job</th><th>status</th></tr>\n";
-    for (std::size_t k = 0; k < shown; ++k) {
-      const std::size_t i = ran[k];
+    for (const std::size_t i : slowest) {
       fmt::format_to(std::back_inserter(out), "<tr><td class=\"n\">{:.3f}</td><td>{}</td><td>{}</td></tr>\n",
-                     seconds(duration(i)), escape(settings.jobs[i].path), to_string(report.jobs[i].status));
+                     seconds(duration_of(report.jobs[i])), escape(settings.jobs[i].path),
+                     to_string(report.jobs[i].status));
     }
     out += "</table>\n";
   }

@@ -38,12 +38,6 @@ void Console::write_line(std::FILE* stream, std::string_view text) {
   write_block(stream, line);
 }
 
-void Console::job_line(Stream stream, std::string_view path, std::string_view line) {
-  const std::string text = fmt::format("[{}] {}", path, line);
-  std::lock_guard lock(mutex_);
-  write_line(stream == Stream::out ? out_ : err_, text);
-}
-
 void Console::job_lines(Stream stream, std::string_view lines) {
   std::lock_guard lock(mutex_);
   write_block(stream == Stream::out ? out_ : err_, lines);

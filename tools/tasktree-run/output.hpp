@@ -26,8 +26,6 @@ class Console {
 
   /// True if a live status line is shown.
   [[nodiscard]] bool live() const noexcept { return live_; }
-  /// Prints `[path] line` to standard output or error.
-  void job_line(Stream stream, std::string_view path, std::string_view line);
   /// Prints whole lines (each ending in a newline, already prefixed) to standard output or error,
   /// in one write.
   void job_lines(Stream stream, std::string_view lines);

@@ -16,9 +16,25 @@
 #include <vector>
 
 namespace tasktree_run {
-namespace {
 
 double seconds(Clock::duration duration) { return std::chrono::duration<double>(duration).count(); }
+
+Clock::duration duration_of(const JobRecord& job) {
+  return job.attempts > 0 ? job.finished - job.started : Clock::duration{};
+}
+
+std::vector<std::size_t> slowest_jobs(const RunReport& report, std::size_t count) {
+  std::vector<std::size_t> ran;
+  for (std::size_t i = 0; i < report.jobs.size(); ++i) {
+    if (report.jobs[i].attempts > 0) ran.push_back(i);
+  }
+  const std::size_t shown = std::min(ran.size(), count);
+  std::partial_sort(
+      ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(shown), ran.end(),
+      [&](std::size_t a, std::size_t b) { return duration_of(report.jobs[a]) > duration_of(report.jobs[b]); });
+  ran.resize(shown);
+  return ran;
+}
 
 std::string_view to_string(ProcessResult::End end) {
   using End = ProcessResult::End;
@@ -34,10 +50,7 @@ std::string_view to_string(ProcessResult::End end) {
   return "unknown";
 }
 
-/// How long the job ran, from its first attempt's start to its last attempt's end.
-Clock::duration duration_of(const JobRecord& job) {
-  return job.attempts > 0 ? job.finished - job.started : Clock::duration{};
-}
+namespace {
 
 /// The sorted job paths (the trie refers to them) and the index of each in `settings.jobs`.
 struct SortedJobs {
@@ -107,19 +120,10 @@ std::string format_summary(const RunSettings& settings, const RunReport& report)
       JobStatus::not_run, "not run (the run stopped first)",
       [&](const JobSpec& spec, const JobRecord&) { line("  {}", spec.path); }, 10);
 
-  std::vector<std::size_t> ran;
-  for (std::size_t i = 0; i < total; ++i) {
-    if (report.jobs[i].attempts > 0) ran.push_back(i);
-  }
-  const std::size_t slowest = std::min<std::size_t>(ran.size(), 5);
-  std::partial_sort(
-      ran.begin(), ran.begin() + static_cast<std::ptrdiff_t>(slowest), ran.end(),
-      [&](std::size_t a, std::size_t b) { return duration_of(report.jobs[a]) > duration_of(report.jobs[b]); });
-  if (slowest > 0) {
+  if (const std::vector<std::size_t> slowest = slowest_jobs(report, 5); !slowest.empty()) {
     line("slowest:");
-    for (std::size_t k = 0; k < slowest; ++k) {
-      line("  {:>6.1f}s  {}", seconds(duration_of(report.jobs[ran[k]])), settings.jobs[ran[k]].path);
-    }
+    for (const std::size_t i : slowest)
+      line("  {:>6.1f}s  {}", seconds(duration_of(report.jobs[i])), settings.jobs[i].path);
   }
 
   const int code = report.exit_code();
@@ -425,12 +429,8 @@ JournalStatus format_journal_status(const tasktree::JournalContents& journal, co
       show(job.path, it == records.end() ? nullptr : it->second, &job);
     }
   }
-  std::size_t unknown = 0;
-  if (!jobs.empty()) {
-    std::unordered_map<std::string_view, bool> in_plan;
-    for (const JobSpec& job : jobs) in_plan.emplace(job.path, true);
-    for (const tasktree::JournalRecord& record : journal.records) unknown += in_plan.contains(record.dataset) ? 0 : 1;
-  }
+  // Job paths are unique, so the recorded jobs of the plan are those shown with a record.
+  const std::size_t unknown = jobs.empty() ? 0 : journal.records.size() - (done + failed + skipped + changed);
   const std::size_t total = done + failed + skipped + changed + not_run;
   line(
       "tasktree-run: {} job{}: {} done, {} failed, {} skipped, {} changed, {} not run{}; the journal holds {} "

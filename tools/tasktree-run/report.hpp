@@ -12,6 +12,15 @@
 
 namespace tasktree_run {
 
+/// `duration` in seconds.
+[[nodiscard]] double seconds(Clock::duration duration);
+/// How long the job ran, from its first attempt's start to its last attempt's end (0 if it never ran).
+[[nodiscard]] Clock::duration duration_of(const JobRecord& job);
+/// The jobs that ran longest, longest first, at most `count` (indices into `report.jobs`).
+[[nodiscard]] std::vector<std::size_t> slowest_jobs(const RunReport& report, std::size_t count);
+/// How an attempt ended, as the reports name it (`exited`, `timed_out`, ...).
+[[nodiscard]] std::string_view to_string(ProcessResult::End end);
+
 /// The summary printed at the end of a run: counts, failed jobs with their exit codes and last
 /// lines of standard error, jobs skipped because of a failure, the slowest jobs, and the verdict.
 [[nodiscard]] std::string format_summary(const RunSettings& settings, const RunReport& report);

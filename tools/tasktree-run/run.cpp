@@ -232,6 +232,9 @@ class Runner {
     const auto end = Clock::now();
     give_slot(slot);
     if (result.end == ProcessResult::End::not_started) return result;
+    // A failure the policy layer retries: logged and drawn as such, not as the job's failure.
+    const bool retried =
+        !result.succeeded() && result.end != ProcessResult::End::stopped && retries_left && !groups_.stopping();
     if (settings_.record_attempts) {
       const std::lock_guard lock(attempts_mutex_);
       report_.attempts.push_back(AttemptRecord{
@@ -241,8 +244,7 @@ class Runner {
           .start = start,
           .end = end,
           .result = result,
-          .retried =
-              !result.succeeded() && result.end != ProcessResult::End::stopped && retries_left && !groups_.stopping(),
+          .retried = retried,
       });
     }
     record.attempts = attempt;
@@ -259,7 +261,7 @@ class Runner {
       }
     } else if (result.end == ProcessResult::End::stopped) {
       console_.message(fmt::format("[{:>7}] {} {} ({})", at, console_.paint("stopped", Color::yellow), job.path, took));
-    } else if (retries_left && !groups_.stopping()) {
+    } else if (retried) {
       console_.message(fmt::format("[{:>7}] {} {}: {} (attempt {} of {}, {}); retrying", at,
                                    console_.paint("failed", Color::yellow), job.path, describe(result), attempt,
                                    settings_.retries + 1, took));
