@@ -187,6 +187,54 @@ Finished run_tool(const Scratch& scratch, std::vector<std::string> args, const f
   return Finished{code, runner.out, runner.err_text};
 }
 
+/// A pseudo-terminal for a runner's standard error (`Started`'s `terminal`), `columns` wide if
+/// given: the test reads everything the runner writes to it.
+class PseudoTerminal {
+ public:
+  explicit PseudoTerminal(unsigned short columns = 0) : master_(::posix_openpt(O_RDWR | O_NOCTTY)) {
+    REQUIRE(master_ >= 0);
+    REQUIRE(::grantpt(master_) == 0);
+    REQUIRE(::unlockpt(master_) == 0);
+    if (columns > 0) {
+      winsize size{};
+      size.ws_col = columns;
+      size.ws_row = 24;
+      REQUIRE(::ioctl(master_, TIOCSWINSZ, &size) == 0);
+    }
+    REQUIRE(::fcntl(master_, F_SETFL, ::fcntl(master_, F_GETFL) | O_NONBLOCK) == 0);
+    path_ = ::ptsname(master_);
+  }
+  PseudoTerminal(const PseudoTerminal&) = delete;
+  PseudoTerminal& operator=(const PseudoTerminal&) = delete;
+  ~PseudoTerminal() { ::close(master_); }
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+  /// Reads what the runner wrote since the last call (which keeps the terminal's buffer from
+  /// filling up); returns all it wrote so far.
+  const std::string& drain() {
+    std::array<char, 4096> buffer{};
+    for (ssize_t got = 0; (got = ::read(master_, buffer.data(), buffer.size())) > 0;) {
+      shown_.append(buffer.data(), static_cast<std::size_t>(got));
+    }
+    return shown_;
+  }
+  /// Waits (bounded) for `runner` to exit, reading the terminal meanwhile; returns all it wrote.
+  const std::string& wait_for(Started& runner) {
+    REQUIRE(eventually(
+        [&] {
+          drain();
+          return runner.try_wait();
+        },
+        std::chrono::seconds(120)));
+    return drain();
+  }
+
+ private:
+  int master_;
+  std::string path_;
+  std::string shown_;
+};
+
 /// True once `pid` is no more: no such process, or a zombie (dead, waiting for
 /// its parent).
 bool gone(pid_t pid) {
@@ -1357,27 +1405,9 @@ TEST_CASE("tasktree-run: jobs have no controlling terminal, so a prompt fails at
   const auto jobs = scratch.write("prompt.jobs", R"(
 prompt  if (exec 3</dev/tty) 2>/dev/null; then echo opened-a-terminal; else echo no-terminal; fi; tty || true
 )");
-  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
-  Started runner(scratch, {jobs.string()}, "/dev/null", ::ptsname(master), true);
-  std::string shown;
-  const auto drain = [&] {
-    std::array<char, 4096> buffer{};
-    for (ssize_t got = 0; (got = ::read(master, buffer.data(), buffer.size())) > 0;) {
-      shown.append(buffer.data(), static_cast<std::size_t>(got));
-    }
-  };
-  REQUIRE(eventually(
-      [&] {
-        drain();
-        return runner.try_wait();
-      },
-      std::chrono::seconds(120)));
-  drain();
-  ::close(master);
+  PseudoTerminal terminal;
+  Started runner(scratch, {jobs.string()}, "/dev/null", terminal.path(), true);
+  const std::string shown = terminal.wait_for(runner);
   INFO(shown);
   CHECK(runner.exit_code() == 0);
   CHECK(contains(runner.out, "[prompt] no-terminal"));
@@ -1448,34 +1478,9 @@ TEST_CASE(
     "per-job log lines") {
   Scratch scratch;
   const auto jobs = scratch.write("live.jobs", "a  echo out-a\na/b  echo out-b\n");
-  // The runner's standard error is a pseudo-terminal; the test reads everything
-  // written to it.
-  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  const std::string terminal = ::ptsname(master);
-  Started runner(scratch, {jobs.string()}, "/dev/null", terminal);
-  std::string shown;
-  char buffer[4096];
-  const int flags = ::fcntl(master, F_GETFL);
-  REQUIRE(::fcntl(master, F_SETFL, flags | O_NONBLOCK) == 0);
-  const auto drain = [&] {
-    while (true) {
-      const ssize_t got = ::read(master, buffer, sizeof buffer);
-      if (got <= 0) return;
-      shown.append(buffer, static_cast<std::size_t>(got));
-    }
-  };
-  const bool exited = eventually(
-      [&] {
-        drain();  // keeps the terminal's buffer from filling up
-        return runner.try_wait();
-      },
-      std::chrono::seconds(120));
-  REQUIRE(exited);
-  drain();
-  ::close(master);
+  PseudoTerminal terminal;
+  Started runner(scratch, {jobs.string()}, "/dev/null", terminal.path());
+  const std::string shown = terminal.wait_for(runner);
   INFO(shown);
   CHECK(runner.exit_code() == 0);
   CHECK(contains(shown, "\r\x1b[K"));  // the status line is redrawn in place
@@ -1490,36 +1495,11 @@ TEST_CASE(
 TEST_CASE("tasktree-run: the live status line fits the terminal's width and counts the job that runs") {
   Scratch scratch;
   const auto jobs = scratch.write("one.jobs", "a-job-with-a-long-name  while [ ! -e $DIR/go ]; do sleep 0.05; done\n");
-  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
-  REQUIRE(master >= 0);
-  REQUIRE(::grantpt(master) == 0);
-  REQUIRE(::unlockpt(master) == 0);
-  winsize size{};
-  size.ws_col = 40;
-  size.ws_row = 24;
-  REQUIRE(::ioctl(master, TIOCSWINSZ, &size) == 0);
-  REQUIRE(::fcntl(master, F_SETFL, ::fcntl(master, F_GETFL) | O_NONBLOCK) == 0);
-  Started runner(scratch, {jobs.string()}, "/dev/null", ::ptsname(master));
-  std::string shown;
-  const auto drain = [&] {
-    std::array<char, 4096> buffer{};
-    for (ssize_t got = 0; (got = ::read(master, buffer.data(), buffer.size())) > 0;) {
-      shown.append(buffer.data(), static_cast<std::size_t>(got));
-    }
-  };
-  CHECK(eventually([&] {
-    drain();
-    return contains(shown, "0/1 done, 1 running");
-  }));
+  PseudoTerminal terminal(40);
+  Started runner(scratch, {jobs.string()}, "/dev/null", terminal.path());
+  CHECK(eventually([&] { return contains(terminal.drain(), "0/1 done, 1 running"); }));
   scratch.write("go", "");
-  REQUIRE(eventually(
-      [&] {
-        drain();
-        return runner.try_wait();
-      },
-      std::chrono::seconds(120)));
-  drain();
-  ::close(master);
+  const std::string shown = terminal.wait_for(runner);
   INFO(shown);
   CHECK(runner.exit_code() == 0);
   // Each drawing of the status line ("\r\x1b[K" and the line) leaves the last column free, so the
