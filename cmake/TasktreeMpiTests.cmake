@@ -1,6 +1,6 @@
-# tasktree_add_mpi_test(<name> <ranks> <executable> [args...]): a ctest test that runs
-# <executable> under mpiexec with <ranks> ranks, as FindMPI describes, plus TASKTREE_MPIEXEC_FLAGS;
-# it runs alone (RUN_SERIAL), never beside other tests.
+# tasktree_add_mpi_test(<name> <ranks> <executable> [args...] [MPIEXEC_FLAGS flags...]): a ctest
+# test that runs <executable> under mpiexec with <ranks> ranks, as FindMPI describes, plus
+# TASKTREE_MPIEXEC_FLAGS and the given flags; it runs alone (RUN_SERIAL), never beside other tests.
 
 # Open MPI refuses by default to start more ranks than cores, and to run as root (as CI and
 # containers do); the tests start 4 ranks on 2 cores. Other MPIs (MPICH's hydra) need neither flag.
@@ -14,6 +14,20 @@ if(NOT DEFINED TASKTREE_MPIEXEC_FLAGS)
   set(TASKTREE_MPIEXEC_FLAGS "${tasktree_mpiexec_flags}" CACHE STRING "Extra mpiexec flags for tasktree's MPI tests")
 endif()
 
+# The flags that keep an MPI job alive when one of its ranks dies, for the lost-rank tests; empty
+# when this launcher's are unknown (the tests are then not added). Open MPI: --enable-recovery;
+# MPICH's hydra would take -disable-auto-cleanup (untested here).
+if(NOT DEFINED TASKTREE_MPIEXEC_RECOVERY_FLAGS)
+  execute_process(COMMAND ${MPIEXEC_EXECUTABLE} --version OUTPUT_VARIABLE tasktree_mpiexec_version
+                  ERROR_VARIABLE tasktree_mpiexec_version RESULT_VARIABLE tasktree_mpiexec_result)
+  set(tasktree_recovery_flags "")
+  if(tasktree_mpiexec_version MATCHES "Open MPI|OpenRTE")
+    set(tasktree_recovery_flags --enable-recovery)
+  endif()
+  set(TASKTREE_MPIEXEC_RECOVERY_FLAGS "${tasktree_recovery_flags}"
+      CACHE STRING "mpiexec flags that keep the job alive when a rank dies (lost-rank tests)")
+endif()
+
 # Sanitizers: Open MPI is not built with them, and leaks its own allocations at exit and in its
 # runtime threads; tests/sanitizers/ holds the suppressions, each one explained there.
 # fast_unwind_on_malloc=0: Open MPI is built without frame pointers, so only the slow unwinder
@@ -23,9 +37,10 @@ set(TASKTREE_MPI_TEST_ENVIRONMENT
     "TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/sanitizers/tsan-openmpi.supp:halt_on_error=1:second_deadlock_stack=1")
 
 function(tasktree_add_mpi_test name ranks executable)
+  cmake_parse_arguments(PARSE_ARGV 3 arg "" "" "MPIEXEC_FLAGS")
   add_test(NAME ${name}
-           COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} ${TASKTREE_MPIEXEC_FLAGS} ${MPIEXEC_PREFLAGS}
-                   ${executable} ${MPIEXEC_POSTFLAGS} ${ARGN})
+           COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} ${TASKTREE_MPIEXEC_FLAGS} ${arg_MPIEXEC_FLAGS}
+                   ${MPIEXEC_PREFLAGS} ${executable} ${MPIEXEC_POSTFLAGS} ${arg_UNPARSED_ARGUMENTS})
   # RUN_SERIAL: up to 4 ranks that poll for messages, oversubscribing 2 cores already.
   set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT 300 RUN_SERIAL TRUE
                                           ENVIRONMENT "${TASKTREE_MPI_TEST_ENVIRONMENT}")

@@ -463,6 +463,36 @@ TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worke
   CHECK(meter.peak() == (runs_jobs ? per_rank : 0));
 }
 
+TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while rank 0 works, is not lost") {
+  // Jobs of 600 ms against a timeout of 400 ms: the workers' message loops keep sending heartbeats
+  // (every 20 ms) while their jobs run. Rank 0's completion callbacks take 600 ms with nothing out:
+  // it keeps reading the heartbeats that arrive meanwhile.
+  std::atomic<std::uint64_t> executed{0};
+  std::vector<std::string> errors;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"a", "a/b"},
+      .process_dataset =
+          [&executed](std::string_view, std::int64_t) {
+            ++executed;
+            std::this_thread::sleep_for(std::chrono::milliseconds(600));
+            return JobOutcome{};
+          },
+      .completion =
+          [](std::string_view, JobOutcome&, tasktree::InFlight&) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(600));
+            return tasktree::CompletionCallbackResult{};
+          },
+      .max_workers = 1,
+      .log = {.sink = [&errors](tasktree::LogLevel, std::string_view message) { errors.emplace_back(message); },
+              .level = tasktree::LogLevel::warning},
+      .heartbeat_interval = std::chrono::milliseconds(20),
+      .heartbeat_timeout = std::chrono::milliseconds(400),
+  });
+  CHECK_FALSE(failed);
+  CHECK(sum_over_ranks(executed.load()) == 2);
+  CHECK(errors.empty());
+}
+
 TEST_CASE("payloads of any bytes arrive intact on rank 0") {
   std::string big(1 << 20, 'x');
   for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
@@ -550,6 +580,26 @@ TEST_CASE("invalid options are rejected on every rank, naming the value, before 
                });
              }).what,
              Catch::Contains("attempt_timeout -1ns"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel(
+                   {.datasets = {"a"}, .process_dataset = job, .heartbeat_interval = std::chrono::nanoseconds(0)});
+             }).what,
+             Catch::Contains("heartbeat_interval 0ns"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+                   .datasets = {"a"},
+                   .process_dataset = [](std::string_view, std::string_view, const Retry&) { return true; },
+                   .heartbeat_interval = std::chrono::seconds(1),
+                   .heartbeat_timeout = std::chrono::milliseconds(1500),
+               });
+             }).what,
+             Catch::Contains("heartbeat_timeout 1500000000ns: it must be 0 (no timeout) or at least twice "
+                             "heartbeat_interval (1000000000ns)"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel(
+                   {.datasets = {"a"}, .process_dataset = job, .heartbeat_timeout = std::chrono::nanoseconds(-5)});
+             }).what,
+             Catch::Contains("heartbeat_timeout -5ns"));
   CHECK_THAT(
       thrown_by([&] {
         tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .comm = MPI_COMM_NULL});

@@ -249,6 +249,16 @@ struct Options {
   bool callbacks_on_calling_thread = false;
   /// The journal, written and read on rank 0 only; see `tasktree::Options::journal`.
   std::shared_ptr<Journal> journal{};
+  /// How often a worker rank tells rank 0 that it is alive, when it has sent nothing else for this
+  /// long. Read on rank 0, which tells the workers. Must be positive.
+  std::chrono::nanoseconds heartbeat_interval = std::chrono::seconds(1);
+  /// Rank 0 declares a worker rank lost when it has heard nothing from it (no reply, no heartbeat)
+  /// for this long, or at once when MPI returns an error for a message to it. The lost rank's jobs
+  /// in flight are sent to the other worker ranks (they may run twice: at least once), and the run
+  /// goes on without it. Only a launcher that keeps the job alive when a rank dies lets this happen
+  /// (Open MPI: `mpiexec --enable-recovery`; see docs/scale-out.md). Zero: only an MPI error loses
+  /// a rank. Otherwise at least twice `heartbeat_interval`. Read on rank 0.
+  std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// The ranks that take part: rank 0 of `comm` coordinates, the others run jobs. Every rank of
   /// `comm` must call the entry point.
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -324,6 +334,10 @@ struct FaultTolerantOptions {
   bool callbacks_on_calling_thread = false;
   /// The journal, written and read on rank 0 only; see `tasktree::Options::journal`.
   std::shared_ptr<Journal> journal{};
+  /// How often a worker rank says it is alive; see `mpi::Options::heartbeat_interval`.
+  std::chrono::nanoseconds heartbeat_interval = std::chrono::seconds(1);
+  /// When rank 0 gives a silent worker rank up; see `mpi::Options::heartbeat_timeout`.
+  std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };

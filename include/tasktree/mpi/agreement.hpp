@@ -13,7 +13,10 @@
 
 #include <mpi.h>
 
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <optional>
 #include <span>
@@ -64,15 +67,24 @@ inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, st
   return fingerprint(entry_point, check.datasets(), max_workers);
 }
 
+/// What the ranks agreed on at the start of a run.
+struct RunAgreement {
+  /// Rank 0's heartbeat interval, which every worker follows.
+  std::chrono::nanoseconds heartbeat{0};
+  /// On rank 0, every rank's host name (`MPI_Get_processor_name`), by rank; empty elsewhere.
+  std::vector<std::string> hosts{};
+};
+
 /// The agreement that starts every run (collective): each rank says whether it could start and
 /// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
-/// start the same run; a rank that could not rethrows its own error.
-inline void agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
+/// start the same run; a rank that could not rethrows its own error. Then rank 0 learns where each
+/// rank runs.
+inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
   mine.rejected = rejected ? 1 : 0;
   const auto bytes = mine.encode();
   constexpr int size = static_cast<int>(mpi_wire::Fingerprint::size);
   std::vector<char> all(static_cast<std::size_t>(run.size) * mpi_wire::Fingerprint::size);
-  MPI_Allgather(bytes.data(), size, MPI_BYTE, all.data(), size, MPI_BYTE, run.comm);
+  check_mpi(MPI_Allgather(bytes.data(), size, MPI_BYTE, all.data(), size, MPI_BYTE, run.comm), "MPI_Allgather");
   std::vector<mpi_wire::Fingerprint> prints;
   prints.reserve(static_cast<std::size_t>(run.size));
   for (int r = 0; r < run.size; ++r) {
@@ -116,6 +128,19 @@ inline void agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const s
                       r, other.max_workers, root.max_workers));
     }
   }
+  RunAgreement agreement{.heartbeat = std::chrono::nanoseconds(root.heartbeat_nanos)};
+  std::array<char, MPI_MAX_PROCESSOR_NAME> host{};
+  int length = 0;
+  check_mpi(MPI_Get_processor_name(host.data(), &length), "MPI_Get_processor_name");
+  std::vector<char> hosts(run.rank == 0 ? static_cast<std::size_t>(run.size) * host.size() : 0);
+  check_mpi(MPI_Gather(host.data(), static_cast<int>(host.size()), MPI_CHAR, hosts.data(),
+                       static_cast<int>(host.size()), MPI_CHAR, 0, run.comm),
+            "MPI_Gather");
+  for (std::size_t offset = 0; offset < hosts.size(); offset += host.size()) {
+    const char* name = hosts.data() + offset;
+    agreement.hosts.emplace_back(name, strnlen(name, host.size()));
+  }
+  return agreement;
 }
 
 }  // namespace tasktree::detail

@@ -1,35 +1,61 @@
 #pragma once
 /// @file mpi/dispatcher.hpp
 /// @brief Rank 0's side of an MPI run: the job stubs that hand requests to the message loop and wait
-/// for replies, and the loop that sends each request to the least loaded worker rank.
+/// for replies, and the loop that sends each request to the least loaded worker rank, watches that
+/// every worker rank is still there, and sends the jobs of a rank it lost to the others.
 
+#include <tasktree/log.hpp>
 #include <tasktree/mpi/transport.hpp>
 #include <tasktree/mpi/wire.hpp>
 
+#include <fmt/format.h>
+
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <iterator>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <stop_token>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace tasktree::detail {
 
+/// How rank 0 tells that a worker rank is gone.
+struct Liveness {
+  /// How often a worker that sent nothing else sends a heartbeat.
+  std::chrono::nanoseconds heartbeat{std::chrono::seconds(1)};
+  /// A worker silent this long is lost; zero: only an MPI error loses a rank.
+  std::chrono::nanoseconds timeout{std::chrono::seconds(30)};
+};
+
 /// Rank 0's side of the transport: job stubs `call` it from the coordinator's worker threads; the
 /// calling thread runs `pump`, the message loop that sends requests and delivers replies.
 class Dispatcher {
  public:
-  /// Jobs run on worker ranks 1..size-1 of `comm`.
-  Dispatcher(MPI_Comm comm, int size) : comm_(comm), size_(size), load_(static_cast<std::size_t>(size), 0) {
+  /// Jobs run on worker ranks 1..size-1 of `comm`, which run on `hosts` (by rank); `log` hears of
+  /// lost ranks (its sink must take a lock: the coordinator logs too; see `serialize_sink`).
+  Dispatcher(MPI_Comm comm, int size, Liveness liveness, std::vector<std::string> hosts, Logger log)
+      : comm_(comm),
+        size_(size),
+        liveness_(liveness),
+        hosts_(std::move(hosts)),
+        log_(std::move(log)),
+        load_(static_cast<std::size_t>(size), 0),
+        alive_(static_cast<std::size_t>(size), true),
+        last_heard_(static_cast<std::size_t>(size)) {
     for (int rank = 1; rank < size; ++rank) by_load_.emplace(0, rank);
   }
   /// A single rank: jobs run in this process, by `local`, on the thread that calls.
@@ -70,23 +96,41 @@ class Dispatcher {
     }
   }
 
-  /// Tells every worker rank how the run ended, and waits until every message left.
+  /// Tells every worker rank how the run ended, and waits until every message to a rank not lost
+  /// left. A lost rank is told too, in case it was only silent: it then drops what it still runs
+  /// and returns; its message is short, so that MPI sends it without waiting for the receiver.
   void shutdown(const mpi_wire::Shutdown& result) noexcept {
     try {
       const std::string bytes = mpi_wire::encode(result);
-      for (int rank = 1; rank < size_; ++rank) sends_.send(comm_, rank, mpi_wire::shutdown, bytes);
+      mpi_wire::Shutdown lost = result;
+      lost.lost = true;
+      if (lost.message.size() > 200) lost.message.resize(200);
+      const std::string lost_bytes = mpi_wire::encode(lost);
+      for (int rank = 1; rank < size_; ++rank) {
+        if (alive_[static_cast<std::size_t>(rank)]) {
+          sends_.send(comm_, rank, mpi_wire::shutdown, bytes);
+        } else {
+          sends_.send(comm_, rank, mpi_wire::shutdown, lost_bytes);
+          sends_.abandon(rank);
+        }
+      }
       sends_.wait();
     } catch (...) {
       abort_mpi_job(comm_, 0, std::current_exception());
     }
   }
 
+  /// The worker ranks lost during the run, in the order they were lost. After `pump`.
+  [[nodiscard]] const std::vector<int>& lost_ranks() const noexcept { return lost_; }
+  /// How many requests were sent again because their rank was lost. After `pump`.
+  [[nodiscard]] std::size_t resubmitted() const noexcept { return resubmitted_; }
+
  private:
   struct Call {
     const mpi_wire::Request* request = nullptr;
     mpi_wire::Reply reply{};
-    bool done = false;       // guarded by `mutex_`
-    bool cancel = false;     // guarded by `mutex_`: its stop token was signalled
+    bool done = false;         // guarded by `mutex_`
+    bool cancel = false;       // guarded by `mutex_`: its stop token was signalled
     bool cancel_sent = false;  // the message loop's own, like the two below
     std::uint64_t id = 0;
     int rank = 0;
@@ -120,6 +164,9 @@ class Dispatcher {
   void pump_until_finished() {
     std::vector<Call*> calls;
     PollBackoff backoff;
+    const bool watch = liveness_.timeout > std::chrono::nanoseconds(0);
+    auto next_check = std::chrono::steady_clock::now();
+    std::fill(last_heard_.begin(), last_heard_.end(), next_check);
     while (true) {
       bool cancel = false;
       bool finished = false;
@@ -133,8 +180,15 @@ class Dispatcher {
       for (Call* call : calls) dispatch(*call);
       calls.clear();
       if (cancel) send_cancels();
-      busy = receive_replies() || busy;
-      sends_.test();
+      busy = receive_messages() || busy;
+      if (const int failed = sends_.test(); failed > 0) lose(failed, "MPI could not send to it");
+      if (watch) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next_check) {
+          next_check = now + liveness_.heartbeat;
+          check_silence(now);
+        }
+      }
       // The coordinator finishes only after every stub returned, i.e. got its reply.
       if (finished) return;
       if (busy) {
@@ -142,11 +196,15 @@ class Dispatcher {
         continue;
       }
       std::unique_lock lock(mutex_);
-      const auto local_event = [this] {
-        return !new_calls_.empty() || cancel_pending_ || coordinator_finished_;
-      };
+      const auto local_event = [this] { return !new_calls_.empty() || cancel_pending_ || coordinator_finished_; };
       if (outstanding_.empty() && sends_.empty()) {
-        wake_.wait(lock, local_event);  // nothing can arrive from the workers now
+        // Only heartbeats can arrive; read them often enough that a quiet rank is not taken for
+        // a lost one.
+        if (watch) {
+          wake_.wait_for(lock, liveness_.heartbeat, local_event);
+        } else {
+          wake_.wait(lock, local_event);
+        }
       } else if (const auto nap = backoff.next(reply_poll_cap); nap > 0us) {
         wake_.wait_for(lock, nap, local_event);
       } else {
@@ -156,28 +214,133 @@ class Dispatcher {
     }
   }
 
-  /// Sends `call`'s request to the least loaded worker rank (the lowest such rank).
-  void dispatch(Call& call) {
-    const auto least = by_load_.begin();
-    const auto [load, rank] = *least;
-    mpi_wire::Request request = *call.request;
-    request.id = next_id_++;
-    sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request));
-    by_load_.erase(least);
-    by_load_.emplace(load + 1, rank);
-    load_[static_cast<std::size_t>(rank)] = load + 1;
-    call.id = request.id;
-    call.rank = rank;
-    outstanding_.emplace(request.id, &call);
+  /// Loses every worker rank not heard from within the timeout.
+  void check_silence(std::chrono::steady_clock::time_point now) {
+    for (int rank = 1; rank < size_; ++rank) {
+      const auto silent = now - last_heard_[static_cast<std::size_t>(rank)];
+      if (alive_[static_cast<std::size_t>(rank)] && silent > liveness_.timeout) {
+        lose(rank, fmt::format("silent for {:.1f} s, past the heartbeat timeout of {:.1f} s",
+                               std::chrono::duration<double>(silent).count(),
+                               std::chrono::duration<double>(liveness_.timeout).count()));
+      }
+    }
   }
 
-  /// Delivers every reply that has arrived; true if there was one.
-  bool receive_replies() {
+  /// Marks `rank` lost: it gets no more jobs, and the jobs it had are sent to the others (or fail,
+  /// if no worker rank is left). A reply it still sends is ignored.
+  void lose(int rank, const std::string& why) {
+    const auto r = static_cast<std::size_t>(rank);
+    if (!alive_[r]) return;
+    alive_[r] = false;
+    lost_.push_back(rank);
+    by_load_.erase({load_[r], rank});
+    load_[r] = 0;
+    sends_.abandon(rank);
+    std::vector<Call*> orphans;
+    for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+      if (it->second->rank == rank) {
+        orphans.push_back(it->second);
+        it = outstanding_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::sort(orphans.begin(), orphans.end(), [](const Call* a, const Call* b) { return a->id < b->id; });
+    std::string names;
+    for (const Call* call : orphans) {
+      fmt::format_to(std::back_inserter(names), "{}{:?}", names.empty() ? "" : ", ", call->request->dataset);
+    }
+    const bool any_left = !by_load_.empty();
+    note(LogLevel::error,
+         fmt::format("tasktree: worker rank {} on host {} lost ({}); {}", rank, host(rank), why,
+                     orphans.empty() ? std::string("it was running no job")
+                     : any_left
+                         ? fmt::format("running its {} job(s) again on other ranks: {}", orphans.size(), names)
+                         : fmt::format("no worker rank is left to run its {} job(s): {}", orphans.size(), names)));
+    bool cancel = false;
+    for (Call* call : orphans) {
+      if (!any_left) {
+        finish(*call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
+                                      .text = fmt::format("tasktree: {:?} was running on worker rank {} on host {}, "
+                                                          "which was lost ({}), and no worker rank is left",
+                                                          call->request->dataset, rank, host(rank), why),
+                                      .rank = rank});
+        continue;
+      }
+      ++resubmitted_;
+      call->cancel_sent = false;
+      dispatch(*call);
+      std::lock_guard lock(mutex_);
+      cancel = cancel || call->cancel;
+    }
+    if (cancel) send_cancels();
+  }
+
+  [[nodiscard]] std::string_view host(int rank) const noexcept {
+    const auto r = static_cast<std::size_t>(rank);
+    return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
+  }
+
+  /// Tells the log; a sink that throws does not end the message loop.
+  void note(LogLevel level, const std::string& text) noexcept {
+    try {
+      if (log_.enabled(level)) log_.sink(level, text);
+    } catch (...) {
+    }
+  }
+
+  /// Sends `call`'s request to the least loaded worker rank (the lowest such rank); fails the call
+  /// if every worker rank was lost.
+  void dispatch(Call& call) {
+    while (true) {
+      if (by_load_.empty()) {
+        finish(call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
+                                     .text = fmt::format("tasktree: {:?} cannot run: every worker rank was lost",
+                                                         call.request->dataset)});
+        return;
+      }
+      const auto least = by_load_.begin();
+      const auto [load, rank] = *least;
+      mpi_wire::Request request = *call.request;
+      request.id = next_id_++;
+      if (!sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request))) {
+        lose(rank, "MPI could not send to it");
+        continue;
+      }
+      by_load_.erase(least);
+      by_load_.emplace(load + 1, rank);
+      load_[static_cast<std::size_t>(rank)] = load + 1;
+      call.id = request.id;
+      call.rank = rank;
+      outstanding_.emplace(request.id, &call);
+      return;
+    }
+  }
+
+  /// Hands `reply` to the stub that waits for it.
+  void finish(Call& call, mpi_wire::Reply reply) {
+    std::lock_guard lock(mutex_);
+    call.reply = std::move(reply);
+    call.done = true;
+    call.replied.notify_one();  // under the lock: the stub destroys `call` once it sees `done`
+  }
+
+  /// Reads every message that has arrived: delivers replies, notes heartbeats; true if there was
+  /// one. What a lost rank still sends is dropped.
+  bool receive_messages() {
     bool any = false;
     MPI_Status status;
-    while (receive(comm_, MPI_ANY_SOURCE, mpi_wire::outcome, bytes_, status)) {
+    while (receive(comm_, MPI_ANY_SOURCE, MPI_ANY_TAG, bytes_, status)) {
       any = true;
       const int rank = status.MPI_SOURCE;
+      const auto r = static_cast<std::size_t>(rank);
+      if (rank <= 0 || rank >= size_ || !alive_[r]) continue;
+      last_heard_[r] = std::chrono::steady_clock::now();
+      if (status.MPI_TAG == mpi_wire::heartbeat) continue;
+      if (status.MPI_TAG != mpi_wire::outcome) {
+        throw std::runtime_error(
+            fmt::format("tasktree: rank {} sent an unexpected MPI message tag {}", rank, status.MPI_TAG));
+      }
       mpi_wire::Reply reply = mpi_wire::decode_reply(bytes_, rank);
       const auto it = outstanding_.find(reply.id);
       if (it == outstanding_.end()) {
@@ -185,13 +348,10 @@ class Dispatcher {
       }
       Call* call = it->second;
       outstanding_.erase(it);
-      int& load = load_[static_cast<std::size_t>(rank)];
+      int& load = load_[r];
       by_load_.erase({load, rank});
       by_load_.emplace(--load, rank);
-      std::lock_guard lock(mutex_);
-      call->reply = std::move(reply);
-      call->done = true;
-      call->replied.notify_one();  // under the lock: the stub destroys `call` once it sees `done`
+      finish(*call, std::move(reply));
     }
     return any;
   }
@@ -199,6 +359,9 @@ class Dispatcher {
   const ExecuteRequest* local_ = nullptr;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int size_ = 1;
+  Liveness liveness_{};
+  std::vector<std::string> hosts_;
+  Logger log_;
 
   // Shared with the job stubs and the coordinator, guarded by `mutex_`.
   std::mutex mutex_;
@@ -210,8 +373,12 @@ class Dispatcher {
   // The message loop's own.
   std::unordered_map<std::uint64_t, Call*> outstanding_;
   std::uint64_t next_id_ = 1;
-  std::vector<int> load_;                  // per rank: jobs out
-  std::set<std::pair<int, int>> by_load_;  // {load, rank} of every worker rank
+  std::vector<int> load_;                                          // per rank: jobs out
+  std::set<std::pair<int, int>> by_load_;                          // {load, rank} of every worker rank not lost
+  std::vector<bool> alive_;                                        // per rank: not lost
+  std::vector<std::chrono::steady_clock::time_point> last_heard_;  // per rank
+  std::vector<int> lost_;
+  std::size_t resubmitted_ = 0;
   PendingSends sends_;
   std::string bytes_;
   std::vector<std::pair<std::uint64_t, int>> cancels_;  // {id, rank} to send

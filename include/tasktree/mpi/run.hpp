@@ -69,39 +69,63 @@ inline void check_thread_level() {
   }
 }
 
-/// The start of every run (collective): checks MPI's thread level and `max_workers`, validates this
-/// rank's arguments with `validate(max_workers)`, which returns the run's fingerprint, and agrees on
-/// the run with the other ranks (see `agree_on_run`). Returns the run's `max_workers`.
+/// Throws `std::invalid_argument` unless `liveness` (an entry point's `heartbeat_interval` and
+/// `heartbeat_timeout`) can work.
+inline void validate_liveness(const Liveness& liveness) {
+  if (liveness.heartbeat.count() <= 0) {
+    throw std::invalid_argument(
+        fmt::format("tasktree: invalid heartbeat_interval {}ns: it must be positive", liveness.heartbeat.count()));
+  }
+  if (liveness.timeout.count() < 0 || (liveness.timeout.count() > 0 && liveness.timeout < 2 * liveness.heartbeat)) {
+    throw std::invalid_argument(
+        fmt::format("tasktree: invalid heartbeat_timeout {}ns: it must be 0 (no timeout) or at least twice "
+                    "heartbeat_interval ({}ns)",
+                    liveness.timeout.count(), liveness.heartbeat.count()));
+  }
+}
+
+/// What `start_run` settled.
+struct StartedRun {
+  int max_workers = 0;
+  RunAgreement agreement{};
+};
+
+/// The start of every run (collective): checks MPI's thread level, `max_workers` and `liveness`,
+/// validates this rank's arguments with `validate(max_workers)`, which returns the run's
+/// fingerprint, and agrees on the run with the other ranks (see `agree_on_run`).
 template <class Validate>
-int start_run(const RunComm& run, int requested_max_workers, Validate&& validate) {
+StartedRun start_run(const RunComm& run, int requested_max_workers, const Liveness& liveness, Validate&& validate) {
   std::exception_ptr rejected;
   mpi_wire::Fingerprint mine;
-  int max_workers = 0;
+  StartedRun started;
   try {
     check_thread_level();
-    max_workers = effective_max_workers(requested_max_workers, run.size);
-    mine = validate(max_workers);
+    started.max_workers = effective_max_workers(requested_max_workers, run.size);
+    validate_liveness(liveness);
+    mine = validate(started.max_workers);
+    mine.heartbeat_nanos = liveness.heartbeat.count();
   } catch (...) {
     rejected = std::current_exception();
   }
-  agree_on_run(run, mine, rejected);
-  return max_workers;
+  started.agreement = agree_on_run(run, mine, rejected);
+  return started;
 }
 
 /// Rank 0's statistics as the shutdown message carries them (see `mpi_wire::Shutdown::counts`).
 inline std::array<std::uint64_t, 11> to_wire(const FaultTolerantStats& stats) noexcept {
   const RunStats& run = stats.run;
-  return {run.total,     run.started,   run.completed, run.succeeded,
-          run.failed,    run.skipped,   run.cancelled, stats.retries,
-          stats.recovered, stats.failed_while_stopping, run.resumed};
+  return {run.total,   run.started,   run.completed, run.succeeded,   run.failed,
+          run.skipped, run.cancelled, stats.retries, stats.recovered, stats.failed_while_stopping,
+          run.resumed};
 }
 
 inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 11>& counts) noexcept {
   FaultTolerantStats stats;
   RunStats& run = stats.run;
-  std::size_t* const fields[] = {&run.total,     &run.started,   &run.completed, &run.succeeded,
-                                 &run.failed,    &run.skipped,   &run.cancelled, &stats.retries,
-                                 &stats.recovered, &stats.failed_while_stopping, &run.resumed};
+  std::size_t* const fields[] = {
+      &run.total,   &run.started,   &run.completed, &run.succeeded,   &run.failed,
+      &run.skipped, &run.cancelled, &stats.retries, &stats.recovered, &stats.failed_while_stopping,
+      &run.resumed};
   for (std::size_t i = 0; i < counts.size(); ++i) *fields[i] = static_cast<std::size_t>(counts[i]);
   return stats;
 }
@@ -109,24 +133,25 @@ inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 11>& counts)
 /// Runs a validated run on this rank: rank 0 calls `coordinate(dispatcher, stats)` (on a thread of
 /// its own while the calling thread pumps messages, or on the calling thread when it is alone);
 /// worker ranks run jobs with `execute` until rank 0 sends the result. Every rank returns rank 0's
-/// result and fills `stats` with its statistics.
+/// result and fills `stats` with its statistics. On rank 0, `liveness` says when a worker is lost
+/// and `log` (serialized) hears of it.
 template <class Coordinate>
-bool run_on_ranks(const RunComm& run, int max_workers, const ExecuteRequest& execute, Coordinate&& coordinate,
-                  FaultTolerantStats& stats) {
+bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& liveness, const Logger& log,
+                  const ExecuteRequest& execute, Coordinate&& coordinate, FaultTolerantStats& stats) {
   if (run.size == 1) {
     Dispatcher local(execute);
     return coordinate(local, stats);
   }
   if (run.rank != 0) {
     const auto workers = static_cast<std::size_t>(run.size - 1);
-    const std::size_t capacity = (static_cast<std::size_t>(max_workers) + workers - 1) / workers;
-    WorkerLoop worker(run.comm, run.rank, execute, capacity);
+    const std::size_t capacity = (static_cast<std::size_t>(started.max_workers) + workers - 1) / workers;
+    WorkerLoop worker(run.comm, run.rank, execute, capacity, started.agreement.heartbeat);
     mpi_wire::Shutdown result = worker.run();
     stats = from_wire(result.counts);
     if (result.threw) throw mpi::RemoteError(result.message, result.origin);
     return result.failed;
   }
-  Dispatcher dispatcher(run.comm, run.size);
+  Dispatcher dispatcher(run.comm, run.size, liveness, std::move(started.agreement.hosts), log);
   bool failed = false;
   std::exception_ptr error;
   FaultTolerantStats run_stats;
@@ -278,7 +303,10 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   // Rank 0's jobs are stubs that run the real job elsewhere, through the dispatcher of the run.
   detail::Dispatcher* dispatcher = nullptr;
   std::optional<ParallelTaskTree<>> tree;
-  const int max_workers = detail::start_run(run, options.max_workers, [&](int workers) {
+  const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
+  detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
+  const Logger log = options.log;
+  const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
     if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
     if (run.rank != 0) {  // a worker needs no tree
       return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
@@ -304,7 +332,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
     using Core = tasktree::Options<>;
     static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
                   "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
-    static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 3,
+    static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 5,
                   "a new option of mpi::Options: share it with tasktree::Options or handle it here");
     detail::carry_shared_options(std::move(options), core, &Core::max_workers);
     core.max_workers = workers;
@@ -319,7 +347,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   FaultTolerantStats all_stats;
   try {
     const bool failed = detail::run_on_ranks(
-        run, max_workers, execute,
+        run, started, liveness, log, execute,
         [&](detail::Dispatcher& transport, FaultTolerantStats& run_stats) {
           dispatcher = &transport;
           try {
@@ -343,7 +371,10 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
 inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions options, FaultTolerantStats& stats) {
   stats = FaultTolerantStats{};
   detail::RunComm run(options.comm);
-  const int max_workers = detail::start_run(run, options.max_workers, [&](int workers) {
+  const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
+  detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
+  const Logger log = options.log;
+  const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
     detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
     detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
     // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
@@ -374,14 +405,14 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
                   "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
                   "detail::for_each_shared_option");
     static_assert(
-        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 2,
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 4,
         "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
         "it here");
     // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and
     // `retry_policy` there, and on this rank when it is alone); here the verdict travels with it.
     detail::carry_shared_options(std::move(options), local, &Local::max_workers, &Local::retry_policy,
                                  &Local::is_job_failure);
-    local.max_workers = max_workers;
+    local.max_workers = started.max_workers;
     local.retry_policy = options.retry_policy;
     // A `TimeoutError` is made here, on rank 0, when an attempt ran past `attempt_timeout`: the
     // user's predicates judge it here, as they would on one machine.
@@ -395,7 +426,7 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     };
     return tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(local), run_stats);
   };
-  return detail::run_on_ranks(run, max_workers, execute, coordinate, stats);
+  return detail::run_on_ranks(run, started, liveness, log, execute, coordinate, stats);
 }
 
 inline bool process_datasets_in_parallel(Options options) {

@@ -80,10 +80,12 @@ class RunComm {
     if (inter != 0)
       throw std::invalid_argument("tasktree: invalid comm: an intercommunicator; pass an intracommunicator");
     check_mpi(MPI_Comm_dup(parent, &comm), "MPI_Comm_dup");
-    // An MPI failure inside a run cannot be recovered from on all ranks alike; let MPI end the job.
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_ARE_FATAL);
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
+    // Rank 0 outlives a worker rank that fails (see docs/scale-out.md, "When a rank is lost"): MPI
+    // returns the errors of its calls, and a send that fails marks its destination lost. On a
+    // worker, an MPI failure (rank 0 gone) leaves nothing to do; MPI ends the job.
+    MPI_Comm_set_errhandler(comm, rank == 0 ? MPI_ERRORS_RETURN : MPI_ERRORS_ARE_FATAL);
   }
   RunComm(const RunComm&) = delete;
   RunComm& operator=(const RunComm&) = delete;
@@ -112,33 +114,72 @@ class PollBackoff {
 };
 
 /// Messages being sent without blocking; each buffer stays put until MPI is done with it.
+///
+/// Errors: on a communicator whose error handler returns errors (rank 0's), a send that MPI says
+/// failed names its destination, which the caller may then treat as lost (`abandon`); elsewhere MPI
+/// ends the job first.
 class PendingSends {
  public:
   PendingSends() = default;
   PendingSends(const PendingSends&) = delete;
   PendingSends& operator=(const PendingSends&) = delete;
-  ~PendingSends() = default;
+  /// A send still pending here was abandoned or never waited for: MPI may still read its buffer
+  /// (it cannot take a send back), so the buffer is kept, reachable, until the process ends.
+  ~PendingSends() {
+    test();
+    sends_.splice(sends_.end(), abandoned_);
+    if (sends_.empty()) return;
+    static std::list<Send>* const kept = new std::list<Send>();  // NOLINT: deliberately never freed
+    for (Send& entry : sends_) MPI_Request_free(&entry.request);
+    kept->splice(kept->end(), sends_);
+  }
 
-  void send(MPI_Comm comm, int rank, int tag, std::string bytes) {
+  /// Starts sending `bytes` to `rank`; false if MPI returned an error for it (nothing is pending).
+  bool send(MPI_Comm comm, int rank, int tag, std::string bytes) {
     if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
       throw std::length_error(fmt::format("tasktree: an MPI message of {} bytes is too large", bytes.size()));
     }
     Send& entry = sends_.emplace_back();
     entry.bytes = std::move(bytes);
-    MPI_Isend(entry.bytes.data(), static_cast<int>(entry.bytes.size()), MPI_BYTE, rank, tag, comm, &entry.request);
+    entry.rank = rank;
+    if (MPI_Isend(entry.bytes.data(), static_cast<int>(entry.bytes.size()), MPI_BYTE, rank, tag, comm,
+                  &entry.request) != MPI_SUCCESS) {
+      sends_.pop_back();
+      return false;
+    }
+    return true;
   }
-  /// Forgets the sends that completed.
-  void test() {
+  /// Forgets the sends that completed; returns the destination of one that failed, or -1.
+  int test() {
+    int failed = -1;
     for (auto it = sends_.begin(); it != sends_.end();) {
       int done = 0;
-      MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+      if (MPI_Test(&it->request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        failed = it->rank;
+        done = 1;
+      }
       it = done != 0 ? sends_.erase(it) : std::next(it);
     }
+    for (auto it = abandoned_.begin(); it != abandoned_.end();) {
+      int done = 0;
+      if (MPI_Test(&it->request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) done = 1;
+      it = done != 0 ? abandoned_.erase(it) : std::next(it);
+    }
+    return failed;
   }
   /// Blocks until every send completed.
   void wait() {
     for (Send& entry : sends_) MPI_Wait(&entry.request, MPI_STATUS_IGNORE);
     sends_.clear();
+  }
+  /// Stops waiting for the sends to `rank` (a rank that will never receive them, or whose receipt
+  /// no longer matters): `test` still forgets each when it completes, `wait` does not wait for it.
+  void abandon(int rank) {
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      const auto next = std::next(it);
+      if (it->rank == rank) abandoned_.splice(abandoned_.end(), sends_, it);
+      it = next;
+    }
   }
   [[nodiscard]] bool empty() const noexcept { return sends_.empty(); }
 
@@ -146,20 +187,22 @@ class PendingSends {
   struct Send {
     std::string bytes;
     MPI_Request request = MPI_REQUEST_NULL;
+    int rank = 0;
   };
-  std::list<Send> sends_;  // a list: MPI holds pointers into the buffers
+  std::list<Send> sends_;      // a list: MPI holds pointers into the buffers
+  std::list<Send> abandoned_;  // not waited for
 };
 
 /// Receives the next message matching `source` and `tag`, if one has arrived.
 inline bool receive(MPI_Comm comm, int source, int tag, std::string& bytes, MPI_Status& status) {
   int arrived = 0;
   MPI_Message message = MPI_MESSAGE_NULL;
-  MPI_Improbe(source, tag, comm, &arrived, &message, &status);
+  check_mpi(MPI_Improbe(source, tag, comm, &arrived, &message, &status), "MPI_Improbe");
   if (arrived == 0) return false;
   int count = 0;
   MPI_Get_count(&status, MPI_BYTE, &count);
   bytes.assign(static_cast<std::size_t>(count), '\0');
-  MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE);
+  check_mpi(MPI_Mrecv(bytes.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
   return true;
 }
 

@@ -26,10 +26,11 @@ namespace tasktree::detail::mpi_wire {
 
 /// What a message is; used as its MPI tag.
 enum Tag : int {
-  request = 1,   // rank 0 -> worker: run this job
-  outcome = 2,   // worker -> rank 0: how a job ended
-  cancel = 3,    // rank 0 -> worker: signal the stop token of one job (run stop or attempt timeout)
-  shutdown = 4,  // rank 0 -> worker: the run is over, here is its result
+  request = 1,    // rank 0 -> worker: run this job
+  outcome = 2,    // worker -> rank 0: how a job ended
+  cancel = 3,     // rank 0 -> worker: signal the stop token of one job (run stop or attempt timeout)
+  shutdown = 4,   // rank 0 -> worker: the run is over, here is its result
+  heartbeat = 5,  // worker -> rank 0: still here (sent when it sent nothing else for a while; empty)
 };
 
 /// Appends fixed-width little-endian fields to a byte string.
@@ -173,6 +174,7 @@ inline Reply decode_reply(std::string_view bytes, int rank) {
 struct Shutdown {
   bool threw = false;       // rank 0 throws; the workers throw a RemoteError with `message`
   bool failed = false;      // what the call returns, if it does not throw
+  bool lost = false;        // rank 0 declared this worker lost; replies it still sends are ignored
   std::int32_t origin = 0;  // the rank the error came from
   std::string message{};
   /// Rank 0's statistics of the run, in the order of `RunStats` and then the policy layer's
@@ -184,8 +186,8 @@ struct Shutdown {
 
 inline std::string encode(const Shutdown& shutdown) {
   Writer out;
-  out.u8(shutdown.threw ? 1 : 0);
-  out.u8(shutdown.failed ? 1 : 0);
+  out.u8(
+      static_cast<std::uint8_t>((shutdown.threw ? 1u : 0u) | (shutdown.failed ? 2u : 0u) | (shutdown.lost ? 4u : 0u)));
   out.i32(shutdown.origin);
   out.str(shutdown.message);
   for (const std::uint64_t count : shutdown.counts) out.u64(count);
@@ -195,8 +197,10 @@ inline std::string encode(const Shutdown& shutdown) {
 inline Shutdown decode_shutdown(std::string_view bytes) {
   Reader in(bytes);
   Shutdown shutdown;
-  shutdown.threw = in.u8() != 0;
-  shutdown.failed = in.u8() != 0;
+  const std::uint8_t flags = in.u8();
+  shutdown.threw = (flags & 1u) != 0;
+  shutdown.failed = (flags & 2u) != 0;
+  shutdown.lost = (flags & 4u) != 0;
   shutdown.origin = in.i32();
   shutdown.message = std::string(in.str());
   for (std::uint64_t& count : shutdown.counts) count = in.u64();
@@ -206,15 +210,17 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
-  static constexpr std::uint32_t protocol_version = 2;  // 2: per-job cancel, RunStats::resumed
-  static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8;
+  // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks
+  static constexpr std::uint32_t protocol_version = 3;
+  static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;
-  std::uint32_t entry_point = 0;  // 1: process_datasets_in_parallel, 2: ..._and_fault_tolerant
-  std::uint32_t rejected = 0;     // 1: this rank could not start the run (its options were invalid)
-  std::uint64_t datasets = 0;     // how many
-  std::uint64_t hash = 0;         // FNV-1a of the sorted names
-  std::int64_t max_workers = 0;   // the effective value
+  std::uint32_t entry_point = 0;     // 1: process_datasets_in_parallel, 2: ..._and_fault_tolerant
+  std::uint32_t rejected = 0;        // 1: this rank could not start the run (its options were invalid)
+  std::uint64_t datasets = 0;        // how many
+  std::uint64_t hash = 0;            // FNV-1a of the sorted names
+  std::int64_t max_workers = 0;      // the effective value
+  std::int64_t heartbeat_nanos = 0;  // rank 0's: how often a worker that sent nothing else says it is alive
 
   [[nodiscard]] std::array<char, size> encode() const {
     Writer out;
@@ -224,6 +230,7 @@ struct Fingerprint {
     out.u64(datasets);
     out.u64(hash);
     out.i64(max_workers);
+    out.i64(heartbeat_nanos);
     const std::string bytes = out.take();
     std::array<char, size> fixed{};
     std::memcpy(fixed.data(), bytes.data(), size);
@@ -239,6 +246,7 @@ struct Fingerprint {
     print.datasets = in.u64();
     print.hash = in.u64();
     print.max_workers = in.i64();
+    print.heartbeat_nanos = in.i64();
     return print;
   }
 };

@@ -29,9 +29,11 @@ namespace tasktree::detail {
 /// their own.
 class WorkerLoop {
  public:
-  /// `capacity`: the most jobs rank 0 sends this rank at once.
-  WorkerLoop(MPI_Comm comm, int rank, const ExecuteRequest& execute, std::size_t capacity)
-      : comm_(comm), rank_(rank), execute_(execute), capacity_(capacity) {}
+  /// `capacity`: the most jobs rank 0 sends this rank at once; `heartbeat`: how often to tell rank
+  /// 0 that this rank is alive when it sent nothing else (zero: never).
+  WorkerLoop(MPI_Comm comm, int rank, const ExecuteRequest& execute, std::size_t capacity,
+             std::chrono::nanoseconds heartbeat)
+      : comm_(comm), rank_(rank), execute_(execute), capacity_(capacity), heartbeat_(heartbeat) {}
   WorkerLoop(const WorkerLoop&) = delete;
   WorkerLoop& operator=(const WorkerLoop&) = delete;
   ~WorkerLoop() { close_threads(); }
@@ -41,8 +43,16 @@ class WorkerLoop {
   mpi_wire::Shutdown run() noexcept {
     try {
       mpi_wire::Shutdown shutdown = loop();
+      if (shutdown.lost) {  // rank 0 gave this rank up: stop what still runs, drop its replies
+        std::lock_guard lock(mutex_);
+        for (auto& [id, stop] : live_) stop.request_stop();
+      }
       close_threads();
-      sends_.wait();
+      if (shutdown.lost) {
+        sends_.abandon(0);  // rank 0 reads no more from this rank
+      } else {
+        sends_.wait();
+      }
       return shutdown;
     } catch (...) {
       abort_mpi_job(comm_, rank_, std::current_exception());
@@ -63,6 +73,7 @@ class WorkerLoop {
     PollBackoff backoff;
     std::vector<std::string> outgoing;
     MPI_Status status;
+    auto last_sent = std::chrono::steady_clock::now();
     while (true) {
       bool busy = false;
       std::optional<mpi_wire::Shutdown> shutdown;
@@ -81,12 +92,23 @@ class WorkerLoop {
       }
       busy = busy || !outgoing.empty();
       for (std::string& reply : outgoing) sends_.send(comm_, 0, mpi_wire::outcome, std::move(reply));
+      if (heartbeat_ > std::chrono::nanoseconds(0)) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!outgoing.empty()) {
+          last_sent = now;
+        } else if (now - last_sent >= heartbeat_) {
+          sends_.send(comm_, 0, mpi_wire::heartbeat, std::string());
+          last_sent = now;
+        }
+      }
       outgoing.clear();
       sends_.test();
       if (shutdown) {
         std::lock_guard lock(mutex_);
-        // Rank 0 ends the run only after every reply arrived.
-        if (running_ != 0) throw std::runtime_error("tasktree: rank 0 ended the run while jobs were running here");
+        // Rank 0 ends the run only after every reply arrived, unless it gave this rank up.
+        if (running_ != 0 && !shutdown->lost) {
+          throw std::runtime_error("tasktree: rank 0 ended the run while jobs were running here");
+        }
         return std::move(*shutdown);
       }
       if (busy) {
@@ -211,6 +233,7 @@ class WorkerLoop {
   int rank_;
   const ExecuteRequest& execute_;
   std::size_t capacity_;
+  std::chrono::nanoseconds heartbeat_;
 
   // Shared with the job threads, guarded by `mutex_`.
   std::mutex mutex_;

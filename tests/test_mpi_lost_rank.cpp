@@ -1,0 +1,197 @@
+// A worker rank lost in the middle of a run (docs/scale-out.md, "When a rank is lost"): rank 0
+// notices, sends the lost rank's job to another rank, and the run finishes with the survivors.
+//
+// Run under a launcher that keeps the MPI job alive when a rank dies, with 3 ranks:
+//   mpiexec --enable-recovery -n 3 test_mpi_lost_rank kill     rank 2 dies (SIGKILL) inside a job
+//   mpiexec --enable-recovery -n 3 test_mpi_lost_rank freeze   rank 2 stops (SIGSTOP) inside a job,
+//                                                               and is continued once declared lost
+// Open MPI's mpiexec exits with 0 under --enable-recovery whatever the ranks return, so rank 0
+// prints "lost-rank test (...): passed" when every check held, and ctest looks for that line.
+//
+// Every job start is recorded, on every rank, as a line of one shared file (the ranks run on this
+// host), so that the test can tell which jobs ran twice: only the one in flight on the lost rank.
+
+#include <tasktree/mpi.hpp>
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+int failures = 0;
+
+void check(bool ok, std::string_view what) {
+  if (ok) return;
+  ++failures;
+  fmt::print(stderr, "FAILED: {}\n", what);
+}
+
+/// Appends one line to `path` with a single write (O_APPEND: whole lines from concurrent writers).
+void append_line(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) std::abort();
+  const std::string text = line + "\n";
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) std::abort();
+  ::close(fd);
+}
+
+std::map<std::string, int> count_lines(const std::string& path, int field) {
+  std::map<std::string, int> counts;
+  std::ifstream in(path);
+  std::string dataset;
+  std::string rank;
+  while (in >> dataset >> rank) ++counts[field == 0 ? dataset : rank];
+  return counts;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tasktree::mpi::Environment mpi(argc, argv);
+  const std::string scenario = argc > 1 ? argv[1] : "";
+  const int rank = mpi.rank();
+  if ((scenario != "kill" && scenario != "freeze") || mpi.size() != 3) {
+    if (rank == 0) fmt::print(stderr, "usage: mpiexec --enable-recovery -n 3 test_mpi_lost_rank kill|freeze\n");
+    return 2;
+  }
+
+  // Where the ranks record job starts, and who is who.
+  std::vector<std::string> shared;
+  if (rank == 0) {
+    std::string dir = (std::filesystem::temp_directory_path() / "tasktree-lost-rank.XXXXXX").string();
+    if (::mkdtemp(dir.data()) == nullptr) std::abort();
+    shared.push_back(dir + "/starts");
+  }
+  tasktree::mpi::broadcast(shared);
+  const std::string starts = shared.at(0);
+  std::vector<int> pids(3);
+  const int pid = static_cast<int>(::getpid());
+  MPI_Allgather(&pid, 1, MPI_INT, pids.data(), 1, MPI_INT, MPI_COMM_WORLD);
+
+  std::vector<std::string> datasets{"root"};
+  for (int i = 0; i < 150; ++i) datasets.push_back(fmt::format("root/job{:03}", i));
+  const std::size_t total = datasets.size();
+
+  // Rank 2 is lost in its fourth job.
+  int started_here = 0;
+  const auto job = [&](std::string_view dataset) {
+    append_line(starts, fmt::format("{} {}", dataset, rank));
+    if (rank == 2 && ++started_here == 4) {
+      if (scenario == "kill") ::raise(SIGKILL);
+      ::raise(SIGSTOP);  // frozen until rank 0 gives it up
+    }
+    std::this_thread::sleep_for(30ms);
+  };
+
+  std::mutex log_mutex;
+  std::vector<std::string> errors;
+  const tasktree::Logger log{.sink =
+                                 [&](tasktree::LogLevel level, std::string_view message) {
+                                   const std::lock_guard lock(log_mutex);
+                                   if (level >= tasktree::LogLevel::error) errors.emplace_back(message);
+                                   // A frozen rank comes back once lost: its late reply must be ignored.
+                                   if (scenario == "freeze" && message.find("lost") != std::string_view::npos) {
+                                     ::kill(pids[2], SIGCONT);
+                                   }
+                                 },
+                             .level = tasktree::LogLevel::info};
+
+  bool failed = true;
+  std::map<std::string, int> completions;
+  std::size_t succeeded = 0;
+  std::size_t completed = 0;
+  if (scenario == "kill") {  // the policy layer
+    tasktree::FaultTolerantStats stats;
+    failed = tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(
+        {
+            .datasets = datasets,
+            .process_dataset =
+                [&](std::string_view dataset, std::string_view, const tasktree::Retry&) {
+                  job(dataset);
+                  return true;
+                },
+            .log = log,
+            .heartbeat_interval = 50ms,
+            .heartbeat_timeout = 1s,
+        },
+        stats);
+    succeeded = stats.run.succeeded;
+    completed = stats.run.completed;
+    check(stats.retries == 0, "a lost rank costs no retry of the policy");
+  } else {  // the core
+    tasktree::RunStats stats;
+    failed = tasktree::mpi::process_datasets_in_parallel(
+        {
+            .datasets = datasets,
+            .process_dataset =
+                [&](std::string_view dataset, std::int64_t) {
+                  job(dataset);
+                  return tasktree::mpi::JobOutcome{};
+                },
+            .completion =
+                [&](std::string_view dataset, tasktree::mpi::JobOutcome& outcome, tasktree::InFlight&) {
+                  ++completions[std::string(dataset)];
+                  return tasktree::CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+                },
+            .log = log,
+            .heartbeat_interval = 50ms,
+            .heartbeat_timeout = 1s,
+        },
+        stats);
+    succeeded = stats.succeeded;
+    completed = stats.completed;
+  }
+
+  // Every surviving rank returns rank 0's result.
+  check(!failed, fmt::format("rank {}: the run failed", rank));
+  if (rank != 0) return failures == 0 ? 0 : 1;
+
+  check(completed == total, fmt::format("{} of {} jobs completed", completed, total));
+  check(succeeded == total, fmt::format("{} of {} jobs succeeded", succeeded, total));
+  if (scenario == "freeze") {
+    check(completions.size() == total, fmt::format("{} datasets completed", completions.size()));
+    for (const auto& [dataset, count] : completions)
+      check(count == 1, fmt::format("{} completed {} times", dataset, count));
+  }
+  const auto runs = count_lines(starts, 0);
+  const auto by_rank = count_lines(starts, 1);
+  check(runs.size() == total, fmt::format("{} of {} datasets started", runs.size(), total));
+  std::vector<std::string> twice;
+  for (const auto& [dataset, count] : runs) {
+    if (count == 2) twice.push_back(dataset);
+    check(count == 1 || count == 2, fmt::format("{} started {} times", dataset, count));
+  }
+  check(twice.size() == 1, fmt::format("{} datasets started twice, not only the lost rank's", twice.size()));
+  check(by_rank.count("2") != 0 && by_rank.at("2") == 4, "rank 2 started exactly the four jobs before it was lost");
+  {
+    const std::lock_guard lock(log_mutex);
+    bool named = false;
+    for (const std::string& message : errors) {
+      fmt::print("logged: {}\n", message);
+      named =
+          named || (message.find("worker rank 2") != std::string::npos && message.find("lost") != std::string::npos &&
+                    !twice.empty() && message.find(twice.front()) != std::string::npos);
+    }
+    check(named, "an error names the lost rank and the dataset it was running");
+  }
+  std::filesystem::remove_all(std::filesystem::path(starts).parent_path());
+  if (failures == 0) fmt::print("lost-rank test ({}): passed\n", scenario);
+  return failures == 0 ? 0 : 1;
+}
