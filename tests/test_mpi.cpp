@@ -491,6 +491,7 @@ TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while r
   CHECK_FALSE(failed);
   CHECK(sum_over_ranks(executed.load()) == 2);
   CHECK(errors.empty());
+  CHECK(tasktree::mpi::lost_ranks().empty());
 }
 
 TEST_CASE("payloads of any bytes arrive intact on rank 0") {

@@ -14,6 +14,7 @@
 #include <tasktree/mpi.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -159,8 +160,11 @@ int main(int argc, char** argv) {
     completed = stats.completed;
   }
 
-  // Every surviving rank returns rank 0's result.
+  // Every surviving rank returns rank 0's result and knows which rank was lost (and, so, that its
+  // tasktree::mpi::Environment will not call MPI_Finalize: Open MPI may hang in it).
   check(!failed, fmt::format("rank {}: the run failed", rank));
+  check(tasktree::mpi::lost_ranks() == std::vector<int>{2},
+        fmt::format("rank {}: lost_ranks() is {}", rank, fmt::join(tasktree::mpi::lost_ranks(), ",")));
   if (rank != 0) return failures == 0 ? 0 : 1;
 
   check(completed == total, fmt::format("{} of {} jobs completed", completed, total));

@@ -87,12 +87,11 @@ class Environment {
 
   Environment(const Environment&) = delete;
   Environment& operator=(const Environment&) = delete;
-  /// Calls `MPI_Finalize` if this object initialized MPI.
-  ~Environment() {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (owner_ && !finalized) MPI_Finalize();
-  }
+  /// Calls `MPI_Finalize` if this object initialized MPI, unless a run of this process lost a
+  /// rank (`lost_ranks()`): MPI's closing synchronization includes every rank, and Open MPI 4.1
+  /// then sometimes waits forever for the dead one; the process ends without it, which a launcher
+  /// that survives lost ranks (`mpiexec --enable-recovery`) accepts. See docs/scale-out.md.
+  inline ~Environment();
 
   /// This process's rank in `MPI_COMM_WORLD`.
   [[nodiscard]] int rank() const {
@@ -117,6 +116,11 @@ class Environment {
   inline void init(int* argc, char*** argv, int required);
   bool owner_ = false;
 };
+
+/// @brief The ranks of `MPI_COMM_WORLD` that runs of this process lost (see
+/// `Options::heartbeat_timeout`), in the order they were lost: known on rank 0 and on every
+/// surviving rank once the run has returned. Empty if none was lost.
+[[nodiscard]] inline std::vector<int> lost_ranks();
 
 /// @brief Makes every rank's `strings` a copy of rank 0's. Collective: every rank of `comm` calls it.
 ///

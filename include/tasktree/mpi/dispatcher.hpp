@@ -105,6 +105,7 @@ class Dispatcher {
       mpi_wire::Shutdown lost = result;
       lost.lost = true;
       if (lost.message.size() > 200) lost.message.resize(200);
+      if (lost.lost_ranks.size() > 64) lost.lost_ranks.resize(64);
       const std::string lost_bytes = mpi_wire::encode(lost);
       for (int rank = 1; rank < size_; ++rank) {
         if (alive_[static_cast<std::size_t>(rank)]) {

@@ -35,10 +35,12 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -111,6 +113,38 @@ StartedRun start_run(const RunComm& run, int requested_max_workers, const Livene
   return started;
 }
 
+/// The ranks of `MPI_COMM_WORLD` lost during the runs of this process (see `mpi::lost_ranks()`).
+struct LostRanks {
+  std::mutex mutex;
+  std::vector<int> ranks;
+
+  static LostRanks& instance() {
+    static LostRanks lost;
+    return lost;
+  }
+  void add(const std::vector<std::int32_t>& more) {
+    if (more.empty()) return;
+    const std::lock_guard lock(mutex);
+    for (const std::int32_t rank : more) {
+      if (std::find(ranks.begin(), ranks.end(), rank) == ranks.end()) ranks.push_back(rank);
+    }
+  }
+};
+
+/// `ranks` of `comm`, as ranks of `MPI_COMM_WORLD`.
+inline std::vector<std::int32_t> world_ranks(MPI_Comm comm, const std::vector<int>& ranks) {
+  if (ranks.empty()) return {};
+  MPI_Group group = MPI_GROUP_NULL;
+  MPI_Group world = MPI_GROUP_NULL;
+  std::vector<int> translated(ranks.size(), MPI_UNDEFINED);
+  if (MPI_Comm_group(comm, &group) == MPI_SUCCESS && MPI_Comm_group(MPI_COMM_WORLD, &world) == MPI_SUCCESS) {
+    MPI_Group_translate_ranks(group, static_cast<int>(ranks.size()), ranks.data(), world, translated.data());
+  }
+  if (group != MPI_GROUP_NULL) MPI_Group_free(&group);
+  if (world != MPI_GROUP_NULL) MPI_Group_free(&world);
+  return {translated.begin(), translated.end()};
+}
+
 /// Rank 0's statistics as the shutdown message carries them (see `mpi_wire::Shutdown::counts`).
 inline std::array<std::uint64_t, 11> to_wire(const FaultTolerantStats& stats) noexcept {
   const RunStats& run = stats.run;
@@ -147,6 +181,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& livene
     const std::size_t capacity = (static_cast<std::size_t>(started.max_workers) + workers - 1) / workers;
     WorkerLoop worker(run.comm, run.rank, execute, capacity, started.agreement.heartbeat);
     mpi_wire::Shutdown result = worker.run();
+    LostRanks::instance().add(result.lost_ranks);
     stats = from_wire(result.counts);
     if (result.threw) throw mpi::RemoteError(result.message, result.origin);
     return result.failed;
@@ -172,7 +207,9 @@ bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& livene
   dispatcher.pump();
   if (coordinator.joinable()) coordinator.join();
   stats = run_stats;
-  mpi_wire::Shutdown result{.failed = failed, .counts = to_wire(run_stats)};
+  mpi_wire::Shutdown result{
+      .failed = failed, .counts = to_wire(run_stats), .lost_ranks = world_ranks(run.comm, dispatcher.lost_ranks())};
+  LostRanks::instance().add(result.lost_ranks);
   if (error) {
     result.threw = true;
     result.message = describe(error);
@@ -252,6 +289,18 @@ inline mpi_wire::Reply run_remote_attempt(const mpi::FaultTolerantOptions& optio
 }  // namespace tasktree::detail
 
 namespace tasktree::mpi {
+
+inline std::vector<int> lost_ranks() {
+  detail::LostRanks& lost = detail::LostRanks::instance();
+  const std::lock_guard lock(lost.mutex);
+  return lost.ranks;
+}
+
+inline Environment::~Environment() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owner_ && finalized == 0 && lost_ranks().empty()) MPI_Finalize();
+}
 
 inline void Environment::init(int* argc, char*** argv, int required) {
   int finalized = 0;

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tasktree::detail::mpi_wire {
 
@@ -182,6 +183,8 @@ struct Shutdown {
   /// cancelled, retries, recovered, failed_while_stopping, resumed. The wire format has no
   /// dependency on those structs; mpi/run.hpp converts.
   std::array<std::uint64_t, 11> counts{};
+  /// The ranks of `MPI_COMM_WORLD` that rank 0 lost during the run.
+  std::vector<std::int32_t> lost_ranks{};
 };
 
 inline std::string encode(const Shutdown& shutdown) {
@@ -191,6 +194,8 @@ inline std::string encode(const Shutdown& shutdown) {
   out.i32(shutdown.origin);
   out.str(shutdown.message);
   for (const std::uint64_t count : shutdown.counts) out.u64(count);
+  out.u32(static_cast<std::uint32_t>(shutdown.lost_ranks.size()));
+  for (const std::int32_t rank : shutdown.lost_ranks) out.i32(rank);
   return out.take();
 }
 
@@ -204,6 +209,9 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
   shutdown.origin = in.i32();
   shutdown.message = std::string(in.str());
   for (std::uint64_t& count : shutdown.counts) count = in.u64();
+  const std::uint32_t lost = in.u32();
+  if (lost > bytes.size() / 4) throw std::runtime_error("tasktree: malformed MPI message (lost ranks)");
+  for (std::uint32_t i = 0; i < lost; ++i) shutdown.lost_ranks.push_back(in.i32());
   return shutdown;
 }
 
