@@ -104,6 +104,7 @@ fs::path make_demo_tree() {
 
 int main(int argc, char** argv) {
   tasktree::mpi::Environment mpi(argc, argv);
+  mpi.stop_on_signals();  // Ctrl-C, scancel: every rank stops the run and returns, none dies first
   const bool demo = argc < 2;
 
   // Rank 0 decides what to do and tells the others: listing a big tree on every host at once

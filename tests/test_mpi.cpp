@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -492,6 +493,38 @@ TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while r
   CHECK(sum_over_ranks(executed.load()) == 2);
   CHECK(errors.empty());
   CHECK(tasktree::mpi::lost_ranks().empty());
+}
+
+TEST_CASE("a signal caught by stop_on_signals on any rank stops the run on every rank; every rank returns true") {
+  // Every rank turns SIGUSR1 into a stop; the job "root/job05" raises it in its own process, on
+  // whichever rank runs it (rank 0 itself when alone, where a thread watches for it).
+  tasktree::mpi::Environment signals;  // MPI is initialized already: this one only handles signals
+  signals.stop_on_signals({SIGUSR1});
+  CHECK_THROWS_WITH(signals.stop_on_signals({SIGKILL}), Catch::Contains("invalid signal 9"));
+  std::vector<std::string> datasets{"root"};
+  for (int i = 0; i < 200; ++i) datasets.push_back(fmt::format("root/job{:02}", i));
+  std::atomic<std::uint64_t> executed{0};
+  RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&executed](std::string_view dataset, std::int64_t, const std::stop_token& stop) {
+                ++executed;
+                if (dataset == "root/job05") std::raise(SIGUSR1);
+                for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
+                  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                }
+                return JobOutcome{};
+              },
+          .max_workers = 2,
+      },
+      stats);
+  CHECK(failed);
+  CHECK(stats.cancelled > 0);
+  CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
+  CHECK(sum_over_ranks(executed.load()) < datasets.size());
+  CHECK(sum_over_ranks(signals.stop_signal() == SIGUSR1 ? 1 : 0) == 1);  // caught where the job ran
 }
 
 TEST_CASE("payloads of any bytes arrive intact on rank 0") {

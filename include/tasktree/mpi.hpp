@@ -45,8 +45,10 @@
 #include <tasktree/priority.hpp>
 
 #include <mpi.h>
+#include <signal.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -112,9 +114,34 @@ class Environment {
     return level;
   }
 
+  /// @brief Turns `signals` on this rank into a graceful stop of the runs: call it on every rank,
+  /// before the run.
+  ///
+  /// A signal caught on any rank stops the run in progress (or the next one) as a stop request on
+  /// rank 0 would: no new job starts, the stop token of every job in flight is signalled, the run
+  /// waits for them, and every rank returns (true: stopped with work left), so the program can
+  /// print its summary and the journal holds what finished. A worker that catches a signal tells
+  /// rank 0 and goes on until rank 0 ends the run. The same signal a second time ends the process
+  /// as it would have without this call. Launchers deliver the signal to every rank: Slurm (`srun`,
+  /// `scancel`) sends SIGTERM and SIGKILL 30 s later (its `KillWait`); Open MPI's `mpiexec`, on
+  /// SIGINT or SIGTERM, sends the ranks SIGTERM after `odls_base_sigkill_timeout` seconds (default
+  /// 1) and SIGKILL as long again, so give a run time to stop with
+  /// `mpiexec --mca odls_base_sigkill_timeout 30`; it forwards SIGUSR1 and SIGUSR2 at once. See
+  /// docs/scale-out.md, "Stopping from outside".
+  ///
+  /// The previous handlers come back, and the caught signal is forgotten, when this object is
+  /// destroyed.
+  /// @throws std::invalid_argument for a signal that cannot be caught (naming it), before any
+  /// handler changes.
+  inline void stop_on_signals(std::vector<int> signals = {SIGINT, SIGTERM, SIGHUP});
+
+  /// The signal `stop_on_signals` caught on this rank, or 0.
+  [[nodiscard]] inline int stop_signal() const noexcept;
+
  private:
   inline void init(int* argc, char*** argv, int required);
   bool owner_ = false;
+  std::vector<std::pair<int, struct sigaction>> saved_handlers_;
 };
 
 /// @brief The ranks of `MPI_COMM_WORLD` that runs of this process lost (see
@@ -236,7 +263,8 @@ struct Options {
   int max_workers = 0;
   /// Pacing between submissions; see `tasktree::Options::interval_nanos`.
   IntervalNanos interval_nanos{};
-  /// Stops the run when signalled on rank 0; see `tasktree::Options::stop_token`.
+  /// Stops the run when signalled on rank 0; see `tasktree::Options::stop_token` (and
+  /// `Environment::stop_on_signals` for stops from outside, on any rank).
   std::stop_token stop_token{};
   /// Barrier algorithm on, off or automatic; see `tasktree::Options::enable_barriers`.
   std::optional<bool> enable_barriers{};

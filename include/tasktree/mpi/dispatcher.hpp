@@ -121,6 +121,10 @@ class Dispatcher {
     }
   }
 
+  /// Makes a signal caught by `stop_on_signals`, on this rank or a worker, request a stop of
+  /// `stop`, the run's stop source. Before `pump`.
+  void stop_on_signal(std::stop_source& stop) noexcept { run_stop_ = &stop; }
+
   /// The worker ranks lost during the run, in the order they were lost. After `pump`.
   [[nodiscard]] const std::vector<int>& lost_ranks() const noexcept { return lost_; }
   /// How many requests were sent again because their rank was lost. After `pump`.
@@ -183,6 +187,7 @@ class Dispatcher {
       if (cancel) send_cancels();
       busy = receive_messages() || busy;
       if (const int failed = sends_.test(); failed > 0) lose(failed, "MPI could not send to it");
+      if (const int signal = caught_stop_signal.load(std::memory_order_relaxed); signal != 0) stop_by_signal(signal, 0);
       if (watch) {
         const auto now = std::chrono::steady_clock::now();
         if (now >= next_check) {
@@ -199,12 +204,16 @@ class Dispatcher {
       std::unique_lock lock(mutex_);
       const auto local_event = [this] { return !new_calls_.empty() || cancel_pending_ || coordinator_finished_; };
       if (outstanding_.empty() && sends_.empty()) {
-        // Only heartbeats can arrive; read them often enough that a quiet rank is not taken for
-        // a lost one.
-        if (watch) {
-          wake_.wait_for(lock, liveness_.heartbeat, local_event);
-        } else {
+        // Only heartbeats and stops can arrive; read them often enough that a quiet rank is not
+        // taken for a lost one, and a signal stops the run soon.
+        auto nap = std::chrono::nanoseconds::max();
+        if (watch) nap = liveness_.heartbeat;
+        if (stop_signals_installed.load(std::memory_order_relaxed))
+          nap = std::min<std::chrono::nanoseconds>(nap, signal_poll_cap);
+        if (nap == std::chrono::nanoseconds::max()) {
           wake_.wait(lock, local_event);
+        } else {
+          wake_.wait_for(lock, nap, local_event);
         }
       } else if (const auto nap = backoff.next(reply_poll_cap); nap > 0us) {
         wake_.wait_for(lock, nap, local_event);
@@ -277,6 +286,15 @@ class Dispatcher {
     if (cancel) send_cancels();
   }
 
+  /// A signal caught on `rank` stops the run (once).
+  void stop_by_signal(int signal, int rank) {
+    if (run_stop_ == nullptr || signal_stopped_) return;
+    signal_stopped_ = true;
+    note(LogLevel::warning, fmt::format("tasktree: rank {} on host {} caught {}: stopping the run", rank, host(rank),
+                                        signal_name(signal)));
+    run_stop_->request_stop();  // no lock held: the run's stop callbacks take ours
+  }
+
   [[nodiscard]] std::string_view host(int rank) const noexcept {
     const auto r = static_cast<std::size_t>(rank);
     return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
@@ -338,6 +356,10 @@ class Dispatcher {
       if (rank <= 0 || rank >= size_ || !alive_[r]) continue;
       last_heard_[r] = std::chrono::steady_clock::now();
       if (status.MPI_TAG == mpi_wire::heartbeat) continue;
+      if (status.MPI_TAG == mpi_wire::stop) {
+        stop_by_signal(mpi_wire::decode_signal(bytes_), rank);
+        continue;
+      }
       if (status.MPI_TAG != mpi_wire::outcome) {
         throw std::runtime_error(
             fmt::format("tasktree: rank {} sent an unexpected MPI message tag {}", rank, status.MPI_TAG));
@@ -380,6 +402,8 @@ class Dispatcher {
   std::vector<std::chrono::steady_clock::time_point> last_heard_;  // per rank
   std::vector<int> lost_;
   std::size_t resubmitted_ = 0;
+  std::stop_source* run_stop_ = nullptr;
+  bool signal_stopped_ = false;
   PendingSends sends_;
   std::string bytes_;
   std::vector<std::pair<std::uint64_t, int>> cancels_;  // {id, rank} to send

@@ -37,6 +37,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -46,6 +48,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -171,9 +174,27 @@ inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 11>& counts)
 /// and `log` (serialized) hears of it.
 template <class Coordinate>
 bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& liveness, const Logger& log,
-                  const ExecuteRequest& execute, Coordinate&& coordinate, FaultTolerantStats& stats) {
+                  std::stop_source& run_stop, const ExecuteRequest& execute, Coordinate&& coordinate,
+                  FaultTolerantStats& stats) {
   if (run.size == 1) {
     Dispatcher local(execute);
+    // No message loop to look for a caught signal: a thread does, while the run lasts.
+    std::jthread watch;
+    if (stop_signals_installed.load()) {
+      watch = std::jthread([&run_stop, &log](const std::stop_token& done) {
+        std::mutex mutex;
+        std::condition_variable_any nap;
+        std::unique_lock lock(mutex);
+        while (!done.stop_requested()) {
+          if (const int signal = caught_stop_signal.load(); signal != 0) {
+            log.log(LogLevel::warning, "tasktree: rank 0 caught {}: stopping the run", signal_name(signal));
+            run_stop.request_stop();
+            return;
+          }
+          nap.wait_for(lock, done, signal_poll_cap, [] { return false; });
+        }
+      });
+    }
     return coordinate(local, stats);
   }
   if (run.rank != 0) {
@@ -187,6 +208,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& livene
     return result.failed;
   }
   Dispatcher dispatcher(run.comm, run.size, liveness, std::move(started.agreement.hosts), log);
+  dispatcher.stop_on_signal(run_stop);
   bool failed = false;
   std::exception_ptr error;
   FaultTolerantStats run_stats;
@@ -297,10 +319,40 @@ inline std::vector<int> lost_ranks() {
 }
 
 inline Environment::~Environment() {
+  for (auto it = saved_handlers_.rbegin(); it != saved_handlers_.rend(); ++it)
+    sigaction(it->first, &it->second, nullptr);
+  if (!saved_handlers_.empty()) {
+    detail::stop_signals_installed = false;
+    detail::caught_stop_signal = 0;
+  }
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (owner_ && finalized == 0 && lost_ranks().empty()) MPI_Finalize();
 }
+
+inline void Environment::stop_on_signals(std::vector<int> signals) {
+  for (const int signal : signals) {
+    if (signal <= 0 || signal >= NSIG || signal == SIGKILL || signal == SIGSTOP) {
+      throw std::invalid_argument(
+          fmt::format("tasktree: invalid signal {} for stop_on_signals: it cannot be caught", signal));
+    }
+  }
+  for (const int signal : signals) {
+    struct sigaction action = {};
+    action.sa_handler = detail::on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    struct sigaction previous = {};
+    if (sigaction(signal, &action, &previous) != 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              fmt::format("tasktree: sigaction({})", detail::signal_name(signal)));
+    }
+    saved_handlers_.emplace_back(signal, previous);
+  }
+  detail::stop_signals_installed = true;
+}
+
+inline int Environment::stop_signal() const noexcept { return detail::caught_stop_signal.load(); }
 
 inline void Environment::init(int* argc, char*** argv, int required) {
   int finalized = 0;
@@ -355,6 +407,10 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
   detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
   const Logger log = options.log;
+  // The run stops on the caller's token, or when a signal caught on some rank asks it to.
+  std::stop_source run_stop;
+  const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
+  options.stop_token = run_stop.get_token();
   const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
     if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
     if (run.rank != 0) {  // a worker needs no tree
@@ -396,7 +452,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   FaultTolerantStats all_stats;
   try {
     const bool failed = detail::run_on_ranks(
-        run, started, liveness, log, execute,
+        run, started, liveness, log, run_stop, execute,
         [&](detail::Dispatcher& transport, FaultTolerantStats& run_stats) {
           dispatcher = &transport;
           try {
@@ -423,6 +479,10 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
   detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
   const Logger log = options.log;
+  // The run stops on the caller's token, or when a signal caught on some rank asks it to.
+  std::stop_source run_stop;
+  const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
+  options.stop_token = run_stop.get_token();
   const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
     detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
     detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
@@ -475,7 +535,7 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     };
     return tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(local), run_stats);
   };
-  return detail::run_on_ranks(run, started, liveness, log, execute, coordinate, stats);
+  return detail::run_on_ranks(run, started, liveness, log, run_stop, execute, coordinate, stats);
 }
 
 inline bool process_datasets_in_parallel(Options options) {

@@ -12,8 +12,10 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +38,38 @@ inline constexpr std::chrono::microseconds reply_poll_cap = 50us;
 inline constexpr std::chrono::microseconds request_poll_cap = 200us;
 /// Longest sleep of a worker's loop while its jobs fill its capacity (only a stop can arrive).
 inline constexpr std::chrono::microseconds stop_poll_cap = 2ms;
+
+/// The signal that `mpi::Environment::stop_on_signals` caught on this rank, or 0: set by the
+/// handler, read by the message loops (a lock-free atomic: safe in a signal handler).
+inline std::atomic<int> caught_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+/// True once `stop_on_signals` installed its handlers: the loops then look at `caught_stop_signal`
+/// at least every `signal_poll_cap`.
+inline std::atomic<bool> stop_signals_installed{false};
+/// Longest a run goes without looking whether a signal asked it to stop.
+inline constexpr std::chrono::milliseconds signal_poll_cap{50};
+
+/// The handler `stop_on_signals` installs: notes the first signal; the same signal again ends the
+/// process as it would have without the handler. Only async-signal-safe calls.
+inline void on_stop_signal(int signal) noexcept {
+  int expected = 0;
+  if (caught_stop_signal.compare_exchange_strong(expected, signal) || expected != signal) return;
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+
+/// The name of a signal, e.g. "SIGTERM".
+inline std::string signal_name(int signal) {
+  switch (signal) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return fmt::format("signal {}", signal);
+  }
+}
 
 /// Ends the whole MPI job after the message loop failed (out of memory, a malformed message):
 /// the ranks could not agree on an orderly end of the run any more, and waiting would hang them.

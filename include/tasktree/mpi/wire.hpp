@@ -32,6 +32,7 @@ enum Tag : int {
   cancel = 3,     // rank 0 -> worker: signal the stop token of one job (run stop or attempt timeout)
   shutdown = 4,   // rank 0 -> worker: the run is over, here is its result
   heartbeat = 5,  // worker -> rank 0: still here (sent when it sent nothing else for a while; empty)
+  stop = 6,       // worker -> rank 0: a signal asked this rank to stop the run (the signal, i32)
 };
 
 /// Appends fixed-width little-endian fields to a byte string.
@@ -128,6 +129,18 @@ inline std::string encode_cancel(std::uint64_t id) {
 inline std::uint64_t decode_cancel(std::string_view bytes) {
   Reader in(bytes);
   return in.u64();
+}
+
+/// A signal number, as a `stop` message carries it.
+inline std::string encode_signal(int signal) {
+  Writer out;
+  out.i32(signal);
+  return out.take();
+}
+
+inline int decode_signal(std::string_view bytes) {
+  Reader in(bytes);
+  return in.i32();
 }
 
 /// How a job ended on its worker: it returned (with the user's outcome), or it threw.

@@ -102,6 +102,10 @@ class WorkerLoop {
         }
       }
       outgoing.clear();
+      if (const int signal = caught_stop_signal.load(std::memory_order_relaxed); signal != 0 && !stop_sent_) {
+        sends_.send(comm_, 0, mpi_wire::stop, mpi_wire::encode_signal(signal));  // rank 0 stops the run
+        stop_sent_ = true;
+      }
       sends_.test();
       if (shutdown) {
         std::lock_guard lock(mutex_);
@@ -247,6 +251,7 @@ class WorkerLoop {
   bool closing_ = false;
 
   // The message loop's own.
+  bool stop_sent_ = false;
   std::vector<std::thread> threads_;
   PendingSends sends_;
   std::string bytes_;
