@@ -542,6 +542,35 @@ flaky/after  touch $DIR/after
   }
 }
 
+TEST_CASE("tasktree-run: started as one of several ranks (mpiexec -n 2, srun -n 2) it refuses and runs nothing") {
+  Scratch scratch;
+  const auto jobs = scratch.write("once.jobs", "once  touch $DIR/ran\n");
+  struct Variable {
+    const char* name;
+    const char* value;
+    bool refused;
+  };
+  for (const Variable& variable :
+       {Variable{"OMPI_COMM_WORLD_SIZE", "2", true}, Variable{"PMI_SIZE", "4", true},
+        Variable{"SLURM_STEP_NUM_TASKS", "8", true}, Variable{"SLURM_STEP_NUM_TASKS", "1", false}}) {
+    INFO(variable.name << "=" << variable.value);
+    ::setenv(variable.name, variable.value, 1);
+    const Finished run = run_tool(scratch, {jobs.string()});
+    ::unsetenv(variable.name);
+    INFO(run.err);
+    if (variable.refused) {
+      CHECK(run.exit_code == 2);
+      CHECK(contains(run.err, fmt::format("tasktree-run: error: started as one of {} processes ({}={}), each of "
+                                          "which would run every job of the plan",
+                                          variable.value, variable.name, variable.value)));
+      CHECK_FALSE(scratch.exists("ran"));
+    } else {
+      CHECK(run.exit_code == 0);
+      CHECK(scratch.exists("ran"));
+    }
+  }
+}
+
 TEST_CASE("tasktree-run: a job that timed out is retried like any failure") {
   Scratch scratch;
   const auto jobs = scratch.write("slow-once.jobs", R"(

@@ -203,7 +203,28 @@ std::vector<JobSpec> load_jobs(const CliSettings& settings) {
   return select_targets(std::move(jobs), settings.targets, !settings.no_prerequisites, source);
 }
 
+std::string started_as_one_of_many_ranks() {
+  // Open MPI's mpiexec; MPICH's and Intel MPI's hydra (and Slurm's PMI-2); srun, for the step's tasks.
+  for (const char* variable : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
+    const char* value = std::getenv(variable);
+    if (value == nullptr) continue;
+    char* end = nullptr;
+    const long ranks = std::strtol(value, &end, 10);
+    if (end == value || *end != '\0' || ranks <= 1) continue;
+    return fmt::format(
+        "started as one of {} processes ({}={}), each of which would run every job of the plan: start "
+        "tasktree-run once, not under mpiexec or srun with several tasks; to spread jobs over hosts, "
+        "run the jobs themselves there (ssh, srun) or use the library's scale-out (docs/scale-out.md)",
+        ranks, variable, value);
+  }
+  return {};
+}
+
 int execute(const CliSettings& cli) {
+  if (const std::string refusal = started_as_one_of_many_ranks(); !refusal.empty()) {
+    fmt::print(stderr, "tasktree-run: error: {}\n", refusal);
+    return 2;
+  }
   RunSettings settings = cli.run;
   if (cli.action == Action::status) {
     try {

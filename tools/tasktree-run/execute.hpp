@@ -15,10 +15,16 @@ namespace tasktree_run {
 /// read.
 [[nodiscard]] std::vector<JobSpec> load_jobs(const CliSettings& settings);
 
+/// If this process is one of several that a launcher started at once (`mpiexec -n N`, `srun -n N`,
+/// N > 1), a message that says so, naming the variable that told; empty otherwise. Each such
+/// process would run the whole plan.
+[[nodiscard]] std::string started_as_one_of_many_ranks();
+
 /// Does what `settings` asks for and returns the exit code: 0 all jobs succeeded (or the plan was
 /// printed), 1 some job failed or did not run because of one, 2 an input error (reported on
 /// standard error), 128 + signal if interrupted. Running jobs blocks SIGINT and SIGTERM in the
-/// calling thread: call it from `main`, before any other thread exists.
+/// calling thread: call it from `main`, before any other thread exists. Refuses (2, running
+/// nothing) when `started_as_one_of_many_ranks()` says why.
 [[nodiscard]] int execute(const CliSettings& settings);
 
 }  // namespace tasktree_run
