@@ -1,29 +1,36 @@
 // How well the job tree scales over MPI ranks: a W4-style workload (jobs that sleep) and its
-// efficiency against the ideal N x t / workers. docs/scale-out.md has the figures.
+// efficiency against the ideal. docs/scale-out.md has the figures.
 //
-//   mpirun -np 8 build/default/examples/example_mpi_bench [--jobs 2000] [--sleep-ms 10] [--max-workers M]
+//   mpirun -np 8 build/default/examples/example_mpi_bench [--jobs 2000] [--sleep-us 10000 | --sleep-ms 10]
+//                                                          [--max-workers M] [--rank0-workers R]
 //
 // The datasets have the shape of the W2 workload: root `pool`, every node a dataset, fanout 10,
 // breadth first until there are N; so a job's children wait for it, and the run starts with one
-// job, then ten. Each job sleeps t ms on its worker and reports how long it really slept, since a
-// sleep lasts a little longer than asked. Rank 0 prints one Markdown table row:
+// job, then ten. Each job sleeps t on the rank that runs it (a worker, or rank 0 in its own slots)
+// and reports how long it really slept, since a sleep lasts a little longer than asked. Rank 0
+// prints one Markdown table row:
 //
-//   | ranks | workers | jobs | t | wall | ideal | efficiency | ideal (measured) | efficiency (measured) | overhead |
+//   | ranks | slots | jobs | t | wall | ideal | efficiency | ideal (measured) | efficiency (measured) | overhead |
+//   jobs/s |
 //
-// where ideal = N x t / workers, ideal (measured) uses the jobs' measured sleeps instead of t, and
-// overhead is what each job cost beyond its sleep: (wall - ideal (measured)) x workers / N, the
-// time a worker spent between jobs (scheduling, messages, waiting for a parent). `--sleep-ms 0`
-// measures that alone.
+// where slots is the most jobs that were in flight at once (rank 0's and the workers'), ideal =
+// max(N x t / slots, depth x t) (the longest chain of parents and children, depth jobs, runs one
+// after another), ideal (measured) uses the jobs' measured sleeps instead of t, and overhead is
+// what each job cost beyond its sleep, (wall - ideal (measured)) x slots / N: the time a slot spent
+// between jobs (scheduling, messages, waiting for a parent). `--sleep-us 0` measures that alone,
+// and jobs/s is then the dispatch rate.
 // With one rank the jobs run on rank 0's threads: the same scheduler without MPI, for comparison.
 
 #include <tasktree/mpi.hpp>
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -34,8 +41,9 @@ namespace {
 
 struct Arguments {
   int jobs = 2000;
-  int sleep_ms = 10;
-  int max_workers = 0;  // 0: one job per worker rank
+  int sleep_us = 10'000;
+  int max_workers = 0;     // 0: one job per worker rank, and rank 0's slots
+  int rank0_workers = -1;  // -1: automatic
 };
 
 /// A count: `--jobs` at least 1, the others at least 0.
@@ -56,7 +64,11 @@ Arguments parse(int argc, char** argv) {
     if (flag == "--jobs") {
       arguments.jobs = parse_count(flag, value);
     } else if (flag == "--sleep-ms") {
-      arguments.sleep_ms = parse_count(flag, value);
+      arguments.sleep_us = 1000 * parse_count(flag, value);
+    } else if (flag == "--sleep-us") {
+      arguments.sleep_us = parse_count(flag, value);
+    } else if (flag == "--rank0-workers") {
+      arguments.rank0_workers = parse_count(flag, value);
     } else if (flag == "--max-workers") {
       arguments.max_workers = parse_count(flag, value);
     } else {
@@ -83,6 +95,30 @@ std::vector<std::string> w2_tree(int count) {
   return datasets;
 }
 
+/// The most jobs in flight at once during the run (rank 0's observer): the slots the run used.
+class PeakInFlight final : public tasktree::RunObserver {
+ public:
+  void on_submit(std::string_view, std::int64_t) override { peak_ = std::max(peak_, ++in_flight_); }
+  void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult) override {
+    --in_flight_;
+  }
+  [[nodiscard]] int peak() const noexcept { return peak_; }
+
+ private:
+  int in_flight_ = 0;
+  int peak_ = 0;
+};
+
+/// The number of jobs on the longest chain from the root down: no run is shorter than that many
+/// jobs one after another.
+int tree_depth(const std::vector<std::string>& datasets) {
+  int depth = 0;
+  for (const std::string& dataset : datasets) {
+    depth = std::max(depth, 1 + static_cast<int>(std::count(dataset.begin(), dataset.end(), '/')));
+  }
+  return depth;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,22 +128,27 @@ int main(int argc, char** argv) {
     arguments = parse(argc, argv);
   } catch (const std::exception& e) {
     if (mpi.rank() == 0) {
-      fmt::print(stderr, "mpi_bench: {}\nusage: mpi_bench [--jobs N] [--sleep-ms T] [--max-workers M]\n", e.what());
+      fmt::print(stderr,
+                 "mpi_bench: {}\nusage: mpi_bench [--jobs N] [--sleep-us T | --sleep-ms T] [--max-workers M] "
+                 "[--rank0-workers R]\n",
+                 e.what());
     }
     return EXIT_FAILURE;  // every rank parsed the same arguments
   }
 
-  const auto nap = std::chrono::milliseconds(arguments.sleep_ms);
+  const auto nap = std::chrono::microseconds(arguments.sleep_us);
+  const std::vector<std::string> datasets = w2_tree(arguments.jobs);
   std::int64_t slept_nanos = 0;  // rank 0: the sum of the jobs' measured sleeps
+  const auto slots = std::make_shared<PeakInFlight>();
   tasktree::RunStats stats;
   const auto start = std::chrono::steady_clock::now();
   const bool failed = tasktree::mpi::process_datasets_in_parallel(
       {
-          .datasets = w2_tree(arguments.jobs),
+          .datasets = datasets,
           .process_dataset =
               [nap](std::string_view, std::int64_t) {
                 const auto begin = std::chrono::steady_clock::now();
-                std::this_thread::sleep_for(nap);
+                if (nap.count() > 0) std::this_thread::sleep_for(nap);
                 const auto nanos =
                     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - begin)
                         .count();
@@ -119,20 +160,24 @@ int main(int argc, char** argv) {
                 return tasktree::CompletionCallbackResult{};
               },
           .max_workers = arguments.max_workers,
+          .observer = slots,
+          .rank0_workers = arguments.rank0_workers,
       },
       stats);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   if (mpi.rank() == 0) {
-    const int workers = arguments.max_workers > 0 ? arguments.max_workers
-                        : mpi.size() > 1          ? mpi.size() - 1
-                                                  : tasktree::default_max_workers();
-    const double ideal = arguments.jobs * (arguments.sleep_ms / 1000.0) / workers;
-    const double ideal_measured = static_cast<double>(slept_nanos) / 1e9 / workers;
-    const double overhead_ms = (wall - ideal_measured) * workers / arguments.jobs * 1000;
-    fmt::print("| {} | {} | {} | {} ms | {:.3f} s | {:.3f} s | {:.1f}% | {:.3f} s | {:.1f}% | {:.2f} ms |\n",
-               mpi.size(), workers, arguments.jobs, arguments.sleep_ms, wall, ideal, 100 * ideal / wall, ideal_measured,
-               100 * ideal_measured / wall, overhead_ms);
+    // The ideal: every slot busy, or the longest chain of parents and children, whichever is longer.
+    const int workers = std::max(1, slots->peak());
+    const double t = arguments.sleep_us / 1e6;
+    const double mean_sleep = static_cast<double>(slept_nanos) / 1e9 / arguments.jobs;
+    const int depth = tree_depth(datasets);
+    const double ideal = std::max(arguments.jobs * t / workers, depth * t);
+    const double ideal_measured = std::max(arguments.jobs * mean_sleep / workers, depth * mean_sleep);
+    const double overhead_us = (wall - ideal_measured) * workers / arguments.jobs * 1e6;
+    fmt::print("| {} | {} | {} | {} µs | {:.3f} s | {:.3f} s | {:.1f}% | {:.3f} s | {:.1f}% | {:.1f} µs | {:.0f} |\n",
+               mpi.size(), workers, arguments.jobs, arguments.sleep_us, wall, ideal, 100 * ideal / wall, ideal_measured,
+               100 * ideal_measured / wall, overhead_us, arguments.jobs / wall);
   }
   const bool complete = stats.completed == static_cast<std::size_t>(arguments.jobs);
   return !failed && complete ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -157,6 +157,7 @@ CoreRun run_core(std::vector<std::string> datasets, const Decide& decide = succe
               },
           .max_workers = max_workers,
           .observer = run.timeline,
+          .rank0_workers = 0,  // every job on a worker rank: the tests check where they ran
       },
       run.stats);
   run.executed = sum_over_ranks(executed.load());
@@ -224,6 +225,7 @@ struct PolicyRecorder {
                                       if (level == tasktree::LogLevel::error) errors.emplace_back(message);
                                     },
                                 .level = tasktree::LogLevel::debug},
+        .rank0_workers = 0,  // every attempt on a worker rank: the tests check where they ran
     };
   }
 };
@@ -391,6 +393,7 @@ TEST_CASE("a job throwing on a worker ends the run: every rank throws a RemoteEr
                   return JobOutcome{};
                 },
             .max_workers = 1,
+            .rank0_workers = 0,
         },
         stats);
   });
@@ -458,6 +461,7 @@ TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worke
             return JobOutcome{};
           },
       .max_workers = per_rank * worker_ranks(),
+      .rank0_workers = 0,
   });
   CHECK_FALSE(failed);
   const bool runs_jobs = world_size() == 1 || world_rank() != 0;
@@ -525,6 +529,58 @@ TEST_CASE("a signal caught by stop_on_signals on any rank stops the run on every
   CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
   CHECK(sum_over_ranks(executed.load()) < datasets.size());
   CHECK(sum_over_ranks(signals.stop_signal() == SIGUSR1 ? 1 : 0) == 1);  // caught where the job ran
+}
+
+TEST_CASE("rank 0 runs jobs in its own slots (rank0_workers) first, and sends the rest to the worker ranks") {
+  std::vector<std::string> datasets;
+  for (int i = 0; i < 12; ++i) datasets.push_back(fmt::format("job{:02}", i));
+  const auto run = [&](int max_workers, int rank0_workers) {
+    std::map<std::string, std::string> ran_on;
+    ConcurrencyMeter here;  // jobs at once on this rank
+    const bool failed = tasktree::mpi::process_datasets_in_parallel({
+        .datasets = datasets,
+        .process_dataset =
+            [&](std::string_view, std::int64_t) {
+              here.enter();
+              std::this_thread::sleep_for(std::chrono::milliseconds(20));
+              here.leave();
+              return JobOutcome{.payload = std::to_string(world_rank())};
+            },
+        .completion =
+            [&ran_on](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+              ran_on[std::string(dataset)] = outcome.payload;
+              return CompletionCallbackResult{};
+            },
+        .max_workers = max_workers,
+        .rank0_workers = rank0_workers,
+    });
+    CHECK_FALSE(failed);
+    return std::pair(ran_on, here.peak());
+  };
+  SECTION("with as many slots on rank 0 as max_workers, every job runs on rank 0") {
+    const auto [ran_on, peak] = run(2, 2);
+    if (world_rank() == 0) {
+      CHECK(ran_on.size() == datasets.size());
+      for (const auto& [dataset, rank] : ran_on) CHECK(rank == "0");
+      CHECK(peak == 2);
+    } else {
+      CHECK(peak == 0);
+    }
+  }
+  SECTION("with one slot on rank 0 and the default max_workers, rank 0 runs one job at a time beside the workers") {
+    const auto [ran_on, peak] = run(0, 1);
+    if (world_rank() == 0) {
+      std::set<std::string> ranks;
+      for (const auto& [dataset, rank] : ran_on) ranks.insert(rank);
+      CHECK(ranks.count("0") == 1);
+      if (world_size() > 1) {
+        CHECK(peak == 1);
+        CHECK(ranks.size() > 1);  // the workers ran some too
+      }
+    }
+  }
+  CHECK_THAT(thrown_by([&] { run(0, -2); }).what,
+             Catch::Contains("invalid rank0_workers -2: it must be at least -1 (-1: automatic"));
 }
 
 TEST_CASE("payloads of any bytes arrive intact on rank 0") {

@@ -257,9 +257,10 @@ struct Options {
   Completion completion{};
   /// Which available job starts first; see `tasktree::Options::priority`.
   Priority priority{};
-  /// At most this many jobs in flight at once, spread evenly over the worker ranks (a rank runs
-  /// several at once when this exceeds their number). 0 means one per worker rank; with a single
-  /// rank, jobs run on rank 0 itself, on `default_max_workers()` threads. Must be at least 0.
+  /// At most this many jobs in flight at once: first rank 0's own slots (`rank0_workers`), the rest
+  /// spread evenly over the worker ranks (a rank runs several at once when they exceed their
+  /// number). 0 means rank 0's slots and one job per worker rank; with a single rank, jobs run on
+  /// rank 0 itself, on `default_max_workers()` threads. Must be at least 0.
   int max_workers = 0;
   /// Pacing between submissions; see `tasktree::Options::interval_nanos`.
   IntervalNanos interval_nanos{};
@@ -291,6 +292,14 @@ struct Options {
   /// (Open MPI: `mpiexec --enable-recovery`; see docs/scale-out.md). Zero: only an MPI error loses
   /// a rank. Otherwise at least twice `heartbeat_interval`. Read on rank 0.
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
+  /// How many jobs rank 0 runs itself at once, beside coordinating, on threads of its own: a job
+  /// goes to rank 0 while one of these slots is free (no message, no delay), else to the least
+  /// loaded worker rank. -1 (the default): automatic: `default_max_workers()`, what a run on rank 0
+  /// alone would use, when rank 0 is the only rank of `comm` on its host or the run has a single
+  /// worker rank (`-np 2`), so that such a run is never slower than `-np 1`; otherwise 0. 0: rank 0
+  /// only coordinates. Ignored with a single rank, where every job runs on rank 0. Read on rank 0.
+  /// Must be at least -1.
+  int rank0_workers = -1;
   /// The ranks that take part: rank 0 of `comm` coordinates, the others run jobs. Every rank of
   /// `comm` must call the entry point.
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -342,7 +351,7 @@ struct FaultTolerantOptions {
 
   /// Which available job starts first; see `tasktree::Options::priority`.
   Priority priority{};
-  /// At most this many jobs in flight at once; 0 means one per worker rank. See
+  /// At most this many jobs in flight at once; 0 means rank 0's slots and one per worker rank. See
   /// `mpi::Options::max_workers`.
   int max_workers = 0;
   /// Pacing between submissions; see `tasktree::Options::interval_nanos`.
@@ -370,6 +379,8 @@ struct FaultTolerantOptions {
   std::chrono::nanoseconds heartbeat_interval = std::chrono::seconds(1);
   /// When rank 0 gives a silent worker rank up; see `mpi::Options::heartbeat_timeout`.
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
+  /// How many attempts rank 0 runs itself at once; see `mpi::Options::rank0_workers`.
+  int rank0_workers = -1;
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };

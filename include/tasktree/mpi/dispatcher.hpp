@@ -70,6 +70,13 @@ class Dispatcher {
   /// signalled), so `stop` may be the run's token or one attempt's. Any thread.
   mpi_wire::Reply call(const mpi_wire::Request& request, const std::stop_token& stop) {
     if (local_ != nullptr) return (*local_)(request, stop);
+    if (here_ != nullptr && take_slot_here()) {  // rank 0 runs it, on this thread
+      mpi_wire::Reply reply = (*here_)(request, stop);
+      reply.rank = 0;
+      std::lock_guard lock(mutex_);
+      --running_here_;
+      return reply;
+    }
     Call call{.request = &request};
     std::stop_callback forward(stop, [this, &call]() noexcept { note_cancel(call); });
     std::unique_lock lock(mutex_);
@@ -121,6 +128,13 @@ class Dispatcher {
     }
   }
 
+  /// Lets rank 0 run up to `slots` jobs itself with `execute`, on the threads that call `call`: a
+  /// call takes a free slot before it would go to a worker rank. Before the first call.
+  void run_here(const ExecuteRequest& execute, int slots) noexcept {
+    here_ = slots > 0 ? &execute : nullptr;
+    slots_here_ = slots;
+  }
+
   /// Makes a signal caught by `stop_on_signals`, on this rank or a worker, request a stop of
   /// `stop`, the run's stop source. Before `pump`.
   void stop_on_signal(std::stop_source& stop) noexcept { run_stop_ = &stop; }
@@ -141,6 +155,13 @@ class Dispatcher {
     int rank = 0;
     std::condition_variable replied{};
   };
+
+  bool take_slot_here() {
+    std::lock_guard lock(mutex_);
+    if (running_here_ >= slots_here_) return false;
+    ++running_here_;
+    return true;
+  }
 
   void note_cancel(Call& call) noexcept {
     std::lock_guard lock(mutex_);
@@ -392,6 +413,10 @@ class Dispatcher {
   std::vector<Call*> new_calls_;
   bool cancel_pending_ = false;  // some call's stop token was signalled since the loop last looked
   bool coordinator_finished_ = false;
+  int running_here_ = 0;  // jobs rank 0 runs itself
+
+  const ExecuteRequest* here_ = nullptr;  // rank 0 runs jobs too (see `run_here`)
+  int slots_here_ = 0;
 
   // The message loop's own.
   std::unordered_map<std::uint64_t, Call*> outstanding_;

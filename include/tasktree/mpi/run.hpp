@@ -91,23 +91,57 @@ inline void validate_liveness(const Liveness& liveness) {
 
 /// What `start_run` settled.
 struct StartedRun {
+  /// The `max_workers` all ranks agreed on: the caller's, or with 0 one per worker rank.
   int max_workers = 0;
+  /// On rank 0 with worker ranks: the slots where rank 0 runs jobs itself; 0 elsewhere.
+  int rank0_workers = 0;
+  /// The most jobs rank 0 has in flight: `max_workers`, plus `rank0_workers` when the caller left
+  /// `max_workers` to the library.
+  int total_workers = 0;
   RunAgreement agreement{};
 };
 
-/// The start of every run (collective): checks MPI's thread level, `max_workers` and `liveness`,
-/// validates this rank's arguments with `validate(max_workers)`, which returns the run's
-/// fingerprint, and agrees on the run with the other ranks (see `agree_on_run`).
+/// The number of ranks of `comm` on this rank's host, this one included (collective).
+inline int ranks_on_this_host(MPI_Comm comm) {
+  MPI_Comm host = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &host), "MPI_Comm_split_type");
+  int size = 1;
+  MPI_Comm_size(host, &size);
+  MPI_Comm_free(&host);
+  return size;
+}
+
+/// The start of every run (collective): checks MPI's thread level, `max_workers`,
+/// `rank0_workers` and `liveness`, validates this rank's arguments with `validate(total_workers)`,
+/// which returns the run's fingerprint, and agrees on the run with the other ranks (see
+/// `agree_on_run`).
 template <class Validate>
-StartedRun start_run(const RunComm& run, int requested_max_workers, const Liveness& liveness, Validate&& validate) {
+StartedRun start_run(const RunComm& run, int requested_max_workers, int requested_rank0_workers,
+                     const Liveness& liveness, Validate&& validate) {
   std::exception_ptr rejected;
   mpi_wire::Fingerprint mine;
   StartedRun started;
+  const int on_host = run.size > 1 ? ranks_on_this_host(run.comm) : 1;
   try {
     check_thread_level();
     started.max_workers = effective_max_workers(requested_max_workers, run.size);
+    if (requested_rank0_workers < -1) {
+      throw std::invalid_argument(fmt::format(
+          "tasktree: invalid rank0_workers {}: it must be at least -1 (-1: automatic, 0: rank 0 only coordinates)",
+          requested_rank0_workers));
+    }
+    if (run.rank == 0 && run.size > 1) {
+      // Automatic: what a run on rank 0 alone would use, when that costs the worker ranks nothing
+      // (rank 0 alone on its host) or a single worker rank could not match it (-np 2).
+      const bool automatic_on = on_host == 1 || run.size == 2;
+      started.rank0_workers = requested_rank0_workers >= 0 ? requested_rank0_workers
+                              : automatic_on               ? default_max_workers()
+                                                           : 0;
+    }
+    started.total_workers = started.max_workers + (requested_max_workers == 0 ? started.rank0_workers : 0);
     validate_liveness(liveness);
-    mine = validate(started.max_workers);
+    mine = validate(started.total_workers);
+    mine.max_workers = started.max_workers;  // what every rank must agree on
     mine.heartbeat_nanos = liveness.heartbeat.count();
   } catch (...) {
     rejected = std::current_exception();
@@ -209,6 +243,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& livene
   }
   Dispatcher dispatcher(run.comm, run.size, liveness, std::move(started.agreement.hosts), log);
   dispatcher.stop_on_signal(run_stop);
+  dispatcher.run_here(execute, started.rank0_workers);
   bool failed = false;
   std::exception_ptr error;
   FaultTolerantStats run_stats;
@@ -411,39 +446,42 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   std::stop_source run_stop;
   const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
   options.stop_token = run_stop.get_token();
-  const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
-    if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
-    if (run.rank != 0) {  // a worker needs no tree
-      return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
-                                           options.enable_barriers, options.barrier_name);
-    }
-    tasktree::Options<> core{
-        .process_dataset = [&dispatcher, &completion = options.completion](
-                               std::string_view dataset, std::int64_t submit_count,
-                               const std::stop_token& stop) -> CompletionCallback {
-          detail::mpi_wire::Reply reply = dispatcher->call({.submit_count = submit_count, .dataset = dataset}, stop);
-          if (reply.kind == detail::mpi_wire::Reply::threw) throw RemoteError(reply.text, reply.rank);
-          return CompletionCallback(
-              [&completion, dataset,
-               outcome = JobOutcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)}](
-                  InFlight& in_flight) mutable {
-                if (completion) return completion(dataset, outcome, in_flight);
-                return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
-              });
-        },
-    };
-    // All of the core's options but the job and the executor (the ranks are the executor) come
-    // from these options; the job, `completion` and `comm` are the scale-out's own.
-    using Core = tasktree::Options<>;
-    static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
-                  "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
-    static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 5,
-                  "a new option of mpi::Options: share it with tasktree::Options or handle it here");
-    detail::carry_shared_options(std::move(options), core, &Core::max_workers);
-    core.max_workers = workers;
-    tree.emplace(std::move(core));
-    return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
-  });
+  const detail::StartedRun started =
+      detail::start_run(run, options.max_workers, options.rank0_workers, liveness, [&](int workers) {
+        if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
+        if (run.rank != 0) {  // a worker needs no tree
+          return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
+                                               options.enable_barriers, options.barrier_name);
+        }
+        tasktree::Options<> core{
+            .process_dataset = [&dispatcher, &completion = options.completion](
+                                   std::string_view dataset, std::int64_t submit_count,
+                                   const std::stop_token& stop) -> CompletionCallback {
+              detail::mpi_wire::Reply reply =
+                  dispatcher->call({.submit_count = submit_count, .dataset = dataset}, stop);
+              if (reply.kind == detail::mpi_wire::Reply::threw) throw RemoteError(reply.text, reply.rank);
+              return CompletionCallback(
+                  [&completion, dataset,
+                   outcome =
+                       JobOutcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)}](
+                      InFlight& in_flight) mutable {
+                    if (completion) return completion(dataset, outcome, in_flight);
+                    return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+                  });
+            },
+        };
+        // All of the core's options but the job and the executor (the ranks are the executor) come
+        // from these options; the job, `completion` and `comm` are the scale-out's own.
+        using Core = tasktree::Options<>;
+        static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
+                      "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
+        static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 6,
+                      "a new option of mpi::Options: share it with tasktree::Options or handle it here");
+        detail::carry_shared_options(std::move(options), core, &Core::max_workers);
+        core.max_workers = workers;
+        tree.emplace(std::move(core));
+        return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
+      });
 
   const detail::ExecuteRequest execute = [&job = options.process_dataset](const detail::mpi_wire::Request& request,
                                                                           const std::stop_token& stop) {
@@ -483,15 +521,16 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   std::stop_source run_stop;
   const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
   options.stop_token = run_stop.get_token();
-  const detail::StartedRun started = detail::start_run(run, options.max_workers, liveness, [&](int workers) {
-    detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
-    detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
-    // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
-    // needs no tree and gives them away.
-    return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
-                                         run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
-                                         options.enable_barriers, options.barrier_name);
-  });
+  const detail::StartedRun started =
+      detail::start_run(run, options.max_workers, options.rank0_workers, liveness, [&](int workers) {
+        detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
+        detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
+        // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
+        // needs no tree and gives them away.
+        return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
+                                             run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
+                                             options.enable_barriers, options.barrier_name);
+      });
 
   const detail::ExecuteRequest execute = [&options](const detail::mpi_wire::Request& request,
                                                     const std::stop_token& stop) {
@@ -514,14 +553,14 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
                   "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
                   "detail::for_each_shared_option");
     static_assert(
-        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 4,
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 5,
         "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
         "it here");
     // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and
     // `retry_policy` there, and on this rank when it is alone); here the verdict travels with it.
     detail::carry_shared_options(std::move(options), local, &Local::max_workers, &Local::retry_policy,
                                  &Local::is_job_failure);
-    local.max_workers = started.max_workers;
+    local.max_workers = started.total_workers;
     local.retry_policy = options.retry_policy;
     // A `TimeoutError` is made here, on rank 0, when an attempt ran past `attempt_timeout`: the
     // user's predicates judge it here, as they would on one machine.
