@@ -11,6 +11,8 @@
 // Every job start is recorded, on every rank, as a line of one shared file (the ranks run on this
 // host), so that the test can tell which jobs ran twice: only the one in flight on the lost rank.
 
+#include "mpi_check.hpp"
+
 #include <tasktree/mpi.hpp>
 
 #include <fmt/format.h>
@@ -36,13 +38,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  if (ok) return;
-  ++failures;
-  fmt::print(stderr, "FAILED: {}\n", what);
-}
+using mpi_check::check;
+using mpi_check::failures;
 
 /// Appends one line to `path` with a single write (O_APPEND: whole lines from concurrent writers).
 void append_line(const std::string& path, const std::string& line) {

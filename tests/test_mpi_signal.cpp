@@ -8,6 +8,8 @@
 // checks what every rank printed: "rank N returned ..." on each, and "signal test: passed" on
 // rank 0 when every check held.
 
+#include "mpi_check.hpp"
+
 #include <tasktree/mpi.hpp>
 
 #include <fmt/format.h>
@@ -26,13 +28,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int failures = 0;
-
-void check(bool ok, std::string_view what) {
-  if (ok) return;
-  ++failures;
-  fmt::print(stderr, "FAILED: {}\n", what);
-}
+using mpi_check::check;
+using mpi_check::failures;
 
 }  // namespace
 

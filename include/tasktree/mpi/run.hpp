@@ -89,6 +89,35 @@ inline void validate_liveness(const Liveness& liveness) {
   }
 }
 
+/// What both entry points set up from their options before a run: when a worker rank is lost, a
+/// logger that rank 0's message loop may share with the coordinator, and the run's own stop source,
+/// which the caller's token and a caught signal both stop. Not movable: the forwarding callback
+/// points to it.
+struct RunControls {
+  struct Forward {
+    std::stop_source* stop;
+    void operator()() const noexcept { stop->request_stop(); }
+  };
+
+  /// Takes `options.log` (serialized) and replaces `options.stop_token` with the run's own.
+  template <class EntryOptions>
+  explicit RunControls(EntryOptions& options)
+      : liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout} {
+    serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
+    log = options.log;
+    forward.emplace(options.stop_token, Forward{&stop});
+    options.stop_token = stop.get_token();
+  }
+  RunControls(const RunControls&) = delete;
+  RunControls& operator=(const RunControls&) = delete;
+  ~RunControls() = default;
+
+  Liveness liveness;
+  Logger log{};
+  std::stop_source stop{};
+  std::optional<std::stop_callback<Forward>> forward{};
+};
+
 /// What `start_run` settled.
 struct StartedRun {
   /// The `max_workers` all ranks agreed on: the caller's, or with 0 one per worker rank.
@@ -204,12 +233,13 @@ inline FaultTolerantStats from_wire(const std::array<std::uint64_t, 11>& counts)
 /// Runs a validated run on this rank: rank 0 calls `coordinate(dispatcher, stats)` (on a thread of
 /// its own while the calling thread pumps messages, or on the calling thread when it is alone);
 /// worker ranks run jobs with `execute` until rank 0 sends the result. Every rank returns rank 0's
-/// result and fills `stats` with its statistics. On rank 0, `liveness` says when a worker is lost
-/// and `log` (serialized) hears of it.
+/// result and fills `stats` with its statistics. On rank 0, `controls` say when a worker is lost,
+/// who hears of it, and what a caught signal stops.
 template <class Coordinate>
-bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& liveness, const Logger& log,
-                  std::stop_source& run_stop, const ExecuteRequest& execute, Coordinate&& coordinate,
-                  FaultTolerantStats& stats) {
+bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls, const ExecuteRequest& execute,
+                  Coordinate&& coordinate, FaultTolerantStats& stats) {
+  const Logger& log = controls.log;
+  std::stop_source& run_stop = controls.stop;
   if (run.size == 1) {
     Dispatcher local(execute);
     // No message loop to look for a caught signal: a thread does, while the run lasts.
@@ -241,7 +271,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, const Liveness& livene
     if (result.threw) throw mpi::RemoteError(result.message, result.origin);
     return result.failed;
   }
-  Dispatcher dispatcher(run.comm, run.size, liveness, std::move(started.agreement.hosts), log);
+  Dispatcher dispatcher(run.comm, run.size, controls.liveness, std::move(started.agreement.hosts), log);
   dispatcher.stop_on_signal(run_stop);
   dispatcher.run_here(execute, started.rank0_workers);
   bool failed = false;
@@ -439,15 +469,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   // Rank 0's jobs are stubs that run the real job elsewhere, through the dispatcher of the run.
   detail::Dispatcher* dispatcher = nullptr;
   std::optional<ParallelTaskTree<>> tree;
-  const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
-  detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
-  const Logger log = options.log;
-  // The run stops on the caller's token, or when a signal caught on some rank asks it to.
-  std::stop_source run_stop;
-  const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
-  options.stop_token = run_stop.get_token();
+  detail::RunControls controls(options);
   const detail::StartedRun started =
-      detail::start_run(run, options.max_workers, options.rank0_workers, liveness, [&](int workers) {
+      detail::start_run(run, options.max_workers, options.rank0_workers, controls.liveness, [&](int workers) {
         if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
         if (run.rank != 0) {  // a worker needs no tree
           return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
@@ -490,7 +514,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   FaultTolerantStats all_stats;
   try {
     const bool failed = detail::run_on_ranks(
-        run, started, liveness, log, run_stop, execute,
+        run, started, controls, execute,
         [&](detail::Dispatcher& transport, FaultTolerantStats& run_stats) {
           dispatcher = &transport;
           try {
@@ -514,15 +538,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
 inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions options, FaultTolerantStats& stats) {
   stats = FaultTolerantStats{};
   detail::RunComm run(options.comm);
-  const detail::Liveness liveness{.heartbeat = options.heartbeat_interval, .timeout = options.heartbeat_timeout};
-  detail::serialize_sink(options.log);  // the message loop logs lost ranks beside the coordinator
-  const Logger log = options.log;
-  // The run stops on the caller's token, or when a signal caught on some rank asks it to.
-  std::stop_source run_stop;
-  const std::stop_callback forward_stop(options.stop_token, [&run_stop]() noexcept { run_stop.request_stop(); });
-  options.stop_token = run_stop.get_token();
+  detail::RunControls controls(options);
   const detail::StartedRun started =
-      detail::start_run(run, options.max_workers, options.rank0_workers, liveness, [&](int workers) {
+      detail::start_run(run, options.max_workers, options.rank0_workers, controls.liveness, [&](int workers) {
         detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
         detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
         // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
@@ -574,7 +592,7 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     };
     return tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(local), run_stats);
   };
-  return detail::run_on_ranks(run, started, liveness, log, run_stop, execute, coordinate, stats);
+  return detail::run_on_ranks(run, started, controls, execute, coordinate, stats);
 }
 
 inline bool process_datasets_in_parallel(Options options) {
