@@ -1,5 +1,5 @@
 #!/bin/bash
-# Drives tests/test_mpi_signal.cpp: SIGTERM to a running mpiexec stops the run gracefully on every
+# Drives tests/test_mpi_launcher.cpp's signal scenario: SIGTERM to a running mpiexec stops the run gracefully on every
 # rank. Usage: mpi_signal.sh RANKS EXECUTABLE MPIEXEC [MPIEXEC FLAGS...]
 set -u
 ranks=$1 executable=$2
@@ -9,8 +9,8 @@ trap 'rm -rf "$work"' EXIT
 marker=$work/running
 
 # Open MPI passes SIGTERM on to the ranks after odls_base_sigkill_timeout seconds and SIGKILLs
-# them as long again: 5 s gives the ranks time to stop even under a sanitizer.
-"$@" -n "$ranks" --mca odls_base_sigkill_timeout 5 "$executable" "$marker" > "$work/out" 2>&1 &
+# them as long again: 3 s gives the ranks time to stop even under a sanitizer.
+"$@" -n "$ranks" --mca odls_base_sigkill_timeout 3 "$executable" signal "$marker" > "$work/out" 2>&1 &
 launcher=$!
 for _ in $(seq 1 600); do
   [ -e "$marker" ] && break

@@ -469,13 +469,13 @@ TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worke
 }
 
 TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while rank 0 works, is not lost") {
-  // Jobs of 600 ms against a timeout of 400 ms: the workers' message loops keep sending heartbeats
-  // (every 20 ms) while their jobs run. Rank 0's completion callbacks take 600 ms with nothing out:
+  // A job of 600 ms against a timeout of 400 ms: the workers' message loops keep sending heartbeats
+  // (every 20 ms) while their jobs run. Rank 0's completion callback takes 600 ms with nothing out:
   // it keeps reading the heartbeats that arrive meanwhile.
   std::atomic<std::uint64_t> executed{0};
   std::vector<std::string> errors;
   const bool failed = tasktree::mpi::process_datasets_in_parallel({
-      .datasets = {"a", "a/b"},
+      .datasets = {"a"},
       .process_dataset =
           [&executed](std::string_view, std::int64_t) {
             ++executed;
@@ -494,7 +494,7 @@ TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while r
       .heartbeat_timeout = std::chrono::milliseconds(400),
   });
   CHECK_FALSE(failed);
-  CHECK(sum_over_ranks(executed.load()) == 2);
+  CHECK(sum_over_ranks(executed.load()) == 1);
   CHECK(errors.empty());
   CHECK(tasktree::mpi::lost_ranks().empty());
 }

@@ -1,15 +1,23 @@
-// A worker rank lost in the middle of a run (docs/scale-out.md, "When a rank is lost"): rank 0
-// notices, sends the lost rank's job to another rank, and the run finishes with the survivors.
+// MPI runs that a launcher takes part in (docs/scale-out.md): a worker rank lost in the middle of a
+// run, and a stop from outside. One program, several scenarios, each its own ctest entry:
 //
-// Run under a launcher that keeps the MPI job alive when a rank dies, with 3 ranks:
-//   mpiexec --enable-recovery -n 3 test_mpi_lost_rank kill     rank 2 dies (SIGKILL) inside a job
-//   mpiexec --enable-recovery -n 3 test_mpi_lost_rank freeze   rank 2 stops (SIGSTOP) inside a job,
-//                                                               and is continued once declared lost
-// Open MPI's mpiexec exits with 0 under --enable-recovery whatever the ranks return, so rank 0
-// prints "lost-rank test (...): passed" when every check held, and ctest looks for that line.
+//   mpiexec --enable-recovery -n 3 test_mpi_launcher kill     rank 2 dies (SIGKILL) inside a job
+//   mpiexec --enable-recovery -n 3 test_mpi_launcher freeze   rank 2 stops (SIGSTOP) inside a job and
+//                                                              is continued once declared lost
+//   tests/mpi_signal.sh ... test_mpi_launcher signal MARKER   SIGTERM to a running mpiexec
 //
-// Every job start is recorded, on every rank, as a line of one shared file (the ranks run on this
-// host), so that the test can tell which jobs ran twice: only the one in flight on the lost rank.
+// "When a rank is lost": rank 0 notices, sends the lost rank's job to another rank, and the run
+// finishes with the survivors. Open MPI's mpiexec exits with 0 under --enable-recovery whatever the
+// ranks return, so rank 0 prints "lost-rank test (...): passed" when every check held, and ctest
+// looks for that line. Every job start is recorded, on every rank, as a line of one shared file
+// (the ranks run on this host), so that the test can tell which jobs ran twice: only the one in
+// flight on the lost rank.
+//
+// "Stopping from outside": with Environment::stop_on_signals, SIGTERM to mpiexec (which passes it
+// to every rank) stops the run gracefully: no new job starts, the jobs in flight see their stop
+// token, and every rank returns rank 0's result. tests/mpi_signal.sh waits for MARKER (rank 0
+// writes it once a few jobs have completed), sends mpiexec SIGTERM and checks what every rank
+// printed: "rank N returned ..." on each, and "signal test: passed" on rank 0.
 
 #include "mpi_check.hpp"
 
@@ -23,12 +31,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -37,7 +47,6 @@
 namespace {
 
 using namespace std::chrono_literals;
-
 using mpi_check::check;
 using mpi_check::failures;
 
@@ -59,16 +68,9 @@ std::map<std::string, int> count_lines(const std::string& path, int field) {
   return counts;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  tasktree::mpi::Environment mpi(argc, argv);
-  const std::string scenario = argc > 1 ? argv[1] : "";
+/// A worker rank lost mid-run: `scenario` "kill" (the policy layer) or "freeze" (the core).
+int lost_rank(tasktree::mpi::Environment& mpi, const std::string& scenario) {
   const int rank = mpi.rank();
-  if ((scenario != "kill" && scenario != "freeze") || mpi.size() != 3) {
-    if (rank == 0) fmt::print(stderr, "usage: mpiexec --enable-recovery -n 3 test_mpi_lost_rank kill|freeze\n");
-    return 2;
-  }
 
   // Where the ranks record job starts, and who is who.
   std::vector<std::string> shared;
@@ -95,7 +97,7 @@ int main(int argc, char** argv) {
       if (scenario == "kill") ::raise(SIGKILL);
       ::raise(SIGSTOP);  // frozen until rank 0 gives it up
     }
-    std::this_thread::sleep_for(30ms);
+    std::this_thread::sleep_for(15ms);
   };
 
   std::mutex log_mutex;
@@ -195,4 +197,87 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(std::filesystem::path(starts).parent_path());
   if (failures == 0) fmt::print("lost-rank test ({}): passed\n", scenario);
   return failures == 0 ? 0 : 1;
+}
+
+/// SIGTERM to mpiexec mid-run; rank 0 writes `marker` once the run is under way.
+int stopped_by_signal(tasktree::mpi::Environment& mpi, const std::string& marker) {
+  mpi.stop_on_signals();
+  const int rank = mpi.rank();
+
+  std::vector<std::string> datasets{"root"};
+  for (int i = 0; i < 600; ++i) datasets.push_back(fmt::format("root/job{:03}", i));
+
+  std::mutex mutex;
+  std::vector<std::string> warnings;
+  int completions = 0;
+  int stopped_jobs = 0;  // jobs that saw their stop token (on this rank)
+  tasktree::RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view, std::int64_t, const std::stop_token& stop) {
+                // 100 ms of work that ends early when asked to.
+                std::mutex nap_mutex;
+                std::condition_variable_any nap;
+                std::unique_lock lock(nap_mutex);
+                if (!nap.wait_for(lock, stop, 100ms, [] { return false; }) && stop.stop_requested()) {
+                  const std::lock_guard count(mutex);
+                  ++stopped_jobs;
+                }
+                return tasktree::mpi::JobOutcome{};
+              },
+          .completion =
+              [&](std::string_view, tasktree::mpi::JobOutcome& outcome, tasktree::InFlight&) {
+                if (++completions == 3) std::ofstream(marker) << "running\n";
+                return tasktree::CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+              },
+          .log = {.sink =
+                      [&](tasktree::LogLevel level, std::string_view message) {
+                        const std::lock_guard lock(mutex);
+                        if (level >= tasktree::LogLevel::warning) warnings.emplace_back(message);
+                      },
+                  .level = tasktree::LogLevel::info},
+      },
+      stats);
+
+  // Every rank gets here, caught the signal, and returns rank 0's result: stopped with work left.
+  check(failed, fmt::format("rank {}: the stopped run returned false", rank));
+  check(mpi.stop_signal() == SIGTERM, fmt::format("rank {}: stop_signal() is {}", rank, mpi.stop_signal()));
+  check(stats.cancelled > 0, fmt::format("rank {}: {} jobs cancelled", rank, stats.cancelled));
+  check(stats.started + stats.skipped + stats.cancelled + stats.resumed == stats.total,
+        fmt::format("rank {}: started {} + skipped {} + cancelled {} != total {}", rank, stats.started, stats.skipped,
+                    stats.cancelled, stats.total));
+  int saw_stop = 0;  // over all ranks
+  MPI_Reduce(&stopped_jobs, &saw_stop, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+  std::fflush(stderr);
+  fmt::print("rank {} returned: failed {}, started {} of {}, {} of its jobs saw the stop\n", rank, failed,
+             stats.started, stats.total, stopped_jobs);
+  if (rank == 0) {
+    check(saw_stop > 0, "the jobs in flight saw their stop token");
+    bool logged = false;
+    for (const std::string& message : warnings) {
+      fmt::print("logged: {}\n", message);
+      logged = logged || message.find("caught SIGTERM: stopping the run") != std::string::npos;
+    }
+    check(logged, "rank 0 logged the signal that stopped the run");
+    if (failures == 0) fmt::print("signal test: passed\n");
+  }
+  std::fflush(stdout);
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tasktree::mpi::Environment mpi(argc, argv);
+  const std::string scenario = argc > 1 ? argv[1] : "";
+  if ((scenario == "kill" || scenario == "freeze") && argc == 2 && mpi.size() == 3) return lost_rank(mpi, scenario);
+  if (scenario == "signal" && argc == 3) return stopped_by_signal(mpi, argv[2]);
+  if (mpi.rank() == 0) {
+    fmt::print(stderr,
+               "usage: mpiexec --enable-recovery -n 3 test_mpi_launcher kill|freeze\n"
+               "       mpiexec -n N test_mpi_launcher signal MARKER\n");
+  }
+  return 2;
 }
