@@ -71,10 +71,9 @@ class Dispatcher {
   mpi_wire::Reply call(const mpi_wire::Request& request, const std::stop_token& stop) {
     if (local_ != nullptr) return (*local_)(request, stop);
     if (here_ != nullptr && take_slot_here()) {  // rank 0 runs it, on this thread
+      const SlotHere slot{*this};                // given back however the job ends
       mpi_wire::Reply reply = (*here_)(request, stop);
       reply.rank = 0;
-      std::lock_guard lock(mutex_);
-      --running_here_;
       return reply;
     }
     Call call{.request = &request};
@@ -141,8 +140,6 @@ class Dispatcher {
 
   /// The worker ranks lost during the run, in the order they were lost. After `pump`.
   [[nodiscard]] const std::vector<int>& lost_ranks() const noexcept { return lost_; }
-  /// How many requests were sent again because their rank was lost. After `pump`.
-  [[nodiscard]] std::size_t resubmitted() const noexcept { return resubmitted_; }
 
  private:
   struct Call {
@@ -162,6 +159,18 @@ class Dispatcher {
     ++running_here_;
     return true;
   }
+
+  /// One of rank 0's slots, taken by `take_slot_here`, given back when this ends.
+  struct SlotHere {
+    explicit SlotHere(Dispatcher& owner) noexcept : dispatcher(owner) {}
+    SlotHere(const SlotHere&) = delete;
+    SlotHere& operator=(const SlotHere&) = delete;
+    ~SlotHere() {
+      std::lock_guard lock(dispatcher.mutex_);
+      --dispatcher.running_here_;
+    }
+    Dispatcher& dispatcher;
+  };
 
   void note_cancel(Call& call) noexcept {
     std::lock_guard lock(mutex_);
@@ -298,7 +307,6 @@ class Dispatcher {
                                       .rank = rank});
         continue;
       }
-      ++resubmitted_;
       call->cancel_sent = false;
       dispatch(*call);
       std::lock_guard lock(mutex_);
@@ -426,7 +434,6 @@ class Dispatcher {
   std::vector<bool> alive_;                                        // per rank: not lost
   std::vector<std::chrono::steady_clock::time_point> last_heard_;  // per rank
   std::vector<int> lost_;
-  std::size_t resubmitted_ = 0;
   std::stop_source* run_stop_ = nullptr;
   bool signal_stopped_ = false;
   PendingSends sends_;
