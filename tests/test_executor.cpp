@@ -127,6 +127,44 @@ TEST_CASE("a ThreadPoolExecutor runs a burst of jobs on all its threads at once"
   CHECK(checks.failures() == 0);
 }
 
+TEST_CASE("a ThreadPoolExecutor with one sleeping thread starts a second for two jobs queued back to back") {
+  // Regression: `submit` woke a sleeper whenever one slept, and the sleeper counted as asleep until
+  // it ran again, so the second of two quick submits woke the same sleeper and started no thread.
+  // Two jobs that wait for each other then never ran at once (seen as an MPI test's flake: rank 0
+  // had one job stub fewer in flight than slots). Here the pool's one thread first runs a job and
+  // falls asleep; then two such jobs are queued back to back, many rounds for the timing.
+  const int rounds = under_sanitizer ? 20 : 50;
+  int stalls = 0;
+  for (int round = 0; round < rounds && stalls == 0; ++round) {
+    tasktree::ThreadPoolExecutor pool(4);
+    std::atomic<int> warmed = 0;
+    pool.submit(counting_job(warmed));
+    REQUIRE(eventually([&] { return warmed.load() == 1; }));
+    // Long enough for the thread's spin budget (microseconds) to run out: it sleeps.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(pool.thread_count() == 1);
+    struct Context {
+      std::latch both_running{2};
+      std::atomic<int> stalled{0};
+    } context;
+    const auto job = Job(
+        [](void* raw, std::uint32_t) noexcept {
+          auto& c = *static_cast<Context*>(raw);
+          c.both_running.count_down();
+          if (!eventually([&] { return c.both_running.try_wait(); }, std::chrono::seconds(5))) ++c.stalled;
+        },
+        &context, 0);
+    pool.submit(job);
+    pool.submit(job);
+    pool = tasktree::ThreadPoolExecutor(1);  // runs both and joins their threads
+    if (context.stalled.load() > 0) {
+      ++stalls;
+      FAIL_CHECK("round " << round << ": the second job waited for the first instead of running beside it");
+    }
+  }
+  CHECK(stalls == 0);
+}
+
 TEST_CASE("the default executor is a thread pool only if max_workers > 1 and some node has siblings") {
   const auto coordinator = std::this_thread::get_id();
   SECTION("siblings and several workers: jobs run on pool threads") {

@@ -96,13 +96,17 @@ class ThreadPoolExecutor {
   };
 
   // Who sleeps and who wakes. Every started thread is running a job, spinning (counted in
-  // `spinning`) or sleeping on `ready` (counted in `sleeping`, under `mutex`). A spinner polls
-  // `queued` without the lock; when its budget runs out it stops counting itself spinning, and only
-  // then takes `mutex` and checks the queue before it sleeps. `submit` queues under `mutex` and
-  // only then reads `spinning`. Both are sequentially consistent, so either the giving-up spinner
-  // sees the job under the lock, or `submit` sees it no longer spinning and wakes a sleeper or
-  // starts a thread. A thread that takes a job while more are queued than threads spin wakes
-  // another, so a burst fans out.
+  // `spinning`), sleeping on `ready` (counted in `sleeping`, under `mutex`) or woken and on its way
+  // back (counted in `waking`, under `mutex`). A spinner polls `queued` without the lock; when its
+  // budget runs out it stops counting itself spinning, and only then takes `mutex` and checks the
+  // queue before it sleeps. `submit` queues under `mutex` and only then reads `spinning`. Both are
+  // sequentially consistent, so either the giving-up spinner sees the job under the lock, or
+  // `submit` sees it no longer spinning and wakes a sleeper or starts a thread. The waker moves a
+  // sleeper from `sleeping` to `waking` itself, so a second job queued before the woken thread
+  // runs wakes a second sleeper or starts a thread instead of counting the same sleeper twice (it
+  // once did: the second job then waited for a free thread, and two jobs that wait for each other
+  // never finished). A thread that takes a job while more are queued than threads are on their
+  // way wakes another, so a burst fans out.
   struct State {
     explicit State(std::size_t max) : max_threads(max == 0 ? 1 : max) {}
 
@@ -110,7 +114,8 @@ class ThreadPoolExecutor {
     std::mutex mutex;
     std::condition_variable ready;
     JobRing queue;                                   // guarded by `mutex`
-    std::size_t sleeping = 0;                        // guarded by `mutex`
+    std::size_t sleeping = 0;                        // asleep and not yet woken; guarded by `mutex`
+    std::size_t waking = 0;                          // woken, not yet back; guarded by `mutex`
     std::vector<std::thread> threads;                // guarded by `mutex`
     alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
     std::atomic<std::size_t> spinning{0};
@@ -123,9 +128,9 @@ class ThreadPoolExecutor {
       std::unique_lock lock(mutex);
       queue.push(job);
       queued.store(queue.size(), std::memory_order_seq_cst);
-      if (spinning.load(std::memory_order_seq_cst) >= queue.size()) return;  // a spinner takes it
+      if (takers() >= queue.size()) return;  // a spinning or woken thread takes it
       if (sleeping > 0) {
-        ready.notify_one();
+        wake_one();
         return;
       }
       if (threads.size() >= max_threads) return;  // every thread is busy: the next free one takes it
@@ -147,10 +152,19 @@ class ThreadPoolExecutor {
       if (queue.empty()) return false;
       job = queue.pop();
       queued.store(queue.size(), std::memory_order_seq_cst);
-      if (!queue.empty() && sleeping > 0 && spinning.load(std::memory_order_seq_cst) < queue.size()) {
-        ready.notify_one();
-      }
+      if (!queue.empty() && sleeping > 0 && takers() < queue.size()) wake_one();
       return true;
+    }
+
+    /// Threads that will look at the queue without being woken: the spinning ones and those woken
+    /// already. Under `mutex`.
+    [[nodiscard]] std::size_t takers() const noexcept { return spinning.load(std::memory_order_seq_cst) + waking; }
+
+    /// Wakes one sleeping thread. Under `mutex`, with `sleeping > 0`.
+    void wake_one() noexcept {
+      --sleeping;
+      ++waking;
+      ready.notify_one();
     }
 
     void work() noexcept {
@@ -169,8 +183,12 @@ class ThreadPoolExecutor {
         std::unique_lock lock(mutex);
         if (queue.empty() && !closing.load(std::memory_order_relaxed)) {
           ++sleeping;
-          ready.wait(lock, [this] { return !queue.empty() || closing.load(std::memory_order_relaxed); });
-          --sleeping;
+          ready.wait(lock, [this] { return waking > 0 || closing.load(std::memory_order_relaxed); });
+          if (waking > 0) {
+            --waking;  // the waker took this thread off `sleeping`
+          } else {
+            --sleeping;  // woken by the destructor
+          }
         }
         // Nothing left to run. (`closing` is set only by the destructor, after which nobody
         // submits, so the queue stays empty.)
