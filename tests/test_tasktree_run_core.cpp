@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -666,6 +667,33 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
                         {"skipped_below", "ok/bad"}});
   CHECK(jobs[3] ==
         json{{"path", "other"}, {"command", "sleep 1"}, {"line", 4}, {"status", "not_run"}, {"attempts", 0}});
+}
+
+TEST_CASE("report: --json is written job by job, laid out as one indented document with the jobs last") {
+  // The jobs are written into the text one at a time (a document of all of them held twice the
+  // memory of a 100,000-job run): the text must still be the indented dump of the whole report,
+  // the jobs after the verdict, the settings and the counts.
+  FinishedRun run;
+  run.report.jobs[1].stderr_tail = {"line one\nline two", "caf\xe9"};  // a newline and a Latin-1 byte
+  const std::string text = format_json(run.settings, run.report);
+  const json report = json::parse(text);
+  CHECK(report.at("jobs")[1].at("stderr_tail") == json{"line one\nline two", "caf\xef\xbf\xbd"});
+  json without_jobs = report;
+  without_jobs.erase("jobs");
+  const std::string head = without_jobs.dump(2);
+  CHECK(text.starts_with(head.substr(0, head.size() - 2)));  // all but its closing "\n}"
+  json jobs_only = json::object();
+  jobs_only["jobs"] = report.at("jobs");
+  const std::string tail = jobs_only.dump(2);
+  CHECK(text.ends_with(tail.substr(1) + "\n"));  // from after its opening brace
+  CHECK(std::count(text.begin(), text.end(), '\n') ==
+        std::count(head.begin(), head.end(), '\n') + std::count(tail.begin(), tail.end(), '\n'));
+
+  run.settings.jobs.clear();
+  run.report.jobs.clear();
+  const json empty = json::parse(format_json(run.settings, run.report));
+  CHECK(empty.at("jobs") == json::array());
+  CHECK(empty.at("counts").at("total") == 0);
 }
 
 TEST_CASE("report: --json: how a job ended, and without --timeout a null timeout") {

@@ -148,32 +148,12 @@ std::string format_summary(const RunSettings& settings, const RunReport& report)
 
 std::string format_json(const RunSettings& settings, const RunReport& report) {
   using nlohmann::json;
+  // Paths, commands and standard error are bytes, not necessarily UTF-8 (a Latin-1 file name, a
+  // binary's output, a long line cut into pieces mid-character); each byte that is not part of valid
+  // UTF-8 becomes U+FFFD, so that the report is always valid JSON (the default handler throws).
+  const auto dump = [](const json& value) { return value.dump(2, ' ', false, json::error_handler_t::replace); };
   const int code = report.exit_code();
-  json jobs = json::array();
-  for (std::size_t i = 0; i < report.jobs.size(); ++i) {
-    const JobSpec& spec = settings.jobs[i];
-    const JobRecord& job = report.jobs[i];
-    json entry{
-        {"path", spec.path},        {"command", spec.command}, {"line", spec.line}, {"status", to_string(job.status)},
-        {"attempts", job.attempts},
-    };
-    if (job.attempts > 0) {
-      entry["submit_count"] = job.submit_count;
-      entry["start_seconds"] = seconds(job.started - report.started);
-      entry["duration_seconds"] = seconds(duration_of(job));
-      entry["end"] = to_string(job.last.end);
-      entry["exit_code"] = job.last.end == ProcessResult::End::exited ? json(job.last.exit_code) : json(nullptr);
-      entry["signal"] =
-          job.last.end == ProcessResult::End::signalled ? json(signal_name(job.last.signal)) : json(nullptr);
-      entry["stderr_tail"] = job.stderr_tail;
-      if (job.last.end == ProcessResult::End::spawn_failed || job.last.end == ProcessResult::End::output_failed) {
-        entry["error"] = job.last.error;
-      }
-    }
-    if (job.status == JobStatus::skipped) entry["skipped_below"] = job.skipped_below;
-    jobs.push_back(std::move(entry));
-  }
-  const json document{
+  const json head{
       {"result", report.signal != 0 ? "interrupted"
                  : code == 0        ? "succeeded"
                                     : "failed"},
@@ -209,12 +189,43 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
            {"resumed", report.count(JobStatus::resumed)},
            {"retries", report.retries},
        }},
-      {"jobs", std::move(jobs)},
   };
-  // Paths, commands and standard error are bytes, not necessarily UTF-8 (a Latin-1 file name, a
-  // binary's output, a long line cut into pieces mid-character); each byte that is not part of valid
-  // UTF-8 becomes U+FFFD, so that the report is always valid JSON (the default handler throws).
-  return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+  // The jobs are written one at a time into the text, not gathered into one document first: a
+  // document of 100,000 jobs held twice the memory of the whole run. The layout is that of a dump
+  // with an indent of 2, with "jobs" last, after the verdict and the counts.
+  std::string out = dump(head);
+  out.pop_back();  // the closing brace
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  out += ",\n  \"jobs\": [";
+  for (std::size_t i = 0; i < report.jobs.size(); ++i) {
+    const JobSpec& spec = settings.jobs[i];
+    const JobRecord& job = report.jobs[i];
+    json entry{
+        {"path", spec.path},        {"command", spec.command}, {"line", spec.line}, {"status", to_string(job.status)},
+        {"attempts", job.attempts},
+    };
+    if (job.attempts > 0) {
+      entry["submit_count"] = job.submit_count;
+      entry["start_seconds"] = seconds(job.started - report.started);
+      entry["duration_seconds"] = seconds(duration_of(job));
+      entry["end"] = to_string(job.last.end);
+      entry["exit_code"] = job.last.end == ProcessResult::End::exited ? json(job.last.exit_code) : json(nullptr);
+      entry["signal"] =
+          job.last.end == ProcessResult::End::signalled ? json(signal_name(job.last.signal)) : json(nullptr);
+      entry["stderr_tail"] = job.stderr_tail;
+      if (job.last.end == ProcessResult::End::spawn_failed || job.last.end == ProcessResult::End::output_failed) {
+        entry["error"] = job.last.error;
+      }
+    }
+    if (job.status == JobStatus::skipped) entry["skipped_below"] = job.skipped_below;
+    out += i == 0 ? "\n    " : ",\n    ";
+    for (const char c : dump(entry)) {  // one level deeper: a string's newlines are escaped, so each is the layout's
+      out += c;
+      if (c == '\n') out += "    ";
+    }
+  }
+  out += report.jobs.empty() ? "]\n}\n" : "\n  ]\n}\n";
+  return out;
 }
 
 std::string format_dry_run(const RunSettings& settings, std::string_view barrier_name) {
