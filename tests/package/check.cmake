@@ -1,9 +1,9 @@
 # Builds and runs tests/package/consumer against tasktree consumed one way (MODE):
 #
-#   find_package      CMake's find_package, after `cmake --install` to a scratch prefix
+#   install           `cmake --install` to a scratch prefix, then CMake's find_package and
+#                     `pkg-config --cflags --libs tasktree` (no CMake) against that one install
 #   add_subdirectory  the source tree, vendored
 #   FetchContent      from an archive of what a release holds
-#   pkg-config        `pkg-config --cflags --libs tasktree` (no CMake), after an install as above
 #   deb               the Debian package that `cpack -G DEB` makes of the built tree BUILD_DIR,
 #                     unpacked with dpkg-deb -x: its contents and control fields, lintian (no
 #                     errors), the consumer through both find_package and pkg-config against what
@@ -13,7 +13,10 @@
 #         [-DCXX=<compiler>] [-DWITH_MPI=ON] [-DBUILD_DIR=<built tasktree> -DCPACK=<cpack>] -P check.cmake
 #
 # WITH_MPI=ON: tasktree finds MPI, and the CMake consumer also uses tasktree::mpi (find_package with
-# COMPONENTS mpi) and runs a program with it, as a single MPI rank.
+# COMPONENTS mpi) and runs a program with it, as a single MPI rank, where an installed package is
+# consumed (install, deb: that is where the mpi component's export can break); vendored
+# (add_subdirectory, FetchContent) the consumer checks that the target tasktree::mpi exists and
+# builds only the core program, which halves those two checks' compile time.
 
 foreach(variable IN ITEMS MODE SOURCE_DIR WORK_DIR)
   if(NOT DEFINED ${variable})
@@ -54,15 +57,18 @@ function(run_output variable)
   set(${variable} "${output}" PARENT_SCOPE)
 endfunction()
 
-# cmake_consumer(<build dir> <args...>): configures, builds and runs the CMake consumer project.
-function(cmake_consumer build_dir)
+# cmake_consumer(<build dir> <core|all> <args...>): configures, builds and runs the CMake consumer
+# project: its core program only, or with WITH_MPI its MPI program too.
+function(cmake_consumer build_dir programs)
   run(${CMAKE_COMMAND} -S ${consumer_dir} -B ${build_dir} -G ${GENERATOR} ${compiler_args}
       -DTASKTREE_CONSUME_MPI=${WITH_MPI} ${ARGN})
-  run(${CMAKE_COMMAND} --build ${build_dir})
-  run(${build_dir}/consumer)
-  if(WITH_MPI)
+  if(WITH_MPI AND programs STREQUAL "all")
+    run(${CMAKE_COMMAND} --build ${build_dir})
     run(${build_dir}/consumer_mpi)
+  else()
+    run(${CMAKE_COMMAND} --build ${build_dir} --target consumer)
   endif()
+  run(${build_dir}/consumer)
 endfunction()
 
 # pkg_config_consumer(<dir of tasktree.pc> <prefix>): compiles consumer/main.cpp with nothing but the
@@ -99,19 +105,17 @@ endfunction()
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 
-if(MODE STREQUAL "find_package" OR MODE STREQUAL "pkg-config")
+if(MODE STREQUAL "install")
   set(prefix ${WORK_DIR}/prefix)
   run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/tasktree-build -G ${GENERATOR} ${compiler_args}
       -DTASKTREE_BUILD_TESTS=OFF -DTASKTREE_BUILD_EXAMPLES=OFF -DTASKTREE_BUILD_BENCHMARKS=OFF
       -DTASKTREE_BUILD_TOOLS=OFF -DTASKTREE_WITH_MPI=${WITH_MPI})
   run(${CMAKE_COMMAND} --install ${WORK_DIR}/tasktree-build --prefix ${prefix})
-  if(MODE STREQUAL "find_package")
-    cmake_consumer(${WORK_DIR}/consumer-build -DTASKTREE_CONSUME=find_package -DCMAKE_PREFIX_PATH=${prefix})
-  else()
-    pkg_config_consumer(${prefix}/share/pkgconfig ${prefix})
-  endif()
+  cmake_consumer(${WORK_DIR}/consumer-build all -DTASKTREE_CONSUME=find_package -DCMAKE_PREFIX_PATH=${prefix})
+  pkg_config_consumer(${prefix}/share/pkgconfig ${prefix})
 elseif(MODE STREQUAL "add_subdirectory")
-  cmake_consumer(${WORK_DIR}/consumer-build -DTASKTREE_CONSUME=add_subdirectory -DTASKTREE_SOURCE_DIR=${SOURCE_DIR})
+  cmake_consumer(${WORK_DIR}/consumer-build core -DTASKTREE_CONSUME=add_subdirectory
+                 -DTASKTREE_SOURCE_DIR=${SOURCE_DIR})
 elseif(MODE STREQUAL "FetchContent")
   # What a release archive holds: the library, its build files and license.
   set(stage ${WORK_DIR}/tasktree-src)
@@ -119,7 +123,7 @@ elseif(MODE STREQUAL "FetchContent")
   file(COPY ${SOURCE_DIR}/include ${SOURCE_DIR}/cmake ${SOURCE_DIR}/CMakeLists.txt ${SOURCE_DIR}/LICENSE
        DESTINATION ${stage})
   run(${CMAKE_COMMAND} -E chdir ${WORK_DIR} ${CMAKE_COMMAND} -E tar czf tasktree.tar.gz tasktree-src)
-  cmake_consumer(${WORK_DIR}/consumer-build -DTASKTREE_CONSUME=FetchContent
+  cmake_consumer(${WORK_DIR}/consumer-build core -DTASKTREE_CONSUME=FetchContent
                  -DTASKTREE_ARCHIVE=${WORK_DIR}/tasktree.tar.gz)
 elseif(MODE STREQUAL "deb")
   foreach(variable IN ITEMS BUILD_DIR CPACK)
@@ -174,7 +178,7 @@ elseif(MODE STREQUAL "deb")
   # A program built against the unpacked package, through CMake (which must find that package, not
   # one installed on this machine) and through pkg-config.
   set(consumer_build ${WORK_DIR}/consumer-build)
-  cmake_consumer(${consumer_build} -DTASKTREE_CONSUME=find_package -DCMAKE_PREFIX_PATH=${root}/usr)
+  cmake_consumer(${consumer_build} all -DTASKTREE_CONSUME=find_package -DCMAKE_PREFIX_PATH=${root}/usr)
   file(STRINGS ${consumer_build}/CMakeCache.txt tasktree_dir REGEX "^tasktree_DIR:")
   string(FIND "${tasktree_dir}" "${root}/usr/" at)
   if(NOT at GREATER 0)
