@@ -209,6 +209,10 @@ class PseudoTerminal {
   ~PseudoTerminal() { ::close(master_); }
 
   [[nodiscard]] const std::string& path() const { return path_; }
+  /// Types `text` at the terminal, as a user at its keyboard would.
+  void type(std::string_view text) const {
+    REQUIRE(::write(master_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  }
   /// Reads what the runner wrote since the last call (which keeps the terminal's buffer from
   /// filling up); returns all it wrote so far.
   const std::string& drain() {
@@ -1442,6 +1446,66 @@ prompt  if (exec 3</dev/tty) 2>/dev/null; then echo opened-a-terminal; else echo
   CHECK(contains(runner.out, "[prompt] no-terminal"));
   CHECK(contains(runner.out, "[prompt] not a tty"));
   CHECK(contains(shown, "the job succeeded"));  // the runner itself did have the terminal
+}
+
+TEST_CASE("tasktree-run --tty: a job reads its answer from the runner's terminal, and has it as its terminal") {
+  // As a password prompt does: it writes to /dev/tty and reads the answer from standard input. The
+  // job must be the terminal's foreground to read it (a background read would stop it for good).
+  Scratch scratch;
+  const auto jobs = scratch.write("ask.jobs", R"(
+ask  printf 'password: ' > /dev/tty; read -r answer; echo "got $answer"; [ -t 0 ] && echo stdin-is-a-terminal
+ask/after  echo after
+)");
+  PseudoTerminal terminal;
+  Started runner(scratch, {"--tty", jobs.string()}, "/dev/null", terminal.path(), true);
+  REQUIRE(eventually([&] { return contains(terminal.drain(), "password: "); }));
+  terminal.type("secret\n");
+  const std::string shown = terminal.wait_for(runner);
+  INFO(shown);
+  INFO(runner.out);
+  CHECK(runner.exit_code() == 0);
+  CHECK(contains(runner.out, "[ask] got secret"));
+  CHECK(contains(runner.out, "[ask] stdin-is-a-terminal"));
+  CHECK(contains(runner.out, "[ask/after] after"));
+  CHECK(contains(shown, "all 2 jobs succeeded"));  // the runner had the terminal back for its summary
+}
+
+TEST_CASE("tasktree-run --tty: Ctrl-C at the terminal reaches the job, and stops the run") {
+  // The job holds the terminal's foreground, so the terminal's SIGINT goes to it, not to the
+  // runner: the runner takes the job's death by SIGINT as the user's, and stops as for its own.
+  Scratch scratch;
+  const auto jobs = scratch.write("long.jobs", R"(
+long  printf 'working\n' > /dev/tty; sleep 60
+long/next  touch $DIR/next-ran
+)");
+  PseudoTerminal terminal;
+  const std::string report = (scratch / "report.json").string();
+  Started runner(scratch, {"--tty", "--retries", "2", "--json", report, jobs.string()}, "/dev/null", terminal.path(),
+                 true);
+  REQUIRE(eventually([&] { return contains(terminal.drain(), "working"); }));
+  terminal.type("\x03");  // Ctrl-C, with the terminal's default settings (ISIG)
+  const std::string shown = terminal.wait_for(runner);
+  INFO(shown);
+  CHECK(runner.exit_code() == 130);
+  const json result = read_json(scratch, "report.json");
+  CHECK(result.at("result") == "interrupted");
+  CHECK(result.at("signal") == "SIGINT");
+  CHECK(result.at("jobs")[0].at("status") == "stopped");
+  CHECK(result.at("jobs")[0].at("attempts") == 1);  // the user's stop, not a failure to retry
+  CHECK_FALSE(contains(shown, "retrying"));
+  CHECK_FALSE(scratch.exists("next-ran"));
+}
+
+TEST_CASE("tasktree-run --tty: several workers or no terminal are input errors, and nothing runs") {
+  Scratch scratch;
+  const auto jobs = scratch.write("plan.jobs", "a  touch $DIR/ran\n");
+  const Finished workers = run_tool(scratch, {"--tty", "-j", "2", jobs.string()});
+  CHECK(workers.exit_code == 2);
+  CHECK(contains(workers.err, "--tty runs one job at a time (a terminal has one foreground), but --workers is 2"));
+  const Finished no_terminal = run_tool(scratch, {"--tty", jobs.string()});  // no controlling terminal
+  CHECK(no_terminal.exit_code == 2);
+  CHECK(contains(no_terminal.err, "--tty: the runner has no terminal (/dev/tty: "));
+  CHECK_FALSE(scratch.exists("ran"));
 }
 
 TEST_CASE("tasktree-run: without a terminal, a job leads its own process group in the runner's session") {

@@ -135,6 +135,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool quiet = false;
   bool verbose = false;
   bool group = false;
+  bool tty = false;
   std::string color = "auto";
   bool dry_run = false;
   bool dot = false;
@@ -209,6 +210,10 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   app.add_flag("--group", group,
                "Print each job's output in one piece when it ends, not line by line, so that the lines of jobs "
                "running side by side do not interleave");
+  app.add_flag("--tty", tty,
+               "Let jobs use the runner's terminal: standard input is the terminal, and the running job is its "
+               "foreground, so that a password prompt (ssh, sudo) works; one job at a time (-j 1), and Ctrl-C "
+               "stops the run. Without it, jobs have no terminal and such a prompt fails at once");
   app.add_option("--color", color,
                  "Color the log lines: 'auto' on a terminal unless NO_COLOR is set, 'always', 'never'")
       ->check(CLI::IsMember({"auto", "always", "never"}))
@@ -267,6 +272,17 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     if (retries_option->count() == 0) retries = 2;  // its flaky job needs one
     if (workers_option->count() == 0) workers = 4;  // its replications run side by side
   }
+  if (tty) {
+    if (workers_option->count() > 0 && workers != 1) {
+      parsed.exit_code = 2;
+      parsed.err = fmt::format(
+          "--tty runs one job at a time (a terminal has one foreground), but --workers is {}\n"
+          "Run with --help for more information.\n",
+          workers);
+      return parsed;
+    }
+    workers = 1;
+  }
   CliSettings& settings = parsed.settings.emplace();
   settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
   settings.demo = demo;
@@ -289,6 +305,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
                            : verbose ? RunSettings::Verbosity::verbose
                                      : RunSettings::Verbosity::normal;
   settings.run.group = group;
+  settings.run.tty = tty;
   settings.color = color;
   (void)parse_halt(halt, settings.run.halt);  // checked above
   if (settings.run.halt.when != RunSettings::Halt::When::never &&

@@ -417,6 +417,47 @@ bool ProcessGroups::stopping() const {
   return stopping_;
 }
 
+namespace {
+
+/// `tcsetpgrp` without the SIGTTOU that a process outside the foreground gets for it: the runner
+/// takes the foreground back from a job while it is itself in the background. SIGTTOU is blocked
+/// in the calling thread only, for the call.
+void set_foreground(int terminal, pid_t group) noexcept {
+  sigset_t ttou;
+  sigemptyset(&ttou);
+  sigaddset(&ttou, SIGTTOU);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &ttou, &previous);
+  while (::tcsetpgrp(terminal, group) != 0 && errno == EINTR) {
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+/// With `--tty`: the job's process group is the terminal's foreground while it runs, if the
+/// runner's group was (a runner started in the background leaves the terminal alone), and the
+/// runner's group is again when it has ended.
+class Foreground {
+ public:
+  Foreground(int terminal, pid_t job) : terminal_(terminal) {
+    if (terminal < 0 || ::tcgetpgrp(terminal) != ::getpgrp()) return;
+    set_foreground(terminal, job);
+    // A job that read the terminal before it was the foreground was stopped (SIGTTIN): go on.
+    ::kill(-job, SIGCONT);
+    owner_ = ::getpgrp();
+  }
+  Foreground(const Foreground&) = delete;
+  Foreground& operator=(const Foreground&) = delete;
+  ~Foreground() {
+    if (owner_ > 0) set_foreground(terminal_, owner_);
+  }
+
+ private:
+  int terminal_;
+  pid_t owner_ = 0;  // the runner's group, to give the foreground back to; 0: nothing to give back
+};
+
+}  // namespace
+
 ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, OutputSink& sink) {
   Pipe out;
   Pipe err;
@@ -433,7 +474,11 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  if (request.terminal >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, request.terminal, STDIN_FILENO);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  }
   posix_spawn_file_actions_adddup2(&actions, out.write.get(), STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), STDERR_FILENO);
   posix_spawnattr_t attributes;
@@ -449,7 +494,7 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
   posix_spawnattr_setsigmask(&attributes, &none);
   posix_spawnattr_setsigdefault(&attributes, &defaults);
   posix_spawnattr_setpgroup(&attributes, 0);
-  const short session = request.new_session ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
+  const short session = request.new_session && request.terminal < 0 ? POSIX_SPAWN_SETSID : POSIX_SPAWN_SETPGROUP;
   posix_spawnattr_setflags(&attributes, static_cast<short>(session | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
 
   std::vector<char*> environment;
@@ -514,6 +559,7 @@ ProcessResult run_process(ProcessGroups& groups, const ProcessRequest& request, 
       }
     }
   } reaper(groups, pid);
+  const Foreground foreground(request.terminal, pid);  // declared after the reaper: ends before it
 
   const Fd pidfd(open_pidfd(pid));
   LineSplitter out_lines(Stream::out, sink);

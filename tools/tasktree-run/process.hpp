@@ -126,6 +126,11 @@ struct ProcessRequest {
   /// its own in the runner's session. A session per job costs short jobs dearly on a busy machine
   /// where the kernel groups tasks by session (autogroup): each starts in a new group.
   bool new_session = true;
+  /// -1: standard input from /dev/null. Else a terminal (the runner's controlling one, with
+  /// `new_session` false): the job's standard input, and while it runs the terminal's foreground
+  /// process group, if the runner's was, so that it can read from and prompt on it; the runner's
+  /// group gets the foreground back when the job has ended.
+  int terminal = -1;
 };
 
 /// The words of `command` if it can run without a shell, as make runs such commands: nothing but

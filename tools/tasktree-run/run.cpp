@@ -197,6 +197,7 @@ class Runner {
         .timeout = settings_.timeout,
         .grace = settings_.kill_after,
         .new_session = settings_.new_session,
+        .terminal = settings_.terminal,
     };
     ProcessResult result;
     const int slot = take_slot();
@@ -231,6 +232,14 @@ class Runner {
     }
     const auto end = Clock::now();
     give_slot(slot);
+    // With --tty the job is the terminal's foreground, so Ctrl-C and Ctrl-\ reach it and not the
+    // runner: the user meant the run. The runner sends itself the signal (its watcher stops the
+    // run), and the job counts as stopped, not as failed.
+    if (settings_.tty && result.end == ProcessResult::End::signalled &&
+        (result.signal == SIGINT || result.signal == SIGQUIT)) {
+      ::kill(::getpid(), result.signal);
+      result.end = ProcessResult::End::stopped;
+    }
     if (result.end == ProcessResult::End::not_started) return result;
     // A failure the policy layer retries: logged and drawn as such, not as the job's failure.
     const bool retried =

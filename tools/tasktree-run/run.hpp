@@ -61,6 +61,13 @@ struct RunSettings {
   /// Start each job in a session of its own (no controlling terminal): when the runner has a
   /// terminal, so that a job's password prompt fails instead of stopping it. `execute` decides.
   bool new_session = false;
+  /// `--tty`: jobs get the runner's terminal as standard input and are its foreground process group
+  /// while they run (one at a time); a job ended by SIGINT or SIGQUIT (Ctrl-C, Ctrl-\ at the
+  /// terminal, which reach the foreground job and not the runner) stops the run as if the runner
+  /// had been sent it.
+  bool tty = false;
+  /// With `tty`: the terminal, open for the run (`execute` opens it); -1 otherwise.
+  int terminal = -1;
   /// `--trace`: keep every attempt in `RunReport::attempts`.
   bool record_attempts = false;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
