@@ -11,6 +11,7 @@
 #include <tasktree/mpi.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <cstdint>
@@ -68,6 +69,14 @@ bool same_on_all_ranks(std::uint64_t value) {
   MPI_Allreduce(&value, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
   MPI_Allreduce(&value, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
   return low == high;
+}
+
+/// This rank's host, as MPI names it.
+std::string processor_name() {
+  std::array<char, MPI_MAX_PROCESSOR_NAME> name{};
+  int length = 0;
+  MPI_Get_processor_name(name.data(), &length);
+  return {name.data(), static_cast<std::size_t>(length)};
 }
 
 bool adds_up(const RunStats& stats) {
@@ -758,9 +767,13 @@ TEST_CASE("policy, dataset mode: a job failing on a worker is appended on rank 0
   PolicyRecorder recorder;
   auto options = recorder.options({"a", "a/b", "a/b/c", "d"});
   std::atomic<std::uint64_t> executed{0};
-  options.process_dataset = [&executed](std::string_view dataset, std::string_view, const Retry&) {
+  std::atomic<std::uint64_t> failed_on{0};  // the rank where a/b ran
+  options.process_dataset = [&executed, &failed_on](std::string_view dataset, std::string_view, const Retry&) {
     ++executed;
-    if (dataset == "a/b") throw DiskFull("no space left on a/b");
+    if (dataset == "a/b") {
+      failed_on = static_cast<std::uint64_t>(world_rank());  // 0 elsewhere: the sum is this rank
+      throw DiskFull("no space left on a/b");
+    }
     return true;
   };
   options.skip_on_error = SkipOnError::dataset;
@@ -768,11 +781,15 @@ TEST_CASE("policy, dataset mode: a job failing on a worker is appended on rank 0
   CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
   CHECK(sum_over_ranks(executed.load()) == 4);
   CHECK(stats.run == RunStats{.total = 4, .started = 4, .completed = 4, .succeeded = 3, .failed = 1});
+  const std::uint64_t failed_rank = sum_over_ranks(failed_on.load());
   if (world_rank() == 0) {
     CHECK(recorder.appended ==
           std::vector<std::string>{fmt::format("replicate a/b: no space left on a/b ({})", remote_origin())});
     REQUIRE(recorder.errors.size() == 1);
-    CHECK_THAT(recorder.errors.front(), Catch::Contains("failed: a/b: no space left on a/b"));
+    // Issue 17, item 8: the line names the rank and host where the job failed.
+    CHECK_THAT(recorder.errors.front(),
+               Catch::EndsWith(fmt::format("failed: a/b: no space left on a/b on rank {} (host {})", failed_rank,
+                                           processor_name())));
     CHECK(recorder.terminations == 0);
   }
 }

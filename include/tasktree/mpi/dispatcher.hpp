@@ -58,8 +58,9 @@ class Dispatcher {
         last_heard_(static_cast<std::size_t>(size)) {
     for (int rank = 1; rank < size; ++rank) by_load_.emplace(0, rank);
   }
-  /// A single rank: jobs run in this process, by `local`, on the thread that calls.
-  explicit Dispatcher(const ExecuteRequest& local) : local_(&local) {}
+  /// A single rank: jobs run in this process, by `local`, on the thread that calls; `hosts` names
+  /// its host.
+  Dispatcher(const ExecuteRequest& local, std::vector<std::string> hosts) : local_(&local), hosts_(std::move(hosts)) {}
 
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -137,6 +138,13 @@ class Dispatcher {
   /// Makes a signal caught by `stop_on_signals`, on this rank or a worker, request a stop of
   /// `stop`, the run's stop source. Before `pump`.
   void stop_on_signal(std::stop_source& stop) noexcept { run_stop_ = &stop; }
+
+  /// The host of `rank`, as it said at the start of the run; `"?"` for a rank that is not one.
+  /// Any thread.
+  [[nodiscard]] std::string_view host(int rank) const noexcept {
+    const auto r = static_cast<std::size_t>(rank);
+    return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
+  }
 
   /// The worker ranks lost during the run, in the order they were lost. After `pump`.
   [[nodiscard]] const std::vector<int>& lost_ranks() const noexcept { return lost_; }
@@ -322,11 +330,6 @@ class Dispatcher {
     note(LogLevel::warning, fmt::format("tasktree: rank {} on host {} caught {}: stopping the run", rank, host(rank),
                                         signal_name(signal)));
     run_stop_->request_stop();  // no lock held: the run's stop callbacks take ours
-  }
-
-  [[nodiscard]] std::string_view host(int rank) const noexcept {
-    const auto r = static_cast<std::size_t>(rank);
-    return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
   }
 
   /// Tells the log; a sink that throws does not end the message loop.

@@ -241,7 +241,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   const Logger& log = controls.log;
   std::stop_source& run_stop = controls.stop;
   if (run.size == 1) {
-    Dispatcher local(execute);
+    Dispatcher local(execute, started.agreement.hosts);
     // No message loop to look for a caught signal: a thread does, while the run lasts.
     std::jthread watch;
     if (stop_signals_installed.load()) {
@@ -313,11 +313,16 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
 }
 
 /// A job's exception on a worker rank, as rank 0's policy layer sees it: with the worker's verdict
-/// on whether it is a job failure and worth retrying.
-class RemoteAttemptError final : public mpi::RemoteError {
+/// on whether it is a job failure and worth retrying, and the place it ran for the failure's log
+/// line (`ErrorPlace`).
+class RemoteAttemptError final : public mpi::RemoteError, public ErrorPlace {
  public:
-  RemoteAttemptError(const mpi_wire::Reply& reply)
-      : mpi::RemoteError(reply.text, reply.rank), job_failure_(reply.job_failure), retryable_(reply.retryable) {}
+  /// `host`: the host of the rank that sent `reply`.
+  RemoteAttemptError(const mpi_wire::Reply& reply, std::string_view host)
+      : mpi::RemoteError(reply.text, reply.rank),
+        ErrorPlace(fmt::format("rank {} (host {})", reply.rank, host)),
+        job_failure_(reply.job_failure),
+        retryable_(reply.retryable) {}
   [[nodiscard]] bool job_failure() const noexcept { return job_failure_; }
   [[nodiscard]] bool retryable() const noexcept { return retryable_; }
 
@@ -561,7 +566,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
           detail::mpi_wire::Reply reply = dispatcher.call(
               {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
               attempt.stop_token);
-          if (reply.kind == detail::mpi_wire::Reply::threw) throw detail::RemoteAttemptError(reply);
+          if (reply.kind == detail::mpi_wire::Reply::threw) {
+            throw detail::RemoteAttemptError(reply, dispatcher.host(reply.rank));
+          }
           return reply.no_skip;
         },
     };
