@@ -15,6 +15,8 @@
 #include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +27,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace tasktree_test;
 using tasktree::CompletionCallbackResult;
@@ -1071,6 +1075,55 @@ TEST_CASE("placed jobs run only on a rank of their host, no more at once than it
   } else {
     CHECK(run.peak <= 1);  // max_workers = 0: one job per worker rank, placed or not
   }
+}
+
+TEST_CASE("a placed job waiting for its busy host holds up no job for elsewhere") {
+  if (world_size() < 4) return;  // alpha's one rank busy, beta's ranks free, one job at a time each
+  const HostName host(test_host(world_rank()));
+  // alpha/a0 runs on rank 1 until any/x ran (on beta: rank 1 is busy), which it learns from a file
+  // (all ranks run on this machine); alpha/a1 waits for rank 1 meanwhile.
+  std::vector<std::string> shared;
+  if (world_rank() == 0) {
+    shared.push_back(
+        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-placement-{}", ::getpid())).string());
+  }
+  tasktree::mpi::broadcast(shared);
+  const std::string x_ran = shared.at(0);
+  std::map<std::string, std::string> said;  // rank 0
+  ConcurrencyMeter here;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"alpha/a0", "alpha/a1", "any/x"},  // submitted in this order (name order)
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            here.enter();
+            std::string text = std::to_string(world_rank());
+            if (dataset == "any/x") std::ofstream(x_ran) << "ran\n";
+            if (dataset == "alpha/a0") {
+              const bool after = eventually([&] { return std::filesystem::exists(x_ran); }, std::chrono::seconds(20));
+              text += after ? " after x" : " without x";
+            }
+            here.leave();
+            return JobOutcome{.payload = text};
+          },
+      .completion =
+          [&said](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+            said[std::string(dataset)] = outcome.payload;
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 3,  // all three in flight at once, one per worker rank
+      .rank0_workers = 0,
+      .placement = first_component_but_any,
+  });
+  CHECK_FALSE(failed);
+  if (world_rank() == 0) {
+    // any/x ran on beta, unless its stub reached the dispatcher first (the stubs run on threads of
+    // their own) and found rank 1 free.
+    CHECK(said.at("alpha/a0") == "1 after x");
+    CHECK(said.at("alpha/a1") == "1");
+    CHECK(said.contains("any/x"));
+    std::filesystem::remove(x_ran);
+  }
+  if (world_rank() == 1) CHECK(here.peak() == 1);  // alpha/a1 waited for alpha/a0
 }
 
 TEST_CASE("rank 0 is a rank of its host when it runs jobs: jobs placed there run in its slots") {
