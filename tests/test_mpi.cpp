@@ -11,9 +11,12 @@
 #include <tasktree/mpi.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,6 +27,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace tasktree_test;
 using tasktree::CompletionCallbackResult;
@@ -68,6 +73,14 @@ bool same_on_all_ranks(std::uint64_t value) {
   MPI_Allreduce(&value, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
   MPI_Allreduce(&value, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
   return low == high;
+}
+
+/// This rank's host, as MPI names it.
+std::string processor_name() {
+  std::array<char, MPI_MAX_PROCESSOR_NAME> name{};
+  int length = 0;
+  MPI_Get_processor_name(name.data(), &length);
+  return {name.data(), static_cast<std::size_t>(length)};
 }
 
 bool adds_up(const RunStats& stats) {
@@ -758,9 +771,13 @@ TEST_CASE("policy, dataset mode: a job failing on a worker is appended on rank 0
   PolicyRecorder recorder;
   auto options = recorder.options({"a", "a/b", "a/b/c", "d"});
   std::atomic<std::uint64_t> executed{0};
-  options.process_dataset = [&executed](std::string_view dataset, std::string_view, const Retry&) {
+  std::atomic<std::uint64_t> failed_on{0};  // the rank where a/b ran
+  options.process_dataset = [&executed, &failed_on](std::string_view dataset, std::string_view, const Retry&) {
     ++executed;
-    if (dataset == "a/b") throw DiskFull("no space left on a/b");
+    if (dataset == "a/b") {
+      failed_on = static_cast<std::uint64_t>(world_rank());  // 0 elsewhere: the sum is this rank
+      throw DiskFull("no space left on a/b");
+    }
     return true;
   };
   options.skip_on_error = SkipOnError::dataset;
@@ -768,11 +785,15 @@ TEST_CASE("policy, dataset mode: a job failing on a worker is appended on rank 0
   CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options), stats));
   CHECK(sum_over_ranks(executed.load()) == 4);
   CHECK(stats.run == RunStats{.total = 4, .started = 4, .completed = 4, .succeeded = 3, .failed = 1});
+  const std::uint64_t failed_rank = sum_over_ranks(failed_on.load());
   if (world_rank() == 0) {
     CHECK(recorder.appended ==
           std::vector<std::string>{fmt::format("replicate a/b: no space left on a/b ({})", remote_origin())});
     REQUIRE(recorder.errors.size() == 1);
-    CHECK_THAT(recorder.errors.front(), Catch::Contains("failed: a/b: no space left on a/b"));
+    // Issue 17, item 8: the line names the rank and host where the job failed.
+    CHECK_THAT(recorder.errors.front(),
+               Catch::EndsWith(fmt::format("failed: a/b: no space left on a/b on rank {} (host {})", failed_rank,
+                                           processor_name())));
     CHECK(recorder.terminations == 0);
   }
 }
@@ -956,4 +977,262 @@ TEST_CASE("policy: tids count submissions over the run, like on one machine") {
   CHECK(sum_over_ranks(tids.size()) == 3);
   CHECK(sum_over_ranks(submit_counts) == 0b1110);  // distinct bits: no tid twice
   CHECK(submit_counts_seen == tids);               // the worker ranks get Retry::submit_count too
+}
+
+// ---- Placement (issue 17, item 5) ---------------------------------------------------------------
+
+namespace {
+
+/// The host each rank reports in the placement tests: rank 0 `head`, rank 1 `alpha`, the others
+/// `beta`; all ranks run on one machine here, so the names come from `TASKTREE_MPI_HOST_NAME`.
+std::string test_host(int rank) { return rank == 0 ? "head" : rank == 1 ? "alpha" : "beta"; }
+
+/// Sets `TASKTREE_MPI_HOST_NAME` on this rank for the runs in its scope.
+class HostName {
+ public:
+  explicit HostName(const std::string& name) { setenv("TASKTREE_MPI_HOST_NAME", name.c_str(), 1); }
+  HostName(const HostName&) = delete;
+  HostName& operator=(const HostName&) = delete;
+  ~HostName() { unsetenv("TASKTREE_MPI_HOST_NAME"); }
+};
+
+/// The hosts where the worker ranks run (rank 0's alone).
+std::vector<std::string> worker_hosts() {
+  std::set<std::string> hosts;
+  for (int rank = world_size() > 1 ? 1 : 0; rank < world_size(); ++rank) hosts.insert(test_host(rank));
+  return {hosts.begin(), hosts.end()};
+}
+
+/// The host named by the first component, except that `any/...` goes anywhere.
+std::string first_component_but_any(std::string_view dataset) {
+  std::string host = tasktree::mpi::place_by_first_component(dataset);
+  return host == "any" ? std::string() : host;
+}
+
+/// A core-level run with `placement`: where each dataset ran (rank 0) and the most jobs this rank
+/// ran at once.
+struct PlacedRun {
+  std::map<std::string, int> ran_on;
+  int peak = 0;
+  std::uint64_t executed = 0;
+};
+
+PlacedRun run_placed(std::vector<std::string> datasets, const tasktree::mpi::Placement& placement, int rank0_workers) {
+  const HostName host(test_host(world_rank()));
+  PlacedRun run;
+  ConcurrencyMeter here;
+  std::atomic<std::uint64_t> executed{0};
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = std::move(datasets),
+      .process_dataset =
+          [&](std::string_view, std::int64_t) {
+            ++executed;
+            here.enter();
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            here.leave();
+            return JobOutcome{.payload = std::to_string(world_rank())};
+          },
+      .completion =
+          [&run](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+            run.ran_on[std::string(dataset)] = std::stoi(outcome.payload);
+            return CompletionCallbackResult{};
+          },
+      .rank0_workers = rank0_workers,
+      .placement = placement,
+  });
+  CHECK_FALSE(failed);
+  run.peak = here.peak();
+  run.executed = sum_over_ranks(executed.load());
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("place_by_first_component names the first component of a dataset") {
+  CHECK(tasktree::mpi::place_by_first_component("alpha/snapshot") == "alpha");
+  CHECK(tasktree::mpi::place_by_first_component("alpha/a/b") == "alpha");
+  CHECK(tasktree::mpi::place_by_first_component("alpha") == "alpha");
+}
+
+TEST_CASE("placed jobs run only on a rank of their host, no more at once than its share; the rest anywhere") {
+  std::vector<std::string> datasets;
+  for (const std::string& host : worker_hosts()) {
+    datasets.push_back(host);
+    for (int i = 0; i < 6; ++i) datasets.push_back(fmt::format("{}/s{}", host, i));
+  }
+  datasets.emplace_back("any");
+  for (int i = 0; i < 6; ++i) datasets.push_back(fmt::format("any/x{}", i));
+  const PlacedRun run = run_placed(datasets, first_component_but_any, 0);
+  CHECK(run.executed == datasets.size());
+  if (world_rank() == 0) {
+    CHECK(run.ran_on.size() == datasets.size());
+    for (const auto& [dataset, rank] : run.ran_on) {
+      INFO(dataset << " ran on rank " << rank);
+      const std::string placed = first_component_but_any(dataset);
+      if (!placed.empty()) CHECK(test_host(rank) == placed);
+      if (world_size() > 1) CHECK(rank != 0);  // rank0_workers = 0
+    }
+  } else {
+    CHECK(run.peak <= 1);  // max_workers = 0: one job per worker rank, placed or not
+  }
+}
+
+TEST_CASE("a placed job waiting for its busy host holds up no job for elsewhere") {
+  if (world_size() < 4) return;  // alpha's one rank busy, beta's ranks free, one job at a time each
+  const HostName host(test_host(world_rank()));
+  // alpha/a0 runs on rank 1 until any/x ran (on beta: rank 1 is busy), which it learns from a file
+  // (all ranks run on this machine); alpha/a1 waits for rank 1 meanwhile.
+  std::vector<std::string> shared;
+  if (world_rank() == 0) {
+    shared.push_back(
+        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-placement-{}", ::getpid())).string());
+  }
+  tasktree::mpi::broadcast(shared);
+  const std::string x_ran = shared.at(0);
+  std::map<std::string, std::string> said;  // rank 0
+  ConcurrencyMeter here;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel({
+      .datasets = {"alpha/a0", "alpha/a1", "any/x"},  // submitted in this order (name order)
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            here.enter();
+            std::string text = std::to_string(world_rank());
+            if (dataset == "any/x") std::ofstream(x_ran) << "ran\n";
+            if (dataset == "alpha/a0") {
+              const bool after = eventually([&] { return std::filesystem::exists(x_ran); }, std::chrono::seconds(20));
+              text += after ? " after x" : " without x";
+            }
+            here.leave();
+            return JobOutcome{.payload = text};
+          },
+      .completion =
+          [&said](std::string_view dataset, JobOutcome& outcome, InFlight&) {
+            said[std::string(dataset)] = outcome.payload;
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 3,  // all three in flight at once, one per worker rank
+      .rank0_workers = 0,
+      .placement = first_component_but_any,
+  });
+  CHECK_FALSE(failed);
+  if (world_rank() == 0) {
+    // any/x ran on beta, unless its stub reached the dispatcher first (the stubs run on threads of
+    // their own) and found rank 1 free.
+    CHECK(said.at("alpha/a0") == "1 after x");
+    CHECK(said.at("alpha/a1") == "1");
+    CHECK(said.contains("any/x"));
+    std::filesystem::remove(x_ran);
+  }
+  if (world_rank() == 1) CHECK(here.peak() == 1);  // alpha/a1 waited for alpha/a0
+}
+
+TEST_CASE("rank 0 is a rank of its host when it runs jobs: jobs placed there run in its slots") {
+  std::vector<std::string> datasets;
+  for (int i = 0; i < 6; ++i) datasets.push_back(fmt::format("head/h{}", i));
+  for (int i = 0; i < 6; ++i) datasets.push_back(fmt::format("any/x{}", i));
+  const PlacedRun run = run_placed(datasets, first_component_but_any, 1);
+  CHECK(run.executed == datasets.size());
+  if (world_rank() == 0) {
+    CHECK(run.ran_on.size() == datasets.size());
+    for (int i = 0; i < 6; ++i) CHECK(run.ran_on.at(fmt::format("head/h{}", i)) == 0);
+    if (world_size() > 1) CHECK(run.peak == 1);  // waited for rank 0's one slot, never more at once
+  }
+}
+
+TEST_CASE("a placement on a host where no rank runs jobs is rejected on every rank before anything runs") {
+  const HostName host(test_host(world_rank()));
+  std::atomic<std::uint64_t> executed{0};
+  const auto core = [&](const tasktree::mpi::Placement& placement, int rank0_workers) {
+    return thrown_by([&] {
+      tasktree::mpi::process_datasets_in_parallel({
+          .datasets = {"a", "a/b", "c"},
+          .process_dataset =
+              [&executed](std::string_view, std::int64_t) {
+                ++executed;
+                return JobOutcome{};
+              },
+          .rank0_workers = rank0_workers,
+          .placement = placement,
+      });
+    });
+  };
+  const auto expect = [](const Thrown& thrown, const std::string& on_rank0) {
+    INFO(thrown.what);
+    CHECK_FALSE(thrown.remote);  // a std::invalid_argument
+    CHECK_THAT(thrown.what, Catch::Contains(world_rank() == 0 ? on_rank0 : "rank 0 could not start the run"));
+  };
+  const auto nowhere = [](std::string_view dataset) { return dataset == "a/b" ? "nowhere" : ""; };
+  expect(core(nowhere, -1), R"(invalid placement of "a/b": no rank of the run is on host "nowhere" (the hosts: )");
+  expect(thrown_by([&] {
+           tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+               .datasets = {"a", "a/b"},
+               .process_dataset =
+                   [&executed](std::string_view, std::string_view, const Retry&) {
+                     ++executed;
+                     return true;
+                   },
+               .placement = nowhere,
+           });
+         }),
+         R"(invalid placement of "a/b": no rank of the run is on host "nowhere")");
+  if (world_size() > 1) {
+    expect(core([](std::string_view) { return "head"; }, 0),
+           R"(invalid placement of "a": on host "head" only rank 0 runs, and it runs no jobs (rank0_workers is 0))");
+  }
+  expect(core(
+             [](std::string_view dataset) -> std::string {
+               if (dataset == "c") throw std::runtime_error("no host for c");
+               return "";
+             },
+             -1),
+         "no host for c");
+  CHECK(sum_over_ranks(executed.load()) == 0);
+}
+
+TEST_CASE("a TASKTREE_MPI_HOST_NAME too long for MPI is rejected, naming it, on every rank") {
+  const int odd_rank = world_size() - 1;
+  const std::string too_long(MPI_MAX_PROCESSOR_NAME, 'h');
+  const HostName host(world_rank() == odd_rank ? too_long : test_host(world_rank()));
+  const Thrown thrown = thrown_by([] {
+    tasktree::mpi::process_datasets_in_parallel(
+        {.datasets = {"a"}, .process_dataset = [](std::string_view, std::int64_t) { return JobOutcome{}; }});
+  });
+  if (world_rank() == odd_rank) {
+    CHECK_THAT(thrown.what, Catch::Contains(fmt::format("invalid TASKTREE_MPI_HOST_NAME \"{}\"", too_long)));
+  } else {
+    CHECK_THAT(thrown.what, Catch::Contains(fmt::format("rank {} could not start the run", odd_rank)));
+  }
+}
+
+TEST_CASE("policy: a placed job's attempts run on its host; its failure line names that rank and host") {
+  const HostName host(test_host(world_rank()));
+  const std::string failing = worker_hosts().back() + "/x";
+  PolicyRecorder recorder;
+  auto options = recorder.options({"a", failing, "b"});
+  std::atomic<std::uint64_t> attempts{0};
+  std::atomic<std::uint64_t> elsewhere{0};  // attempts of the failing job off its host
+  std::atomic<std::uint64_t> last_on{0};    // the rank of its last attempt (0 elsewhere: summed)
+  options.process_dataset = [&](std::string_view dataset, std::string_view, const Retry& retry) {
+    if (dataset != failing) return true;
+    ++attempts;
+    if (retry.count == 2) last_on = static_cast<std::uint64_t>(world_rank());
+    if (test_host(world_rank()) != worker_hosts().back()) ++elsewhere;
+    throw Transient("try again");
+  };
+  options.retry_policy = {.max_retries = 2, .initial_backoff = std::chrono::nanoseconds(0)};
+  options.skip_on_error = SkipOnError::dataset;
+  options.placement = [&failing](std::string_view dataset) {
+    return dataset == failing ? tasktree::mpi::place_by_first_component(dataset) : "";
+  };
+  CHECK(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options)));
+  CHECK(sum_over_ranks(attempts.load()) == 3);
+  CHECK(sum_over_ranks(elsewhere.load()) == 0);
+  const auto last_rank = static_cast<int>(sum_over_ranks(last_on.load()));
+  if (world_rank() == 0) {
+    REQUIRE(recorder.errors.size() == 1);
+    // Issue 17, item 8: the rank of the last attempt, and its host.
+    CHECK_THAT(recorder.errors.front(),
+               Catch::EndsWith(fmt::format("failed: {} (3 attempts): try again on rank {} (host {})", failing,
+                                           last_rank, test_host(last_rank))));
+  }
 }

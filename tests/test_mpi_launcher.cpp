@@ -4,6 +4,8 @@
 //   mpiexec --enable-recovery -n 3 test_mpi_launcher kill     rank 2 dies (SIGKILL) inside a job
 //   mpiexec --enable-recovery -n 3 test_mpi_launcher freeze   rank 2 stops (SIGSTOP) inside a job and
 //                                                              is continued once declared lost
+//   mpiexec --enable-recovery -n 3 test_mpi_launcher host     rank 2, the only rank of host "beta",
+//                                                              dies: the jobs placed there fail
 //   tests/mpi_signal.sh ... test_mpi_launcher signal MARKER   SIGTERM to a running mpiexec
 //
 // "When a rank is lost": rank 0 notices, sends the lost rank's job to another rank, and the run
@@ -30,6 +32,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -199,6 +202,97 @@ int lost_rank(tasktree::mpi::Environment& mpi, const std::string& scenario) {
   return failures == 0 ? 0 : 1;
 }
 
+/// The only rank of a host lost mid-run (docs/scale-out.md, "Placement"): ranks 1 and 2 say they
+/// run on hosts "alpha" and "beta" (TASKTREE_MPI_HOST_NAME), half the jobs are placed on each, and
+/// rank 2 dies in its fourth job. The jobs placed on beta that had not succeeded fail, without
+/// hanging and without running elsewhere; those on alpha all succeed; the run goes on to the end.
+int lost_host(tasktree::mpi::Environment& mpi) {
+  const int rank = mpi.rank();
+  const std::string host = rank == 0 ? "head" : rank == 1 ? "alpha" : "beta";
+  ::setenv("TASKTREE_MPI_HOST_NAME", host.c_str(), 1);
+
+  std::vector<std::string> shared;  // where the ranks record job starts, as "dataset rank"
+  if (rank == 0) {
+    std::string dir = (std::filesystem::temp_directory_path() / "tasktree-lost-host.XXXXXX").string();
+    if (::mkdtemp(dir.data()) == nullptr) std::abort();
+    shared.push_back(dir + "/starts");
+  }
+  tasktree::mpi::broadcast(shared);
+  const std::string starts = shared.at(0);
+
+  std::vector<std::string> datasets;
+  for (const char* placed : {"alpha", "beta"}) {
+    for (int i = 0; i < 40; ++i) datasets.push_back(fmt::format("{}/job{:03}", placed, i));
+  }
+  std::mutex mutex;
+  std::vector<std::string> errors;
+  std::vector<std::string> failed_datasets;
+  int started_here = 0;
+  tasktree::FaultTolerantStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view dataset, std::string_view, const tasktree::Retry&) {
+                append_line(starts, fmt::format("{} {}", dataset, rank));
+                if (rank == 2 && ++started_here == 4) ::raise(SIGKILL);
+                std::this_thread::sleep_for(15ms);
+                return true;
+              },
+          .skip_on_error = tasktree::SkipOnError::dataset,
+          .retry_policy = {.max_retries = 2},
+          .append_exception =
+              [&](const std::exception_ptr&, std::string_view, std::string_view dataset) {
+                const std::lock_guard lock(mutex);
+                failed_datasets.emplace_back(dataset);
+              },
+          .log = {.sink =
+                      [&](tasktree::LogLevel level, std::string_view message) {
+                        const std::lock_guard lock(mutex);
+                        if (level >= tasktree::LogLevel::error) errors.emplace_back(message);
+                      },
+                  .level = tasktree::LogLevel::info},
+          .heartbeat_interval = 50ms,
+          .heartbeat_timeout = 1s,
+          .rank0_workers = 0,
+          .placement = tasktree::mpi::place_by_first_component,
+      },
+      stats);
+
+  check(failed, fmt::format("rank {}: the run did not fail", rank));
+  check(tasktree::mpi::lost_ranks() == std::vector<int>{2},
+        fmt::format("rank {}: lost_ranks() is {}", rank, fmt::join(tasktree::mpi::lost_ranks(), ",")));
+  if (rank != 0) return failures == 0 ? 0 : 1;
+
+  const auto runs = count_lines(starts, 0);
+  std::ifstream in(starts);
+  std::string dataset;
+  std::string ran_on;
+  while (in >> dataset >> ran_on) {
+    const std::string expected = dataset.starts_with("alpha/") ? "1" : "2";
+    check(ran_on == expected, fmt::format("{} ran on rank {}", dataset, ran_on));
+  }
+  check(stats.run.completed == datasets.size(), fmt::format("{} jobs completed", stats.run.completed));
+  check(stats.run.succeeded == 43,
+        fmt::format("{} jobs succeeded, not alpha's 40 and beta's first 3", stats.run.succeeded));
+  check(stats.retries == 0, "a job whose host is gone is not retried");
+  check(failed_datasets.size() == 37 && std::all_of(failed_datasets.begin(), failed_datasets.end(),
+                                                    [](const std::string& name) { return name.starts_with("beta/"); }),
+        fmt::format("failed: {}", fmt::join(failed_datasets, ", ")));
+  std::size_t named = 0;  // failure lines that name the host and the rank lost there
+  for (const std::string& message : errors) {
+    if (message.find("is placed on host beta, and every rank there was lost") != std::string::npos &&
+        message.ends_with("on rank 2 (host beta)")) {
+      ++named;
+    }
+  }
+  check(named == 37,
+        fmt::format("{} failure lines name the host and its lost rank: {}", named, fmt::join(errors, "\n")));
+  std::filesystem::remove_all(std::filesystem::path(starts).parent_path());
+  if (failures == 0) fmt::print("lost-rank test (host): passed\n");
+  return failures == 0 ? 0 : 1;
+}
+
 /// SIGTERM to mpiexec mid-run; rank 0 writes `marker` once the run is under way.
 int stopped_by_signal(tasktree::mpi::Environment& mpi, const std::string& marker) {
   mpi.stop_on_signals();
@@ -273,10 +367,11 @@ int main(int argc, char** argv) {
   tasktree::mpi::Environment mpi(argc, argv);
   const std::string scenario = argc > 1 ? argv[1] : "";
   if ((scenario == "kill" || scenario == "freeze") && argc == 2 && mpi.size() == 3) return lost_rank(mpi, scenario);
+  if (scenario == "host" && argc == 2 && mpi.size() == 3) return lost_host(mpi);
   if (scenario == "signal" && argc == 3) return stopped_by_signal(mpi, argv[2]);
   if (mpi.rank() == 0) {
     fmt::print(stderr,
-               "usage: mpiexec --enable-recovery -n 3 test_mpi_launcher kill|freeze\n"
+               "usage: mpiexec --enable-recovery -n 3 test_mpi_launcher kill|freeze|host\n"
                "       mpiexec -n N test_mpi_launcher signal MARKER\n");
   }
   return 2;

@@ -229,6 +229,20 @@ using RemoteJob = DatasetFunction<JobOutcome>;
 using Completion =
     std::function<CompletionCallbackResult(std::string_view dataset, JobOutcome& outcome, InFlight& in_flight)>;
 
+/// @brief Where a job must run: `placement(dataset)` returns the name of a host, or an empty string
+/// for anywhere. See `Options::placement`.
+using Placement = std::function<std::string(std::string_view dataset)>;
+
+/// @brief A `Placement` for plans whose first component names a host, like `alpha/snapshot`: the
+/// dataset's first component (`"alpha"`), the whole name if it has one component.
+///
+/// @code
+/// options.placement = tasktree::mpi::place_by_first_component;
+/// @endcode
+[[nodiscard]] inline std::string place_by_first_component(std::string_view dataset) {
+  return std::string(dataset.substr(0, dataset.find('/')));
+}
+
 /// @brief Configuration of `mpi::process_datasets_in_parallel()`; the same on every rank. Like
 /// `tasktree::Options`, with a job that runs on worker ranks.
 ///
@@ -300,6 +314,19 @@ struct Options {
   /// only coordinates. Ignored with a single rank, where every job runs on rank 0. Read on rank 0.
   /// Must be at least -1.
   int rank0_workers = -1;
+  /// Where each job must run: the host that `placement(dataset)` names, or anywhere when it returns
+  /// an empty string (or when `placement` is empty, the default). Rank 0 calls it once per dataset
+  /// before anything runs, after every rank told it its host (`MPI_Get_processor_name`, or the
+  /// environment variable `TASKTREE_MPI_HOST_NAME` where set, meant for tests and for launchers that
+  /// give ranks on one machine different identities). A job placed on a host runs only on a rank of
+  /// that host: rank 0 if it is there and has a free slot (`rank0_workers`), else the least loaded
+  /// worker rank there, as soon as one runs fewer than its share of `max_workers`; jobs to other
+  /// hosts or to anywhere do not wait for it. If every rank of its host is lost, the job fails with a
+  /// `RemoteError` naming it and the host. See `place_by_first_component` and docs/scale-out.md.
+  /// Throws `std::invalid_argument` on every rank, before anything runs, if a placement names a
+  /// host where no rank of the run runs jobs (rank 0's message names the dataset and the host).
+  /// Read on rank 0.
+  Placement placement{};
   /// The ranks that take part: rank 0 of `comm` coordinates, the others run jobs. Every rank of
   /// `comm` must call the entry point.
   MPI_Comm comm = MPI_COMM_WORLD;
@@ -309,7 +336,7 @@ struct Options {
 /// every rank. The fields and their order are those of `tasktree::FaultTolerantOptions`, so that a
 /// designated initializer written for one machine compiles unchanged, except that there is no
 /// executor (the worker ranks are the executor), `max_workers` counts jobs across the worker ranks,
-/// and `comm` names the ranks.
+/// and the scale-out's own fields come last (`heartbeat_interval` to `comm`).
 ///
 /// Where each field is used: on the worker rank that runs a job, `process_dataset`,
 /// `is_job_failure` and `retry_policy.retryable` (so they see the real exception object, with its
@@ -381,6 +408,9 @@ struct FaultTolerantOptions {
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// How many attempts rank 0 runs itself at once; see `mpi::Options::rank0_workers`.
   int rank0_workers = -1;
+  /// Where each job's attempts must run; see `mpi::Options::placement`. A job whose host has lost
+  /// every rank fails as a job failure that is not retried: `skip_on_error` decides what follows.
+  Placement placement{};
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };
@@ -396,8 +426,9 @@ struct FaultTolerantOptions {
 /// @returns on every rank, what rank 0's run returns: true if a completion said `fail` or the run
 /// was stopped with work left.
 /// @throws std::invalid_argument on every rank, before any job runs, if any rank's options are
-/// invalid (that rank's message names the value; the others name that rank) or if the ranks
-/// disagree on the datasets or `max_workers`.
+/// invalid (that rank's message names the value; the others name that rank), if the ranks
+/// disagree on the datasets or `max_workers`, or if a placement names a host where no rank runs
+/// jobs.
 /// @throws std::logic_error if MPI is not initialized (or already finalized), or on every rank if
 /// MPI's thread level is below `MPI_THREAD_FUNNELED` (or it is that level and this is not the
 /// thread that initialized MPI).

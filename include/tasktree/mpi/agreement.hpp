@@ -13,9 +13,11 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -67,18 +69,56 @@ inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, st
   return fingerprint(entry_point, check.datasets(), max_workers);
 }
 
+/// The environment variable that, set and not empty, names this rank's host in place of
+/// `MPI_Get_processor_name`: for tests, and for launchers that give ranks on one machine different
+/// identities (see `mpi::Options::placement`).
+inline constexpr const char* host_name_variable = "TASKTREE_MPI_HOST_NAME";
+
+/// This rank's host name, as it tells rank 0 at the start of a run: `TASKTREE_MPI_HOST_NAME` if
+/// set and not empty, else `MPI_Get_processor_name`. Throws `std::invalid_argument` naming the
+/// variable's value if it is too long for MPI to carry.
+inline std::string this_host_name() {
+  if (const char* name = std::getenv(host_name_variable); name != nullptr && *name != '\0') {
+    const std::string_view chosen(name);
+    if (chosen.size() >= MPI_MAX_PROCESSOR_NAME) {
+      throw std::invalid_argument(fmt::format("tasktree: invalid {} {:?}: it must be shorter than {} bytes",
+                                              host_name_variable, chosen, MPI_MAX_PROCESSOR_NAME));
+    }
+    return std::string(chosen);
+  }
+  std::array<char, MPI_MAX_PROCESSOR_NAME> host{};
+  int length = 0;
+  check_mpi(MPI_Get_processor_name(host.data(), &length), "MPI_Get_processor_name");
+  return {host.data(), strnlen(host.data(), host.size())};
+}
+
+/// Every rank's `host` (collective): on rank 0 by rank; empty elsewhere.
+inline std::vector<std::string> gather_hosts(const RunComm& run, std::string_view host) {
+  std::array<char, MPI_MAX_PROCESSOR_NAME> mine{};
+  std::copy_n(host.data(), std::min(host.size(), mine.size() - 1), mine.data());
+  std::vector<char> all(run.rank == 0 ? static_cast<std::size_t>(run.size) * mine.size() : 0);
+  check_mpi(MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_CHAR, all.data(), static_cast<int>(mine.size()),
+                       MPI_CHAR, 0, run.comm),
+            "MPI_Gather");
+  std::vector<std::string> hosts;
+  for (std::size_t offset = 0; offset < all.size(); offset += mine.size()) {
+    const char* name = all.data() + offset;
+    hosts.emplace_back(name, strnlen(name, mine.size()));
+  }
+  return hosts;
+}
+
 /// What the ranks agreed on at the start of a run.
 struct RunAgreement {
   /// Rank 0's heartbeat interval, which every worker follows.
   std::chrono::nanoseconds heartbeat{0};
-  /// On rank 0, every rank's host name (`MPI_Get_processor_name`), by rank; empty elsewhere.
+  /// On rank 0, every rank's host name (`this_host_name`), by rank; empty elsewhere.
   std::vector<std::string> hosts{};
 };
 
 /// The agreement that starts every run (collective): each rank says whether it could start and
 /// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
-/// start the same run; a rank that could not rethrows its own error. Then rank 0 learns where each
-/// rank runs.
+/// start the same run; a rank that could not rethrows its own error.
 inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
   mine.rejected = rejected ? 1 : 0;
   const auto bytes = mine.encode();
@@ -128,19 +168,7 @@ inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine,
                       r, other.max_workers, root.max_workers));
     }
   }
-  RunAgreement agreement{.heartbeat = std::chrono::nanoseconds(root.heartbeat_nanos)};
-  std::array<char, MPI_MAX_PROCESSOR_NAME> host{};
-  int length = 0;
-  check_mpi(MPI_Get_processor_name(host.data(), &length), "MPI_Get_processor_name");
-  std::vector<char> hosts(run.rank == 0 ? static_cast<std::size_t>(run.size) * host.size() : 0);
-  check_mpi(MPI_Gather(host.data(), static_cast<int>(host.size()), MPI_CHAR, hosts.data(),
-                       static_cast<int>(host.size()), MPI_CHAR, 0, run.comm),
-            "MPI_Gather");
-  for (std::size_t offset = 0; offset < hosts.size(); offset += host.size()) {
-    const char* name = hosts.data() + offset;
-    agreement.hosts.emplace_back(name, strnlen(name, host.size()));
-  }
-  return agreement;
+  return RunAgreement{.heartbeat = std::chrono::nanoseconds(root.heartbeat_nanos)};
 }
 
 }  // namespace tasktree::detail

@@ -1,10 +1,12 @@
 #pragma once
 /// @file mpi/dispatcher.hpp
 /// @brief Rank 0's side of an MPI run: the job stubs that hand requests to the message loop and wait
-/// for replies, and the loop that sends each request to the least loaded worker rank, watches that
-/// every worker rank is still there, and sends the jobs of a rank it lost to the others.
+/// for replies, and the loop that sends each request to the least loaded worker rank (of its host,
+/// for a placed job), watches that every worker rank is still there, and sends the jobs of a rank it
+/// lost to the others.
 
 #include <tasktree/log.hpp>
+#include <tasktree/mpi/placement.hpp>
 #include <tasktree/mpi/transport.hpp>
 #include <tasktree/mpi/wire.hpp>
 
@@ -58,8 +60,9 @@ class Dispatcher {
         last_heard_(static_cast<std::size_t>(size)) {
     for (int rank = 1; rank < size; ++rank) by_load_.emplace(0, rank);
   }
-  /// A single rank: jobs run in this process, by `local`, on the thread that calls.
-  explicit Dispatcher(const ExecuteRequest& local) : local_(&local) {}
+  /// A single rank: jobs run in this process, by `local`, on the thread that calls; `hosts` names
+  /// its host.
+  Dispatcher(const ExecuteRequest& local, std::vector<std::string> hosts) : local_(&local), hosts_(std::move(hosts)) {}
 
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -70,18 +73,21 @@ class Dispatcher {
   /// signalled), so `stop` may be the run's token or one attempt's. Any thread.
   mpi_wire::Reply call(const mpi_wire::Request& request, const std::stop_token& stop) {
     if (local_ != nullptr) return (*local_)(request, stop);
-    if (here_ != nullptr && take_slot_here()) {  // rank 0 runs it, on this thread
-      const SlotHere slot{*this};                // given back however the job ends
-      mpi_wire::Reply reply = (*here_)(request, stop);
-      reply.rank = 0;
-      return reply;
+    const int host = placement_.host_of(request.dataset);  // -1: anywhere, always without placements
+    if (here_ != nullptr && (host < 0 || host == placement_.host_of_rank(0)) && take_slot_here(false)) {
+      return run_here(request, stop);
     }
-    Call call{.request = &request};
+    Call call{.request = &request, .host = host};
     std::stop_callback forward(stop, [this, &call]() noexcept { note_cancel(call); });
     std::unique_lock lock(mutex_);
     new_calls_.push_back(&call);
     wake_.notify_one();
     call.replied.wait(lock, [&call] { return call.done; });
+    if (call.here) {  // placed on rank 0's host, which has no worker rank left
+      lock.unlock();
+      take_slot_here(true);
+      return run_here(request, stop);
+    }
     return std::move(call.reply);
   }
 
@@ -134,9 +140,27 @@ class Dispatcher {
     slots_here_ = slots;
   }
 
+  /// Sends each job that `placement` places to a rank of its host: rank 0 if it is on that host and
+  /// has a free slot (see `run_here`), else the least loaded live worker rank there that runs fewer
+  /// than `share` jobs; while every one runs `share`, the job waits for one of them, and jobs to
+  /// other hosts or to anywhere go on meanwhile. When the host has no live worker rank left, rank 0
+  /// runs the job if it is on that host and runs jobs, else the job fails. Before the first call.
+  void place(PlacementTable placement, int share) {
+    placement_ = std::move(placement);
+    share_ = std::max(share, 1);
+    waiting_.assign(placement_.empty() ? 0 : placement_.hosts(), {});
+  }
+
   /// Makes a signal caught by `stop_on_signals`, on this rank or a worker, request a stop of
   /// `stop`, the run's stop source. Before `pump`.
   void stop_on_signal(std::stop_source& stop) noexcept { run_stop_ = &stop; }
+
+  /// The host of `rank`, as it said at the start of the run; `"?"` for a rank that is not one.
+  /// Any thread.
+  [[nodiscard]] std::string_view host(int rank) const noexcept {
+    const auto r = static_cast<std::size_t>(rank);
+    return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
+  }
 
   /// The worker ranks lost during the run, in the order they were lost. After `pump`.
   [[nodiscard]] const std::vector<int>& lost_ranks() const noexcept { return lost_; }
@@ -144,8 +168,10 @@ class Dispatcher {
  private:
   struct Call {
     const mpi_wire::Request* request = nullptr;
+    int host = -1;  // where it is placed (see `PlacementTable`); -1: anywhere
     mpi_wire::Reply reply{};
     bool done = false;         // guarded by `mutex_`
+    bool here = false;         // guarded by `mutex_`: done, and rank 0 must run it
     bool cancel = false;       // guarded by `mutex_`: its stop token was signalled
     bool cancel_sent = false;  // the message loop's own, like the two below
     std::uint64_t id = 0;
@@ -153,11 +179,21 @@ class Dispatcher {
     std::condition_variable replied{};
   };
 
-  bool take_slot_here() {
-    std::lock_guard lock(mutex_);
+  /// Takes one of rank 0's slots if one is free, or, with `wait`, once one is.
+  bool take_slot_here(bool wait) {
+    std::unique_lock lock(mutex_);
+    if (wait) slot_freed_.wait(lock, [this] { return running_here_ < slots_here_; });
     if (running_here_ >= slots_here_) return false;
     ++running_here_;
     return true;
+  }
+
+  /// Runs `request` on rank 0, in a slot taken by `take_slot_here`, on the calling thread.
+  mpi_wire::Reply run_here(const mpi_wire::Request& request, const std::stop_token& stop) {
+    const SlotHere slot{*this};  // given back however the job ends
+    mpi_wire::Reply reply = (*here_)(request, stop);
+    reply.rank = 0;
+    return reply;
   }
 
   /// One of rank 0's slots, taken by `take_slot_here`, given back when this ends.
@@ -168,6 +204,7 @@ class Dispatcher {
     ~SlotHere() {
       std::lock_guard lock(dispatcher.mutex_);
       --dispatcher.running_here_;
+      dispatcher.slot_freed_.notify_one();
     }
     Dispatcher& dispatcher;
   };
@@ -299,7 +336,7 @@ class Dispatcher {
                          : fmt::format("no worker rank is left to run its {} job(s): {}", orphans.size(), names)));
     bool cancel = false;
     for (Call* call : orphans) {
-      if (!any_left) {
+      if (!any_left && call->host < 0) {
         finish(*call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
                                       .text = fmt::format("tasktree: {:?} was running on worker rank {} on host {}, "
                                                           "which was lost ({}), and no worker rank is left",
@@ -308,11 +345,17 @@ class Dispatcher {
         continue;
       }
       call->cancel_sent = false;
+      {
+        // Read before `dispatch`, which may finish the call (its stub may then destroy it); a
+        // cancel after this read finds it in `outstanding_` as any other.
+        std::lock_guard lock(mutex_);
+        cancel = cancel || call->cancel;
+      }
       dispatch(*call);
-      std::lock_guard lock(mutex_);
-      cancel = cancel || call->cancel;
     }
     if (cancel) send_cancels();
+    // Jobs that wait for this rank's host may have no rank left to wait for.
+    if (waiting_count_ > 0) start_waiting(placement_.host_of_rank(rank));
   }
 
   /// A signal caught on `rank` stops the run (once).
@@ -324,11 +367,6 @@ class Dispatcher {
     run_stop_->request_stop();  // no lock held: the run's stop callbacks take ours
   }
 
-  [[nodiscard]] std::string_view host(int rank) const noexcept {
-    const auto r = static_cast<std::size_t>(rank);
-    return r < hosts_.size() ? std::string_view(hosts_[r]) : std::string_view("?");
-  }
-
   /// Tells the log; a sink that throws does not end the message loop.
   void note(LogLevel level, const std::string& text) noexcept {
     try {
@@ -338,8 +376,12 @@ class Dispatcher {
   }
 
   /// Sends `call`'s request to the least loaded worker rank (the lowest such rank); fails the call
-  /// if every worker rank was lost.
+  /// if every worker rank was lost. A placed call goes to its host (`dispatch_placed`).
   void dispatch(Call& call) {
+    if (call.host >= 0) {
+      dispatch_placed(call);
+      return;
+    }
     while (true) {
       if (by_load_.empty()) {
         finish(call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
@@ -363,6 +405,94 @@ class Dispatcher {
       outstanding_.emplace(request.id, &call);
       return;
     }
+  }
+
+  /// The least loaded live worker rank on `host` (the lowest such rank), or -1 if none is left.
+  [[nodiscard]] int least_loaded_on(int host) const {
+    int least = -1;
+    for (const int rank : placement_.worker_ranks(host)) {
+      const auto r = static_cast<std::size_t>(rank);
+      if (alive_[r] && (least < 0 || load_[r] < load_[static_cast<std::size_t>(least)])) least = rank;
+    }
+    return least;
+  }
+
+  /// Sends a placed call to the least loaded live worker rank of its host, or queues it while every
+  /// one runs its share; with no live worker rank there, hands it to rank 0 if rank 0 is on that
+  /// host and runs jobs, else fails it.
+  void dispatch_placed(Call& call) {
+    while (true) {
+      const int rank = least_loaded_on(call.host);
+      if (rank < 0) {
+        no_rank_left_on_host(call);
+        return;
+      }
+      const int load = load_[static_cast<std::size_t>(rank)];
+      if (load >= share_) {
+        waiting_[static_cast<std::size_t>(call.host)].push_back(&call);
+        ++waiting_count_;
+        return;
+      }
+      mpi_wire::Request request = *call.request;
+      request.id = next_id_++;
+      if (!sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request))) {
+        lose(rank, "MPI could not send to it");
+        continue;
+      }
+      by_load_.erase({load, rank});
+      by_load_.emplace(load + 1, rank);
+      load_[static_cast<std::size_t>(rank)] = load + 1;
+      call.id = request.id;
+      call.rank = rank;
+      outstanding_.emplace(request.id, &call);
+      return;
+    }
+  }
+
+  /// Sends the calls that wait for `host` while one of its ranks runs less than its share, and
+  /// settles them all once it has no live worker rank (see `dispatch_placed`).
+  void start_waiting(int host) {
+    std::deque<Call*>& queue = waiting_[static_cast<std::size_t>(host)];
+    bool cancel = false;
+    while (!queue.empty()) {
+      const int rank = least_loaded_on(host);
+      if (rank >= 0 && load_[static_cast<std::size_t>(rank)] >= share_) break;
+      Call* call = queue.front();
+      queue.pop_front();
+      --waiting_count_;
+      {
+        std::lock_guard lock(mutex_);     // before dispatching: see `lose`
+        cancel = cancel || call->cancel;  // stopped while it waited: the worker must hear of it
+      }
+      dispatch_placed(*call);
+    }
+    if (cancel) send_cancels();
+  }
+
+  /// A placed call whose host has no live worker rank: rank 0 runs it if it is a rank of that host
+  /// that runs jobs; otherwise it fails, as a job failure (the policy layer applies `skip_on_error`;
+  /// a retry could only fail the same way).
+  void no_rank_left_on_host(Call& call) {
+    if (here_ != nullptr && call.host == placement_.host_of_rank(0)) {
+      std::lock_guard lock(mutex_);
+      call.here = true;
+      call.done = true;
+      call.replied.notify_one();
+      return;
+    }
+    int last_lost = 0;  // the host's rank lost last: where the job would have run
+    for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) {
+      if (placement_.host_of_rank(*it) == call.host) {
+        last_lost = *it;
+        break;
+      }
+    }
+    finish(call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
+                                 .job_failure = true,
+                                 .text = fmt::format("tasktree: {:?} is placed on host {}, and every rank there was "
+                                                     "lost, so it cannot run",
+                                                     call.request->dataset, placement_.host_name(call.host)),
+                                 .rank = last_lost});
   }
 
   /// Hands `reply` to the stub that waits for it.
@@ -404,6 +534,7 @@ class Dispatcher {
       by_load_.erase({load, rank});
       by_load_.emplace(--load, rank);
       finish(*call, std::move(reply));
+      if (waiting_count_ > 0) start_waiting(placement_.host_of_rank(rank));
     }
     return any;
   }
@@ -421,7 +552,8 @@ class Dispatcher {
   std::vector<Call*> new_calls_;
   bool cancel_pending_ = false;  // some call's stop token was signalled since the loop last looked
   bool coordinator_finished_ = false;
-  int running_here_ = 0;  // jobs rank 0 runs itself
+  int running_here_ = 0;                // jobs rank 0 runs itself
+  std::condition_variable slot_freed_;  // a call that must run on rank 0 waits on it
 
   const ExecuteRequest* here_ = nullptr;  // rank 0 runs jobs too (see `run_here`)
   int slots_here_ = 0;
@@ -434,6 +566,10 @@ class Dispatcher {
   std::vector<bool> alive_;                                        // per rank: not lost
   std::vector<std::chrono::steady_clock::time_point> last_heard_;  // per rank
   std::vector<int> lost_;
+  PlacementTable placement_;                // empty: nothing placed
+  int share_ = 1;                           // the most placed jobs a worker rank runs at once
+  std::vector<std::deque<Call*>> waiting_;  // by host: placed calls waiting for a rank there
+  std::size_t waiting_count_ = 0;           // in all of `waiting_`
   std::stop_source* run_stop_ = nullptr;
   bool signal_stopped_ = false;
   PendingSends sends_;

@@ -24,6 +24,7 @@
 #include <tasktree/mpi.hpp>
 #include <tasktree/mpi/agreement.hpp>
 #include <tasktree/mpi/dispatcher.hpp>
+#include <tasktree/mpi/placement.hpp>
 #include <tasktree/mpi/transport.hpp>
 #include <tasktree/mpi/wire.hpp>
 #include <tasktree/mpi/worker_loop.hpp>
@@ -44,6 +45,7 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -128,6 +130,8 @@ struct StartedRun {
   /// `max_workers` to the library.
   int total_workers = 0;
   RunAgreement agreement{};
+  /// On rank 0: where placed jobs run (see `mpi::Options::placement`); empty elsewhere.
+  PlacementTable placement{};
 };
 
 /// The number of ranks of `comm` on this rank's host, this one included (collective).
@@ -142,16 +146,26 @@ inline int ranks_on_this_host(MPI_Comm comm) {
 
 /// The start of every run (collective): checks MPI's thread level, `max_workers`,
 /// `rank0_workers` and `liveness`, validates this rank's arguments with `validate(total_workers)`,
-/// which returns the run's fingerprint, and agrees on the run with the other ranks (see
-/// `agree_on_run`).
-template <class Validate>
+/// which returns the run's fingerprint, settles on rank 0 where placed jobs run with
+/// `place(hosts, rank0_runs_jobs)`, which returns a `PlacementTable` (`hosts`: every rank's, by
+/// rank), and agrees on the run with the other ranks (see `agree_on_run`), so that every rank
+/// throws if any of these threw on one.
+template <class Validate, class Place>
 StartedRun start_run(const RunComm& run, int requested_max_workers, int requested_rank0_workers,
-                     const Liveness& liveness, Validate&& validate) {
+                     const Liveness& liveness, Validate&& validate, Place&& place) {
   std::exception_ptr rejected;
   mpi_wire::Fingerprint mine;
   StartedRun started;
   const int on_host = run.size > 1 ? ranks_on_this_host(run.comm) : 1;
+  std::string host;
   try {
+    host = this_host_name();
+  } catch (...) {
+    rejected = std::current_exception();
+  }
+  std::vector<std::string> hosts = gather_hosts(run, host);  // every rank takes part, rejected or not
+  try {
+    if (rejected) std::rethrow_exception(rejected);  // this rank has no host name
     check_thread_level();
     started.max_workers = effective_max_workers(requested_max_workers, run.size);
     if (requested_rank0_workers < -1) {
@@ -172,10 +186,12 @@ StartedRun start_run(const RunComm& run, int requested_max_workers, int requeste
     mine = validate(started.total_workers);
     mine.max_workers = started.max_workers;  // what every rank must agree on
     mine.heartbeat_nanos = liveness.heartbeat.count();
+    if (run.rank == 0) started.placement = place(std::as_const(hosts), run.size == 1 || started.rank0_workers > 0);
   } catch (...) {
     rejected = std::current_exception();
   }
   started.agreement = agree_on_run(run, mine, rejected);
+  started.agreement.hosts = std::move(hosts);
   return started;
 }
 
@@ -241,7 +257,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   const Logger& log = controls.log;
   std::stop_source& run_stop = controls.stop;
   if (run.size == 1) {
-    Dispatcher local(execute);
+    Dispatcher local(execute, started.agreement.hosts);
     // No message loop to look for a caught signal: a thread does, while the run lasts.
     std::jthread watch;
     if (stop_signals_installed.load()) {
@@ -274,6 +290,9 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   Dispatcher dispatcher(run.comm, run.size, controls.liveness, std::move(started.agreement.hosts), log);
   dispatcher.stop_on_signal(run_stop);
   dispatcher.run_here(execute, started.rank0_workers);
+  // A worker rank's share, as its `WorkerLoop::capacity` (rank 0's slots come on top).
+  const int workers = run.size - 1;
+  dispatcher.place(std::move(started.placement), (started.max_workers + workers - 1) / workers);
   bool failed = false;
   std::exception_ptr error;
   FaultTolerantStats run_stats;
@@ -313,11 +332,16 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
 }
 
 /// A job's exception on a worker rank, as rank 0's policy layer sees it: with the worker's verdict
-/// on whether it is a job failure and worth retrying.
-class RemoteAttemptError final : public mpi::RemoteError {
+/// on whether it is a job failure and worth retrying, and the place it ran for the failure's log
+/// line (`ErrorPlace`).
+class RemoteAttemptError final : public mpi::RemoteError, public ErrorPlace {
  public:
-  RemoteAttemptError(const mpi_wire::Reply& reply)
-      : mpi::RemoteError(reply.text, reply.rank), job_failure_(reply.job_failure), retryable_(reply.retryable) {}
+  /// `host`: the host of the rank that sent `reply`.
+  RemoteAttemptError(const mpi_wire::Reply& reply, std::string_view host)
+      : mpi::RemoteError(reply.text, reply.rank),
+        ErrorPlace(fmt::format("rank {} (host {})", reply.rank, host)),
+        job_failure_(reply.job_failure),
+        retryable_(reply.retryable) {}
   [[nodiscard]] bool job_failure() const noexcept { return job_failure_; }
   [[nodiscard]] bool retryable() const noexcept { return retryable_; }
 
@@ -470,8 +494,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   detail::Dispatcher* dispatcher = nullptr;
   std::optional<ParallelTaskTree<>> tree;
   detail::RunControls controls(options);
-  const detail::StartedRun started =
-      detail::start_run(run, options.max_workers, options.rank0_workers, controls.liveness, [&](int workers) {
+  const detail::StartedRun started = detail::start_run(
+      run, options.max_workers, options.rank0_workers, controls.liveness,
+      [&](int workers) {
         if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
         if (run.rank != 0) {  // a worker needs no tree
           return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
@@ -499,12 +524,18 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
         using Core = tasktree::Options<>;
         static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
                       "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
-        static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 6,
+        // The scale-out's own: process_dataset, completion, heartbeat_interval, heartbeat_timeout,
+        // rank0_workers, placement, comm.
+        static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 7,
                       "a new option of mpi::Options: share it with tasktree::Options or handle it here");
         detail::carry_shared_options(std::move(options), core, &Core::max_workers);
         core.max_workers = workers;
         tree.emplace(std::move(core));
         return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
+      },
+      [&](std::span<const std::string> hosts, bool rank0_runs_jobs) {
+        if (!options.placement) return detail::PlacementTable();
+        return detail::PlacementTable(options.placement, tree->datasets(), hosts, rank0_runs_jobs);
       });
 
   const detail::ExecuteRequest execute = [&job = options.process_dataset](const detail::mpi_wire::Request& request,
@@ -539,8 +570,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   stats = FaultTolerantStats{};
   detail::RunComm run(options.comm);
   detail::RunControls controls(options);
-  const detail::StartedRun started =
-      detail::start_run(run, options.max_workers, options.rank0_workers, controls.liveness, [&](int workers) {
+  const detail::StartedRun started = detail::start_run(
+      run, options.max_workers, options.rank0_workers, controls.liveness,
+      [&](int workers) {
         detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
         detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
         // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
@@ -548,6 +580,10 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
         return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
                                              run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
                                              options.enable_barriers, options.barrier_name);
+      },
+      [&](std::span<const std::string> hosts, bool rank0_runs_jobs) {
+        if (!options.placement) return detail::PlacementTable();
+        return detail::PlacementTable(options.placement, options.datasets, hosts, rank0_runs_jobs);
       });
 
   const detail::ExecuteRequest execute = [&options](const detail::mpi_wire::Request& request,
@@ -561,7 +597,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
           detail::mpi_wire::Reply reply = dispatcher.call(
               {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
               attempt.stop_token);
-          if (reply.kind == detail::mpi_wire::Reply::threw) throw detail::RemoteAttemptError(reply);
+          if (reply.kind == detail::mpi_wire::Reply::threw) {
+            throw detail::RemoteAttemptError(reply, dispatcher.host(reply.rank));
+          }
           return reply.no_skip;
         },
     };
@@ -570,8 +608,10 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
     static_assert(detail::shared_option_count<Local, FaultTolerantOptions> == detail::field_count<Local>() - 2,
                   "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
                   "detail::for_each_shared_option");
+    // The scale-out's own: process_dataset, heartbeat_interval, heartbeat_timeout, rank0_workers,
+    // placement, comm.
     static_assert(
-        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 5,
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 6,
         "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
         "it here");
     // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and

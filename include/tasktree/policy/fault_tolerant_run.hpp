@@ -281,8 +281,9 @@ class FaultTolerantRun {
     if (!log_.enabled(LogLevel::error)) return;
     const std::string attempts =
         failure.retries > 0 ? fmt::format(" ({} attempts)", std::int64_t{failure.retries} + 1) : std::string();
-    log_.log(LogLevel::error, "{} {}: {}{}: {}", prefix(failure.submit_count), what, failure.dataset, attempts,
-             describe(failure.error));
+    // Where the last attempt ran, when that was elsewhere (e.g. "on rank 2 (host node7)").
+    log_.log(LogLevel::error, "{} {}: {}{}: {}{}", prefix(failure.submit_count), what, failure.dataset, attempts,
+             describe(failure.error), describe_place(failure.error));
   }
 
   // Worker side.
