@@ -389,22 +389,27 @@ class Dispatcher {
                                                          call.request->dataset)});
         return;
       }
-      const auto least = by_load_.begin();
-      const auto [load, rank] = *least;
-      mpi_wire::Request request = *call.request;
-      request.id = next_id_++;
-      if (!sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request))) {
-        lose(rank, "MPI could not send to it");
-        continue;
-      }
-      by_load_.erase(least);
-      by_load_.emplace(load + 1, rank);
-      load_[static_cast<std::size_t>(rank)] = load + 1;
-      call.id = request.id;
-      call.rank = rank;
-      outstanding_.emplace(request.id, &call);
-      return;
+      if (send_to(by_load_.begin()->second, call)) return;
     }
+  }
+
+  /// Sends `call`'s request to worker rank `rank` and counts it there; false if MPI could not send
+  /// (the rank is then lost, and the caller picks another).
+  bool send_to(int rank, Call& call) {
+    mpi_wire::Request request = *call.request;
+    request.id = next_id_++;
+    if (!sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request))) {
+      lose(rank, "MPI could not send to it");
+      return false;
+    }
+    const int load = load_[static_cast<std::size_t>(rank)];
+    by_load_.erase({load, rank});
+    by_load_.emplace(load + 1, rank);
+    load_[static_cast<std::size_t>(rank)] = load + 1;
+    call.id = request.id;
+    call.rank = rank;
+    outstanding_.emplace(request.id, &call);
+    return true;
   }
 
   /// The least loaded live worker rank on `host` (the lowest such rank), or -1 if none is left.
@@ -427,25 +432,12 @@ class Dispatcher {
         no_rank_left_on_host(call);
         return;
       }
-      const int load = load_[static_cast<std::size_t>(rank)];
-      if (load >= share_) {
+      if (load_[static_cast<std::size_t>(rank)] >= share_) {
         waiting_[static_cast<std::size_t>(call.host)].push_back(&call);
         ++waiting_count_;
         return;
       }
-      mpi_wire::Request request = *call.request;
-      request.id = next_id_++;
-      if (!sends_.send(comm_, rank, mpi_wire::request, mpi_wire::encode(request))) {
-        lose(rank, "MPI could not send to it");
-        continue;
-      }
-      by_load_.erase({load, rank});
-      by_load_.emplace(load + 1, rank);
-      load_[static_cast<std::size_t>(rank)] = load + 1;
-      call.id = request.id;
-      call.rank = rank;
-      outstanding_.emplace(request.id, &call);
-      return;
+      if (send_to(rank, call)) return;
     }
   }
 
