@@ -458,27 +458,48 @@ TEST_CASE("a stop requested on rank 0 reaches the jobs on the workers; every ran
 }
 
 TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worker ranks") {
+  // Every job waits until all of them have started, which they see in a directory on this machine
+  // (all ranks run here; jobs must not call MPI). So all are in flight at once, and rank 0, which
+  // sends each to the least loaded worker rank, gives each rank exactly its share. (Jobs that only
+  // waited for their own rank's share depended on timing: on a busy machine rank 0 could start its
+  // last jobs after one rank had finished its first two, and send both there.)
   const int per_rank = 2;
+  const int jobs = per_rank * worker_ranks();
   std::vector<std::string> datasets;
-  for (int i = 0; i < per_rank * worker_ranks(); ++i) datasets.push_back(fmt::format("job{}", i));
+  for (int i = 0; i < jobs; ++i) datasets.push_back(fmt::format("job{}", i));
+  std::vector<std::string> shared;
+  if (world_rank() == 0) {
+    shared.push_back(
+        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-at-once-{}", ::getpid())).string());
+    std::filesystem::create_directories(shared.front());
+  }
+  tasktree::mpi::broadcast(shared);
+  const std::filesystem::path started = shared.at(0);
+  const auto count_started = [&started] {
+    std::error_code error;
+    auto entries = std::filesystem::directory_iterator(started, error);
+    return error ? 0 : std::distance(entries, std::filesystem::directory_iterator());
+  };
   ConcurrencyMeter meter;
-  std::atomic<int> running{0};
+  std::atomic<int> timeouts{0};
   const bool failed = tasktree::mpi::process_datasets_in_parallel({
       .datasets = datasets,
       .process_dataset =
-          [&](std::string_view, std::int64_t) {
+          [&](std::string_view dataset, std::int64_t) {
             meter.enter();
-            ++running;
-            eventually([&] { return running.load() >= per_rank; }, std::chrono::seconds(20));
+            std::ofstream(started / std::string(dataset)) << world_rank() << '\n';
+            if (!eventually([&] { return count_started() >= jobs; }, std::chrono::seconds(60))) ++timeouts;
             meter.leave();
             return JobOutcome{};
           },
-      .max_workers = per_rank * worker_ranks(),
+      .max_workers = jobs,
       .rank0_workers = 0,
   });
   CHECK_FALSE(failed);
+  CHECK(timeouts.load() == 0);
   const bool runs_jobs = world_size() == 1 || world_rank() != 0;
   CHECK(meter.peak() == (runs_jobs ? per_rank : 0));
+  if (world_rank() == 0) std::filesystem::remove_all(started);  // every job has returned
 }
 
 TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while rank 0 works, is not lost") {
