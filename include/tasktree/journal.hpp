@@ -597,7 +597,8 @@ class Journal {
 
   /// The writer (the sync thread during a run, else the coordinator): formats what the
   /// coordinator published, writes it, and syncs if `sync` and anything was written since the last
-  /// sync. An error is kept for the coordinator (the text it concerned is dropped).
+  /// sync (else starts its writeback). An error is kept for the coordinator (the text it concerned
+  /// is dropped).
   void flush(bool sync) noexcept {
     try {
       format_published();
@@ -605,6 +606,8 @@ class Journal {
       if (sync && unsynced_) {
         if (::fdatasync(fd_) != 0) throw error("cannot sync");
         unsynced_ = false;
+      } else if (unsynced_) {
+        start_writeback();
       }
     } catch (...) {
       text_size_ = 0;
@@ -648,6 +651,16 @@ class Journal {
     }
     unsynced_ = unsynced_ || text_size_ > 0;
     text_size_ = 0;
+  }
+
+  /// The writer: asks the kernel to start writing what was written to the disk, without waiting
+  /// for it (Linux: `sync_file_range`), so that the next `fdatasync`, the one at the end of the run
+  /// included, finds most of it there already (on a million records it had 76 MB to write, 40 ms).
+  /// Only a head start: elsewhere, or if it fails, `fdatasync` does it all.
+  void start_writeback() const noexcept {
+#ifdef __linux__
+    ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
   }
 
   /// The writer: room for `bytes` more bytes of text, at the end of `text_`'s first `text_size_`.
