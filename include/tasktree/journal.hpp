@@ -23,7 +23,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <ctime>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -388,8 +387,8 @@ class Journal {
 
   /// A processed completion as the coordinator queues it for the sync thread, which formats it.
   struct QueuedRecord {
-    std::string_view dataset{};   // the run's name: valid until `end_run`
-    std::int64_t end_micros = 0;  // the wall clock when the coordinator processed it
+    std::string_view dataset{};    // the run's name: valid until `end_run`
+    std::int64_t start_nanos = 0;  // on the run's clock
     std::int64_t elapsed_nanos = 0;
     int attempts = 1;
     bool no_skip = true;
@@ -410,10 +409,11 @@ class Journal {
     std::atomic<Chunk*> next{nullptr};
   };
 
-  /// Starts a run of `datasets` (in the run's order); fills `done` (one flag per dataset) with
-  /// what the run resumes. Starts the sync thread. Logs what is worth knowing.
+  /// Starts a run of `datasets` (in the run's order) at `clock_nanos` on the clock that times its
+  /// jobs; fills `done` (one flag per dataset) with what the run resumes. Starts the sync thread.
+  /// Logs what is worth knowing.
   void begin_run(std::span<const std::string> datasets, std::string_view barrier_name, const Logger& log,
-                 std::vector<char>& done) {
+                 std::int64_t clock_nanos, std::vector<char>& done) {
     if (in_run_.exchange(true)) {
       throw std::logic_error(
           fmt::format("tasktree: journal {:?} is already attached to a run in progress", path_.string()));
@@ -452,7 +452,11 @@ class Journal {
         fmt::format("{{\"tasktree_journal\":{},\"fingerprint\":\"{}\",\"datasets\":{},\"barrier\":", format_version,
                     print, datasets.size());
     detail::journal_format::append_string(header, barrier_name);
-    fmt::format_to(std::back_inserter(header), ",\"started\":{:.6f}}}\n", unix_seconds_now());
+    // The records' start times are this moment on the wall clock plus the time since on the run's
+    // clock: no clock call per record.
+    run_unix_nanos_ = unix_nanos_now();
+    run_clock_nanos_ = clock_nanos;
+    fmt::format_to(std::back_inserter(header), ",\"started\":{:.6f}}}\n", static_cast<double>(run_unix_nanos_) / 1e9);
     // The queue starts empty, in the first chunk; the others are spare.
     if (chunks_.empty()) chunks_.push_back(std::make_unique<Chunk>());
     tail_ = head_ = chunks_.front().get();
@@ -476,11 +480,12 @@ class Journal {
     run_guard.self = nullptr;                        // the run has begun: `end_run` ends it
   }
 
-  /// Records a processed completion that ran for `elapsed_nanos`. `dataset` must stay valid until
+  /// Records a processed completion that started at `start_nanos` on the run's clock and ran for
+  /// `elapsed_nanos`. `dataset` must stay valid until
   /// `end_run` (the run's names do): the record is queued as it is, and the sync thread formats
   /// and writes it. Neither locks nor allocates unless the journal has a key or an error to note
   /// (or resumes, which keeps every record), except once per `Chunk::capacity` records.
-  void record(std::string_view dataset, bool no_skip, bool fail, std::int64_t elapsed_nanos) {
+  void record(std::string_view dataset, bool no_skip, bool fail, std::int64_t start_nanos, std::int64_t elapsed_nanos) {
     if (failed_.load(std::memory_order_relaxed)) rethrow_error();
     const int attempts = note_attempts_ > 0 ? note_attempts_ : 1;
     std::string key;
@@ -491,7 +496,7 @@ class Journal {
     entry.no_skip = no_skip;
     entry.fail = fail;
     entry.attempts = attempts;
-    entry.end_micros = unix_micros_now();
+    entry.start_nanos = start_nanos;
     entry.elapsed_nanos = elapsed_nanos;
     entry.error_size = note_error_.size();
     entry.has_key = static_cast<bool>(options_.key);
@@ -513,7 +518,7 @@ class Journal {
                          .no_skip = no_skip,
                          .fail = fail,
                          .attempts = attempts,
-                         .start = static_cast<double>(entry.end_micros - elapsed_micros) / 1e6,
+                         .start = static_cast<double>(start_micros(start_nanos)) / 1e6,
                          .seconds = static_cast<double>(elapsed_micros) / 1e6,
                          .error = note_error_,
                          .key = std::move(key)};
@@ -698,7 +703,7 @@ class Journal {
     }
     const std::int64_t elapsed_micros = micros_of(entry.elapsed_nanos);
     out = put(out, R"(,"start":)");
-    out = json::write_micros(out, entry.end_micros - elapsed_micros);
+    out = json::write_micros(out, start_micros(entry.start_nanos));
     out = put(out, R"(,"seconds":)");
     out = json::write_micros(out, elapsed_micros);
     if (!error.empty()) {
@@ -716,16 +721,16 @@ class Journal {
   /// Nanoseconds (a negative count as 0) to the nearest microsecond.
   static std::int64_t micros_of(std::int64_t nanos) noexcept { return (std::max<std::int64_t>(nanos, 0) + 500) / 1000; }
 
-  /// The wall clock to the microsecond, from the coarse clock (a few milliseconds' resolution,
-  /// several times cheaper than the precise one, which cost a tenth of a journaled run): good
-  /// enough for when a job started; durations come from the steady clock.
-  static std::int64_t unix_micros_now() noexcept {
-    timespec now{};
-    if (::clock_gettime(CLOCK_REALTIME_COARSE, &now) != 0) ::clock_gettime(CLOCK_REALTIME, &now);
-    return static_cast<std::int64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
+  /// The wall clock, in nanoseconds since the Unix epoch.
+  static std::int64_t unix_nanos_now() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
   }
-  static double unix_seconds_now() noexcept {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+
+  /// When a job that started at `start_nanos` on the run's clock started, on the wall clock, in
+  /// microseconds since the Unix epoch (not before the epoch).
+  [[nodiscard]] std::int64_t start_micros(std::int64_t start_nanos) const noexcept {
+    return (std::max<std::int64_t>(run_unix_nanos_ + (start_nanos - run_clock_nanos_), 0) + 500) / 1000;
   }
 
   /// FNV-1a over 8-byte words of each name (its length first, then its bytes, the last word padded
@@ -761,8 +766,10 @@ class Journal {
   int fd_ = -1;
   JournalContents contents_;
   Index index_;
-  int note_attempts_ = 0;   // from `annotate`, for the next record
-  std::string note_error_;  // from `annotate`, for the next record
+  std::int64_t run_unix_nanos_ = 0;   // the run's start on the wall clock
+  std::int64_t run_clock_nanos_ = 0;  // the run's start on its clock (that times its jobs)
+  int note_attempts_ = 0;             // from `annotate`, for the next record
+  std::string note_error_;            // from `annotate`, for the next record
 
   // The coordinator's side of the queue (also `begin_run`'s). Each side has cache lines of its
   // own: when `queued_` shared one with `text_size_`, which the sync thread writes all the time,
@@ -796,11 +803,12 @@ namespace detail {
 class JournalAccess {
  public:
   static void begin_run(Journal& journal, std::span<const std::string> datasets, std::string_view barrier_name,
-                        const Logger& log, std::vector<char>& done) {
-    journal.begin_run(datasets, barrier_name, log, done);
+                        const Logger& log, std::int64_t clock_nanos, std::vector<char>& done) {
+    journal.begin_run(datasets, barrier_name, log, clock_nanos, done);
   }
-  static void record(Journal& journal, std::string_view dataset, bool no_skip, bool fail, std::int64_t elapsed_nanos) {
-    journal.record(dataset, no_skip, fail, elapsed_nanos);
+  static void record(Journal& journal, std::string_view dataset, bool no_skip, bool fail, std::int64_t start_nanos,
+                     std::int64_t elapsed_nanos) {
+    journal.record(dataset, no_skip, fail, start_nanos, elapsed_nanos);
   }
   static void end_run(Journal& journal) { journal.end_run(); }
 };
