@@ -539,3 +539,58 @@ TEST_CASE("a write error reaches the caller, whether the sync thread or the end 
     CHECK(contains(what, path.string()));
   }
 }
+
+TEST_CASE("names are escaped as a byte-at-a-time reference does, at every length and position, and read back") {
+  // The writer looks at eight bytes at a time; this pins its output to the plain rule.
+  const auto reference = [](std::string_view text) {
+    std::string out = "\"";
+    for (std::size_t i = 0; i < text.size();) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      const std::size_t valid = c >= 0x80 ? tasktree::detail::journal_format::utf8_sequence(text.substr(i)) : 0;
+      if (valid > 0) {
+        out.append(text.substr(i, valid));
+        i += valid;
+        continue;
+      }
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += static_cast<char>(c);
+      } else if (c == '\n') {
+        out += "\\n";
+      } else if (c == '\t') {
+        out += "\\t";
+      } else if (c < 0x20) {
+        out += fmt::format("\\u{:04x}", c);
+      } else if (c >= 0x80) {
+        out += fmt::format("\\u{:04x}", 0xDC00 + c);
+      } else {
+        out += static_cast<char>(c);
+      }
+      ++i;
+    }
+    return out + "\"";
+  };
+  std::uint64_t state = 20261207;
+  const auto next = [&state] {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    return static_cast<unsigned>(state >> 33);
+  };
+  const std::string pieces[] = {"a", "Z", "/", "~", " ", "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f",
+                                "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x80", "\xff", "\xc3", "\xed\xa0\x80"};
+  for (int n = 0; n < 5000; ++n) {
+    std::string name;
+    const unsigned length = next() % 40;
+    const unsigned special_one_in = 1 + next() % 30;  // from all special to nearly all plain
+    while (name.size() < length) {
+      name += next() % special_one_in == 0 ? pieces[next() % std::size(pieces)] : pieces[next() % 5];
+    }
+    std::string written;
+    tasktree::detail::journal_format::append_string(written, name);
+    INFO(written);
+    REQUIRE(written == reference(name));
+    std::string why;
+    const auto object = tasktree::detail::journal_format::LineReader("{\"k\":" + written + "}").object(why);
+    REQUIRE(object.has_value());
+    REQUIRE(object->at("k").text == name);
+  }
+}

@@ -703,7 +703,15 @@ class Journal {
     }
     const std::int64_t elapsed_micros = micros_of(entry.elapsed_nanos);
     out = put(out, R"(,"start":)");
-    out = json::write_micros(out, start_micros(entry.start_nanos));
+    // The start's whole seconds change once a second: their text is kept.
+    const std::int64_t start = start_micros(entry.start_nanos);
+    if (start / 1'000'000 != start_second_) {
+      start_second_ = start / 1'000'000;
+      start_second_size_ =
+          static_cast<std::size_t>(json::write_integer(start_second_text_, start_second_) - start_second_text_);
+    }
+    std::memcpy(out, start_second_text_, start_second_size_);
+    out = json::write_fraction(out + start_second_size_, start % 1'000'000);
     out = put(out, R"(,"seconds":)");
     out = json::write_micros(out, elapsed_micros);
     if (!error.empty()) {
@@ -784,7 +792,10 @@ class Journal {
   std::size_t formatted_ = 0;                  // records of `head_` formatted
   std::string text_;                           // formatted, not yet written: its first `text_size_` bytes
   std::size_t text_size_ = 0;
-  bool unsynced_ = false;  // written since the last `fdatasync`
+  bool unsynced_ = false;           // written since the last `fdatasync`
+  std::int64_t start_second_ = -1;  // the whole seconds of the last start formatted, and their text
+  char start_second_text_[detail::journal_format::max_integer_size] = {};
+  std::size_t start_second_size_ = 0;
 
   alignas(cache_line) std::mutex buffer_mutex_;
   std::condition_variable wake_;

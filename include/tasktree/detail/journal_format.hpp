@@ -54,6 +54,16 @@ inline constexpr auto plain_bytes = [] {
   return table;
 }();
 
+/// True if one of the 8 bytes of `word` is not plain: below 0x20, from 0x80 up, `"` or `\\` (each
+/// test is exact about whether some byte matches, which is all this asks).
+constexpr bool has_special_byte(std::uint64_t word) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101u;
+  constexpr std::uint64_t highs = 0x8080808080808080u;
+  const auto has_zero = [&](std::uint64_t v) { return (v - ones) & ~v & highs; };
+  return (((word - ones * 0x20) & ~word & highs) | (word & highs) | has_zero(word ^ (ones * '"')) |
+          has_zero(word ^ (ones * '\\'))) != 0;
+}
+
 /// The most bytes `write_string` writes for a text of `size` bytes: the quotes and six bytes
 /// (`\udcXX`) per byte.
 constexpr std::size_t max_string_size(std::size_t size) noexcept { return 2 + 6 * size; }
@@ -61,7 +71,7 @@ constexpr std::size_t max_string_size(std::size_t size) noexcept { return 2 + 6 
 /// Writes `text` as a JSON string (with the quotes) at `out`, which has room for
 /// `max_string_size(text.size())` bytes; returns the end of what it wrote. Bytes that are not valid
 /// UTF-8 become `\udcXX`, which `read_string` turns back into the byte. Runs of plain bytes are
-/// copied whole.
+/// copied whole, and looked at eight at a time.
 inline char* write_string(char* out, std::string_view text) noexcept {
   static constexpr char hex[] = "0123456789abcdef";
   *out++ = '"';
@@ -73,6 +83,14 @@ inline char* write_string(char* out, std::string_view text) noexcept {
     out += i - plain;
   };
   while (i < text.size()) {
+    if (i + 8 <= text.size()) {
+      std::uint64_t word = 0;
+      std::memcpy(&word, text.data() + i, 8);
+      if (!has_special_byte(word)) {
+        i += 8;
+        continue;
+      }
+    }
     const auto c = static_cast<unsigned char>(text[i]);
     if (plain_bytes.plain[c]) {
       ++i;
@@ -137,17 +155,21 @@ inline char* write_integer(char* out, std::int64_t value) noexcept {
 /// The most bytes `write_micros` writes.
 inline constexpr std::size_t max_micros_size = max_integer_size + 7;
 
-/// Writes `micros` (not negative) as seconds with six decimals, `12.000345`, at `out`; returns
-/// the end.
-inline char* write_micros(char* out, std::int64_t micros) noexcept {
-  out = write_integer(out, micros / 1'000'000);
-  auto fraction = static_cast<std::uint32_t>(micros % 1'000'000);
+/// Writes `micros` (0 to 999,999) as the decimals of a second, `.000345`, at `out`; returns the end.
+inline char* write_fraction(char* out, std::int64_t micros) noexcept {
+  auto fraction = static_cast<std::uint32_t>(micros);
   *out = '.';
   for (int pair = 2; pair >= 0; --pair) {  // the fraction's digits, two at a time from the right
     std::memcpy(out + 1 + 2 * pair, digit_pairs.pairs + 2 * (fraction % 100), 2);
     fraction /= 100;
   }
   return out + 7;
+}
+
+/// Writes `micros` (not negative) as seconds with six decimals, `12.000345`, at `out`; returns
+/// the end.
+inline char* write_micros(char* out, std::int64_t micros) noexcept {
+  return write_fraction(write_integer(out, micros / 1'000'000), micros % 1'000'000);
 }
 
 /// A value of a flat JSON object.
