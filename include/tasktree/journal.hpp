@@ -464,7 +464,7 @@ class Journal {
     tail_->next.store(nullptr, std::memory_order_relaxed);
     queued_ = formatted_ = 0;
     {
-      std::lock_guard lock(buffer_mutex_);
+      std::lock_guard lock(queue_mutex_);
       spare_.clear();
       spare_.reserve(chunks_.size());
       for (std::size_t i = 1; i < chunks_.size(); ++i) spare_.push_back(chunks_[i].get());
@@ -481,10 +481,10 @@ class Journal {
   }
 
   /// Records a processed completion that started at `start_nanos` on the run's clock and ran for
-  /// `elapsed_nanos`. `dataset` must stay valid until
-  /// `end_run` (the run's names do): the record is queued as it is, and the sync thread formats
-  /// and writes it. Neither locks nor allocates unless the journal has a key or an error to note
-  /// (or resumes, which keeps every record), except once per `Chunk::capacity` records.
+  /// `elapsed_nanos`. `dataset` must stay valid until `end_run` (the run's names do): the record
+  /// is queued as it is, and the sync thread formats and writes it. Neither locks nor allocates
+  /// unless the journal has a key or an error to note (or resumes, which keeps every record),
+  /// except once per `Chunk::capacity` records.
   void record(std::string_view dataset, bool no_skip, bool fail, std::int64_t start_nanos, std::int64_t elapsed_nanos) {
     if (failed_.load(std::memory_order_relaxed)) rethrow_error();
     const int attempts = note_attempts_ > 0 ? note_attempts_ : 1;
@@ -507,7 +507,7 @@ class Journal {
     tail_->published.store(++queued_, std::memory_order_release);
     if (queued_ == Chunk::capacity) {  // a full chunk: the sync thread formats it now
       {
-        std::lock_guard lock(buffer_mutex_);
+        std::lock_guard lock(queue_mutex_);
         chunk_ready_ = true;
       }
       wake_.notify_one();
@@ -532,7 +532,7 @@ class Journal {
   /// error of the run (the records since the last sync may be lost then).
   void end_run() {
     {
-      std::lock_guard lock(buffer_mutex_);
+      std::lock_guard lock(queue_mutex_);
       closing_ = true;
     }
     wake_.notify_all();
@@ -552,7 +552,7 @@ class Journal {
 
   /// Throws the write error the sync thread kept, and forgets it.
   [[noreturn]] void rethrow_error() {
-    std::lock_guard lock(buffer_mutex_);
+    std::lock_guard lock(queue_mutex_);
     failed_.store(false, std::memory_order_relaxed);
     std::rethrow_exception(std::exchange(error_, nullptr));
   }
@@ -563,7 +563,7 @@ class Journal {
   void next_chunk() {
     Chunk* chunk = nullptr;
     {
-      std::lock_guard lock(buffer_mutex_);
+      std::lock_guard lock(queue_mutex_);
       if (!spare_.empty()) {
         chunk = spare_.back();
         spare_.pop_back();
@@ -572,7 +572,7 @@ class Journal {
     if (chunk == nullptr) {
       chunks_.push_back(std::make_unique<Chunk>());
       chunk = chunks_.back().get();
-      std::lock_guard lock(buffer_mutex_);
+      std::lock_guard lock(queue_mutex_);
       spare_.reserve(chunks_.size());  // so that the sync thread never allocates to hand one back
     }
     chunk->published.store(0, std::memory_order_relaxed);
@@ -587,7 +587,7 @@ class Journal {
   /// rest after it returns.
   void sync_loop() noexcept {
     auto next_sync = std::chrono::steady_clock::now() + options_.sync_interval;
-    std::unique_lock lock(buffer_mutex_);
+    std::unique_lock lock(queue_mutex_);
     while (true) {
       wake_.wait_until(lock, next_sync, [this] { return closing_ || chunk_ready_; });
       if (closing_) return;
@@ -616,7 +616,7 @@ class Journal {
       }
     } catch (...) {
       text_size_ = 0;
-      std::lock_guard lock(buffer_mutex_);
+      std::lock_guard lock(queue_mutex_);
       if (!error_) error_ = std::current_exception();
       failed_.store(true, std::memory_order_relaxed);
     }
@@ -635,7 +635,7 @@ class Journal {
       Chunk* const next = head_->next.load(std::memory_order_acquire);
       if (next == nullptr) return;  // full, but the coordinator has not needed the next one yet
       {
-        std::lock_guard lock(buffer_mutex_);
+        std::lock_guard lock(queue_mutex_);
         spare_.push_back(head_);  // never allocates: `next_chunk` reserved room for every chunk
       }
       head_ = next;
@@ -797,12 +797,12 @@ class Journal {
   char start_second_text_[detail::journal_format::max_integer_size] = {};
   std::size_t start_second_size_ = 0;
 
-  alignas(cache_line) std::mutex buffer_mutex_;
+  alignas(cache_line) std::mutex queue_mutex_;
   std::condition_variable wake_;
-  std::vector<Chunk*> spare_;        // guarded by `buffer_mutex_`: chunks free for the coordinator
-  bool chunk_ready_ = false;         // guarded by `buffer_mutex_`: a chunk was filled
-  bool closing_ = false;             // guarded by `buffer_mutex_`
-  std::exception_ptr error_;         // guarded by `buffer_mutex_`: the first write error
+  std::vector<Chunk*> spare_;        // guarded by `queue_mutex_`: chunks free for the coordinator
+  bool chunk_ready_ = false;         // guarded by `queue_mutex_`: a chunk was filled
+  bool closing_ = false;             // guarded by `queue_mutex_`
+  std::exception_ptr error_;         // guarded by `queue_mutex_`: the first write error
   std::atomic<bool> failed_{false};  // `error_` is set (checked on every record without the lock)
   std::thread syncer_;
   std::atomic<bool> in_run_{false};  // between `begin_run` and `end_run`
