@@ -10,7 +10,9 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -147,6 +149,30 @@ std::string thrown_by(F&& fn) {
   }
   return "<nothing thrown>";
 }
+
+/// Lowers the limit on the size of the files this process writes (RLIMIT_FSIZE) to `bytes`, with
+/// SIGXFSZ ignored, so that a write past it fails with EFBIG; restores both when it goes. Nothing
+/// should be checked while it lives (the test's own output could be a file).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved_) == 0);
+    saved_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &lowered) == 0);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    ::signal(SIGXFSZ, saved_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t saved_handler_ = SIG_DFL;
+};
 
 }  // namespace
 
@@ -458,4 +484,113 @@ TEST_CASE("model: for random trees and random journals, a resumed run runs what 
     ++checked;
   }
   CHECK(checked > 100);
+}
+
+TEST_CASE("many records, over several of the queue's chunks and timed syncs, read back as they were") {
+  Scratch scratch;
+  const fs::path path = scratch / "many.journal";
+  std::vector<std::string> datasets;
+  for (int i = 0; i < 20'000; ++i) datasets.push_back(fmt::format("d{:05}", i));
+  // Some outcomes differ from the defaults, so that lines of every shape mix; a short interval
+  // makes the sync thread write and sync while the coordinator records.
+  const auto outcome = [](std::string_view dataset) {
+    const int i = std::stoi(std::string(dataset.substr(1)));
+    return CompletionCallbackResult{.no_skip = i % 5 != 0, .fail = i % 7 == 0};
+  };
+  const auto journal = std::make_shared<Journal>(
+      path, JournalOptions{.sync_interval = std::chrono::microseconds(200),
+                           .key = [](std::string_view dataset) { return fmt::format("key of {}", dataset); }});
+  const JournalRun run = run_with(datasets, journal, outcome);
+  REQUIRE(run.ran.size() == datasets.size());
+  const std::vector<std::string> lines = lines_of(read_file(path));
+  REQUIRE(lines.size() == datasets.size() + 1);
+  for (std::size_t i = 0; i < run.ran.size(); ++i) {  // in completion order
+    REQUIRE(contains(lines[i + 1], fmt::format("{{\"dataset\":\"{}\",", run.ran[i])));
+  }
+  const tasktree::JournalContents contents = Journal::read(path);
+  REQUIRE(contents.records.size() == datasets.size());
+  for (const tasktree::JournalRecord& record : contents.records) {
+    const CompletionCallbackResult expected = outcome(record.dataset);
+    CHECK(record.no_skip == expected.no_skip);
+    CHECK(record.fail == expected.fail);
+    CHECK(record.attempts == 1);
+    CHECK(record.key == "key of " + record.dataset);
+    CHECK(record.error.empty());
+    CHECK(record.seconds >= 0);
+  }
+}
+
+TEST_CASE("a write error reaches the caller, whether the sync thread or the end of the run meets it") {
+  Scratch scratch;
+  // 10 records are written at the end of the run; 20,000 fill chunks that the sync thread
+  // formats and writes during it, and the coordinator's next record throws its error.
+  for (const int count : {10, 20'000}) {
+    const fs::path path = scratch / fmt::format("limited{}.journal", count);
+    std::vector<std::string> datasets;
+    for (int i = 0; i < count; ++i) datasets.push_back(fmt::format("d{:05}", i));
+    const auto journal = open(path, false);
+    std::string what;
+    {
+      FileSizeLimit limit(200);  // the header and a record or two
+      what = thrown_by([&] { run_with(datasets, journal); });
+    }
+    INFO(count);
+    CHECK(contains(what, "cannot write"));
+    CHECK(contains(what, path.string()));
+  }
+}
+
+TEST_CASE("names are escaped as a byte-at-a-time reference does, at every length and position, and read back") {
+  // The writer looks at eight bytes at a time; this pins its output to the plain rule.
+  const auto reference = [](std::string_view text) {
+    std::string out = "\"";
+    for (std::size_t i = 0; i < text.size();) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      const std::size_t valid = c >= 0x80 ? tasktree::detail::journal_format::utf8_sequence(text.substr(i)) : 0;
+      if (valid > 0) {
+        out.append(text.substr(i, valid));
+        i += valid;
+        continue;
+      }
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += static_cast<char>(c);
+      } else if (c == '\n') {
+        out += "\\n";
+      } else if (c == '\t') {
+        out += "\\t";
+      } else if (c < 0x20) {
+        out += fmt::format("\\u{:04x}", c);
+      } else if (c >= 0x80) {
+        out += fmt::format("\\u{:04x}", 0xDC00 + c);
+      } else {
+        out += static_cast<char>(c);
+      }
+      ++i;
+    }
+    return out + "\"";
+  };
+  std::uint64_t state = 20261207;
+  const auto next = [&state] {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    return static_cast<unsigned>(state >> 33);
+  };
+  const std::string pieces[] = {"a", "Z", "/", "~", " ", "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f",
+                                "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x80", "\xff", "\xc3", "\xed\xa0\x80"};
+  for (int n = 0; n < 5000; ++n) {
+    std::string name;
+    const unsigned length = next() % 40;
+    const unsigned special_one_in = 1 + next() % 30;  // from all special to nearly all plain
+    while (name.size() < length) {
+      name += next() % special_one_in == 0 ? pieces[next() % std::size(pieces)] : pieces[next() % 5];
+    }
+    std::string written;
+    tasktree::detail::journal_format::append_string(written, name);
+    INFO(written);
+    REQUIRE(written == reference(name));
+    std::string why;
+    const auto object = tasktree::detail::journal_format::LineReader("{\"k\":" + written + "}").object(why);
+    REQUIRE(object.has_value());
+    REQUIRE(object->at("k").text == name);
+  }
 }

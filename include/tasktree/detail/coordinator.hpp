@@ -78,6 +78,7 @@ class JobContext {
     std::int64_t submit_count = 0;
     CompletionCallback callback;     // written by the worker
     std::exception_ptr error;        // written by the worker
+    std::int64_t start_nanos = 0;    // written by the worker, if timed: when the job started
     std::int64_t elapsed_nanos = 0;  // written by the worker, if timed
     bool ran = false;                // written by the worker: process_dataset was called
     // Set when the job is handed out, cleared by its one call: a second call of the same `Job`
@@ -133,7 +134,10 @@ class JobContext {
       const std::int64_t start = timing_clock_ != nullptr ? timing_clock_->now_nanos() : 0;
       slot.ran = true;  // only now: a clock that throws above means the job never started
       slot.callback = (*process_dataset_)(names_[slot.dataset], slot.submit_count, token_);
-      if (timing_clock_ != nullptr) slot.elapsed_nanos = timing_clock_->now_nanos() - start;
+      if (timing_clock_ != nullptr) {
+        slot.start_nanos = start;
+        slot.elapsed_nanos = timing_clock_->now_nanos() - start;
+      }
     } catch (...) {
       slot.error = std::current_exception();
     }
@@ -247,7 +251,7 @@ class Coordinator : private JobContext {
       if (config_.observer != nullptr) config_.observer->on_start(stats.total);
       if (config_.journal != nullptr) {
         JournalAccess::begin_run(*config_.journal, config_.trie.datasets(), config_.barrier_name, config_.log,
-                                 resume_);
+                                 config_.clock.now_nanos(), resume_);
         journal_open_ = true;
       }
       algorithm_.start(push_ready_);
@@ -520,7 +524,7 @@ class Coordinator : private JobContext {
     failed_ = failed_ || result.fail;
     config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
     if (config_.journal != nullptr) {
-      JournalAccess::record(*config_.journal, name, result.no_skip, result.fail, slot.elapsed_nanos);
+      JournalAccess::record(*config_.journal, name, result.no_skip, result.fail, slot.start_nanos, slot.elapsed_nanos);
     }
     if (config_.observer != nullptr) {
       config_.observer->on_complete(name, std::chrono::nanoseconds(slot.elapsed_nanos), result);

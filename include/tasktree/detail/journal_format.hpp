@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -43,17 +44,55 @@ inline std::size_t utf8_sequence(std::string_view text) noexcept {
   return length;
 }
 
-/// Appends `text` as a JSON string (with the quotes). Bytes that are not valid UTF-8 become
-/// `\udcXX`, which `read_string` turns back into the byte.
-inline void append_string(std::string& out, std::string_view text) {
+/// True for the bytes a JSON string holds as they are: printable ASCII other than `"` and `\`.
+/// (Bytes from 0x80 up are copied too when they form valid UTF-8; see `write_string`.)
+inline constexpr auto plain_bytes = [] {
+  struct Table {
+    bool plain[256] = {};
+  } table;
+  for (int c = 0x20; c < 0x80; ++c) table.plain[c] = c != '"' && c != '\\';
+  return table;
+}();
+
+/// True if one of the 8 bytes of `word` is not plain: below 0x20, from 0x80 up, `"` or `\\` (each
+/// test is exact about whether some byte matches, which is all this asks).
+constexpr bool has_special_byte(std::uint64_t word) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101u;
+  constexpr std::uint64_t highs = 0x8080808080808080u;
+  const auto has_zero = [&](std::uint64_t v) { return (v - ones) & ~v & highs; };
+  return (((word - ones * 0x20) & ~word & highs) | (word & highs) | has_zero(word ^ (ones * '"')) |
+          has_zero(word ^ (ones * '\\'))) != 0;
+}
+
+/// The most bytes `write_string` writes for a text of `size` bytes: the quotes and six bytes
+/// (`\udcXX`) per byte.
+constexpr std::size_t max_string_size(std::size_t size) noexcept { return 2 + 6 * size; }
+
+/// Writes `text` as a JSON string (with the quotes) at `out`, which has room for
+/// `max_string_size(text.size())` bytes; returns the end of what it wrote. Bytes that are not valid
+/// UTF-8 become `\udcXX`, which `read_string` turns back into the byte. Runs of plain bytes are
+/// copied whole, and looked at eight at a time.
+inline char* write_string(char* out, std::string_view text) noexcept {
   static constexpr char hex[] = "0123456789abcdef";
-  out.push_back('"');
+  *out++ = '"';
   std::size_t plain = 0;  // start of the run of bytes copied as they are
   std::size_t i = 0;
-  const auto flush = [&] { out.append(text.data() + plain, i - plain); };
+  const auto flush = [&] {
+    if (i == plain) return;  // (an empty view's data may be null, which memcpy must not see)
+    std::memcpy(out, text.data() + plain, i - plain);
+    out += i - plain;
+  };
   while (i < text.size()) {
+    if (i + 8 <= text.size()) {
+      std::uint64_t word = 0;
+      std::memcpy(&word, text.data() + i, 8);
+      if (!has_special_byte(word)) {
+        i += 8;
+        continue;
+      }
+    }
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+    if (plain_bytes.plain[c]) {
       ++i;
       continue;
     }
@@ -64,27 +103,73 @@ inline void append_string(std::string& out, std::string_view text) {
       }
     }
     flush();
+    *out++ = '\\';
     if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
+      *out++ = static_cast<char>(c);
     } else if (c == '\n') {
-      out.append("\\n");
+      *out++ = 'n';
     } else if (c == '\t') {
-      out.append("\\t");
-    } else if (c < 0x20) {
-      out.append("\\u00");
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 0xFu]);
-    } else {  // a byte of invalid UTF-8
-      out.append("\\udc");
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 0xFu]);
+      *out++ = 't';
+    } else {  // another control byte (\u00XX), or a byte of invalid UTF-8 (\udcXX)
+      std::memcpy(out, c < 0x20 ? "u00" : "udc", 3);
+      out += 3;
+      *out++ = hex[c >> 4];
+      *out++ = hex[c & 0xFu];
     }
     ++i;
     plain = i;
   }
   flush();
-  out.push_back('"');
+  *out++ = '"';
+  return out;
+}
+
+/// Appends `text` as a JSON string (with the quotes); see `write_string`.
+inline void append_string(std::string& out, std::string_view text) {
+  const std::size_t size = out.size();
+  out.resize(size + max_string_size(text.size()));
+  char* const end = write_string(out.data() + size, text);
+  out.resize(static_cast<std::size_t>(end - out.data()));
+}
+
+/// "00" to "99", for writing numbers two digits at a time.
+inline constexpr auto digit_pairs = [] {
+  struct Table {
+    char pairs[200] = {};
+  } table;
+  for (int i = 0; i < 100; ++i) {
+    table.pairs[2 * i] = static_cast<char>('0' + i / 10);
+    table.pairs[2 * i + 1] = static_cast<char>('0' + i % 10);
+  }
+  return table;
+}();
+
+/// The most bytes `write_integer` writes.
+inline constexpr std::size_t max_integer_size = 20;
+
+/// Writes `value` in decimal at `out`; returns the end.
+inline char* write_integer(char* out, std::int64_t value) noexcept {
+  return std::to_chars(out, out + max_integer_size, value).ptr;
+}
+
+/// The most bytes `write_micros` writes.
+inline constexpr std::size_t max_micros_size = max_integer_size + 7;
+
+/// Writes `micros` (0 to 999,999) as the decimals of a second, `.000345`, at `out`; returns the end.
+inline char* write_fraction(char* out, std::int64_t micros) noexcept {
+  auto fraction = static_cast<std::uint32_t>(micros);
+  *out = '.';
+  for (int pair = 2; pair >= 0; --pair) {  // the fraction's digits, two at a time from the right
+    std::memcpy(out + 1 + 2 * pair, digit_pairs.pairs + 2 * (fraction % 100), 2);
+    fraction /= 100;
+  }
+  return out + 7;
+}
+
+/// Writes `micros` (not negative) as seconds with six decimals, `12.000345`, at `out`; returns
+/// the end.
+inline char* write_micros(char* out, std::int64_t micros) noexcept {
+  return write_fraction(write_integer(out, micros / 1'000'000), micros % 1'000'000);
 }
 
 /// A value of a flat JSON object.
