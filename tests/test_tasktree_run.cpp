@@ -191,7 +191,7 @@ Finished run_tool(const Scratch& scratch, std::vector<std::string> args, const f
 /// given: the test reads everything the runner writes to it.
 class PseudoTerminal {
  public:
-  explicit PseudoTerminal(unsigned short columns = 0) : master_(::posix_openpt(O_RDWR | O_NOCTTY)) {
+  explicit PseudoTerminal(unsigned short columns = 0) : master_(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) {
     REQUIRE(master_ >= 0);
     REQUIRE(::grantpt(master_) == 0);
     REQUIRE(::unlockpt(master_) == 0);
@@ -209,6 +209,8 @@ class PseudoTerminal {
   ~PseudoTerminal() { ::close(master_); }
 
   [[nodiscard]] const std::string& path() const { return path_; }
+  /// The terminal's foreground process group.
+  [[nodiscard]] pid_t foreground() const { return ::tcgetpgrp(master_); }
   /// Types `text` at the terminal, as a user at its keyboard would.
   void type(std::string_view text) const {
     REQUIRE(::write(master_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
@@ -1475,14 +1477,21 @@ TEST_CASE("tasktree-run --tty: Ctrl-C at the terminal reaches the job, and stops
   // runner: the runner takes the job's death by SIGINT as the user's, and stops as for its own.
   Scratch scratch;
   const auto jobs = scratch.write("long.jobs", R"(
-long  printf 'working\n' > /dev/tty; sleep 60
+long  printf 'working\n' > /dev/tty; exec sleep 60
 long/next  touch $DIR/next-ran
 )");
+  // Ctrl-C only once the job is `sleep` itself: a shell that gets SIGINT while it starts a command
+  // (dash holds it until that command ends) would make this test wait out the sleep.
+  const auto sleep_in_foreground = [](const PseudoTerminal& tty) {
+    const pid_t group = tty.foreground();
+    const std::string stat = read_file(fmt::format("/proc/{}/stat", group));  // the group's leader
+    return group > 0 && stat.find("(sleep)") != std::string::npos;
+  };
   PseudoTerminal terminal;
   const std::string report = (scratch / "report.json").string();
   Started runner(scratch, {"--tty", "--retries", "2", "--json", report, jobs.string()}, "/dev/null", terminal.path(),
                  true);
-  REQUIRE(eventually([&] { return contains(terminal.drain(), "working"); }));
+  REQUIRE(eventually([&] { return contains(terminal.drain(), "working") && sleep_in_foreground(terminal); }));
   terminal.type("\x03");  // Ctrl-C, with the terminal's default settings (ISIG)
   const std::string shown = terminal.wait_for(runner);
   INFO(shown);

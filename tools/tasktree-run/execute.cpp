@@ -364,6 +364,7 @@ int execute(const CliSettings& cli) {
           groups.kill_all();
           console.message(fmt::format("tasktree-run: {} again: killed the running jobs", signal_name(signal)));
         });
+    if (settings.tty) settings.interrupted = [&watcher](int signal) { watcher.deliver(signal); };
     report = run_jobs(settings, groups, console, stop.get_token(), journal);
     report.signal = watcher.received();
     std::fputs(format_summary(settings, report).c_str(), stderr);

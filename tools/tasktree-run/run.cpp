@@ -233,11 +233,11 @@ class Runner {
     const auto end = Clock::now();
     give_slot(slot);
     // With --tty the job is the terminal's foreground, so Ctrl-C and Ctrl-\ reach it and not the
-    // runner: the user meant the run. The runner sends itself the signal (its watcher stops the
-    // run), and the job counts as stopped, not as failed.
+    // runner: the user meant the run. It stops as for that signal, before this attempt returns (so
+    // the run cannot end first), and the job counts as stopped, not as failed.
     if (settings_.tty && result.end == ProcessResult::End::signalled &&
         (result.signal == SIGINT || result.signal == SIGQUIT)) {
-      ::kill(::getpid(), result.signal);
+      if (settings_.interrupted) settings_.interrupted(result.signal);
       result.end = ProcessResult::End::stopped;
     }
     if (result.end == ProcessResult::End::not_started) return result;

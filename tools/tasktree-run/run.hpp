@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -68,6 +69,10 @@ struct RunSettings {
   bool tty = false;
   /// With `tty`: the terminal, open for the run (`execute` opens it); -1 otherwise.
   int terminal = -1;
+  /// With `tty`: called with SIGINT or SIGQUIT when a job dies of it (the terminal's Ctrl-C or
+  /// Ctrl-\ reached the job); stops the run as that signal sent to the runner does. Before the
+  /// attempt returns, so the run ends interrupted.
+  std::function<void(int signal)> interrupted{};
   /// `--trace`: keep every attempt in `RunReport::attempts`.
   bool record_attempts = false;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.

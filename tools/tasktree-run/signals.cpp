@@ -68,16 +68,19 @@ void SignalWatcher::watch() {
     if (fds[1].revents != 0) return;
     signalfd_siginfo info{};
     if (::read(signal_fd_, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
-    const int signal = static_cast<int>(info.ssi_signo);
-    int expected = 0;
-    const bool first = received_.compare_exchange_strong(expected, signal);
-    try {
-      (first ? on_stop_ : on_kill_)(signal);
-    } catch (...) {
-      // Nowhere to report it from this thread but standard error; the stop itself has happened.
-      constexpr char message[] = "tasktree-run: error while handling a signal\n";
-      [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
-    }
+    deliver(static_cast<int>(info.ssi_signo));
+  }
+}
+
+void SignalWatcher::deliver(int signal) noexcept {
+  int expected = 0;
+  const bool first = received_.compare_exchange_strong(expected, signal);
+  try {
+    (first ? on_stop_ : on_kill_)(signal);
+  } catch (...) {
+    // Nowhere to report it from this thread but standard error; the stop itself has happened.
+    constexpr char message[] = "tasktree-run: error while handling a signal\n";
+    [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
   }
 }
 

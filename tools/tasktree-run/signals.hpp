@@ -25,6 +25,11 @@ class SignalWatcher {
   SignalWatcher& operator=(const SignalWatcher&) = delete;
   ~SignalWatcher();
 
+  /// Handles `signal` as if it had been received, on the calling thread: with `--tty` the terminal
+  /// sends Ctrl-C to the job that holds it, not to the runner, and the job's death by it is the
+  /// user's stop. Any thread; the callbacks must allow that.
+  void deliver(int signal) noexcept;
+
   /// The first signal received, or 0.
   [[nodiscard]] int received() const noexcept { return received_.load(); }
 
