@@ -184,18 +184,31 @@ class DatasetTrie {
     return slash == std::string_view::npos ? full : full.substr(slash + 1);
   }
   /// The node whose path is `path`, or `npos`. Walks one sibling list per component; each
-  /// sibling's component is read at the same offset in a dataset name below it, so the cost does
-  /// not grow with the depth of the node (a chain 100,000 levels deep is linear, not quadratic).
+  /// sibling's component is read at the same offset in a dataset name below it, found by
+  /// first-child links and remembered from one level to the next, so the cost does not grow with
+  /// the depth of the node (a chain 100,000 levels deep is linear, not quadratic, also when only
+  /// a few of its nodes are jobs).
   [[nodiscard]] NodeIndex find(std::string_view path) const noexcept {
     NodeIndex node = root;
     std::size_t start = 0;  // where the next component starts, in `path` and in the names below `node`
+    // The job that first-child links lead to from `node`'s first child, if known: a first child's
+    // component is read from it, so that a chain of intermediate nodes is walked down once, not
+    // once per level (which made a chain 100,000 levels deep with few jobs quadratic).
+    NodeIndex first_job = npos;
     while (start < path.size()) {
       const std::size_t slash = path.find(component_separator, start);
       const std::string_view part = path.substr(start, slash == std::string_view::npos ? slash : slash - start);
       NodeIndex child = first_child(node);
-      while (child != npos && component_at(child, start) != part) child = next_sibling(child);
+      NodeIndex job = npos;  // a job at or below `child`, reached by first-child links
+      for (; child != npos; child = next_sibling(child)) {
+        job = child == first_child(node) && first_job != npos ? first_job : first_job_below(child);
+        if (component_of(job, start) == part) break;
+      }
       if (child == npos) return npos;
       node = child;
+      // Below a job the links start again at its first child; below any other node, `job` was
+      // reached through that first child.
+      first_job = is_job(node) ? npos : job;
       if (slash == std::string_view::npos) break;
       start = slash + 1;
     }
@@ -213,12 +226,15 @@ class DatasetTrie {
     std::uint32_t dataset;  // dataset index for a job node, else `barrier` or `intermediate`
   };
 
-  /// The component of `node` that starts at `start` (its parent's path length, plus one below the
-  /// root), read from a dataset name below it. O(1) for a job node.
-  [[nodiscard]] std::string_view component_at(NodeIndex node, std::size_t start) const noexcept {
-    NodeIndex down = node;
-    while (!is_job(down)) down = first_child(down);  // every leaf is a job
-    const std::string_view name = names_[nodes_[down].dataset];
+  /// `node` if it is a job, else the job that first-child links lead to from it (every leaf is a job).
+  [[nodiscard]] NodeIndex first_job_below(NodeIndex node) const noexcept {
+    while (!is_job(node)) node = first_child(node);
+    return node;
+  }
+
+  /// The component that starts at `start` in the name of job node `job`.
+  [[nodiscard]] std::string_view component_of(NodeIndex job, std::size_t start) const noexcept {
+    const std::string_view name = names_[nodes_[job].dataset];
     const std::size_t end = name.find(component_separator, start);
     return name.substr(start, end == std::string_view::npos ? end : end - start);
   }
