@@ -37,7 +37,8 @@ class Wakeup {
 /// sleep until a point on it.
 ///
 /// The clock is consulted for pacing only when `interval_nanos` is set (unpaced runs never read it
-/// for that), and for timing jobs only when an observer is set. In a `ParallelTaskTree` run,
+/// for that), and for timing jobs only when an observer or a journal is set (a journal records
+/// each job's start and duration on it). In a `ParallelTaskTree` run,
 /// `wait_until` is called by the coordinator only, on the calling thread (pacing keeps the role there);
 /// `now_nanos` is called by the coordinator, which may run on a worker thread, and on worker
 /// threads (to time jobs), so it must be thread-safe. The policy layer (policy.hpp) also times every
