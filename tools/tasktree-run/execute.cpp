@@ -307,24 +307,17 @@ int execute(const CliSettings& cli) {
   // to keep them from: a session per job costs short jobs a scheduling penalty on a busy machine
   // (autogroup puts each session in a group of its own): 3x slower for 1,000 'true' jobs.
   // With --tty they stay in the runner's session, and the terminal is theirs in turn.
-  struct Terminal {
-    int fd = -1;
-    Terminal() = default;
-    Terminal(const Terminal&) = delete;
-    Terminal& operator=(const Terminal&) = delete;
-    ~Terminal() {
-      if (fd >= 0) ::close(fd);
-    }
-  } terminal;
+  Fd terminal;
   if (settings.tty) {
-    terminal.fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (terminal.fd < 0) {
+    terminal = Fd(::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (terminal.get() < 0) {
       fmt::print(stderr, "tasktree-run: --tty: the runner has no terminal (/dev/tty: {})\n", std::strerror(errno));
       return 2;
     }
-    settings.terminal = terminal.fd;
-    // While a job has the terminal the runner is in the background, where writing to it (with
-    // `stty tostop`) would stop the runner: it ignores SIGTTOU (its jobs start with the default).
+    settings.terminal = terminal.get();
+    // While a job has the terminal the runner is in the background, where taking the foreground
+    // back, or writing to the terminal with `stty tostop`, would stop the runner: it ignores SIGTTOU
+    // (its jobs start with the default).
     ::signal(SIGTTOU, SIG_IGN);
   } else if (const int tty = ::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC); tty >= 0) {
     ::close(tty);

@@ -36,32 +36,6 @@ namespace {
   throw std::system_error(error, std::generic_category(), std::string(what));
 }
 
-/// A file descriptor closed on destruction.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 struct Pipe {
   Fd read;
   Fd write;
@@ -419,18 +393,11 @@ bool ProcessGroups::stopping() const {
 
 namespace {
 
-/// `tcsetpgrp` without the SIGTTOU that a process outside the foreground gets for it: the runner
-/// takes the foreground back from a job while it is itself in the background. SIGTTOU is blocked
-/// in the calling thread only, for the call.
+/// `tcsetpgrp`, which the runner calls while it is itself in the background when it takes the
+/// foreground back from a job: it ignores SIGTTOU for that (see `ProcessRequest::terminal`).
 void set_foreground(int terminal, pid_t group) noexcept {
-  sigset_t ttou;
-  sigemptyset(&ttou);
-  sigaddset(&ttou, SIGTTOU);
-  sigset_t previous;
-  pthread_sigmask(SIG_BLOCK, &ttou, &previous);
   while (::tcsetpgrp(terminal, group) != 0 && errno == EINTR) {
   }
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
 /// With `--tty`: the job's process group is the terminal's foreground while it runs, if the

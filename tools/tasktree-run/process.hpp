@@ -4,6 +4,7 @@
 // process groups through which a stop reaches every job at once.
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -14,9 +15,36 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace tasktree_run {
+
+/// A file descriptor closed on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 using Clock = std::chrono::steady_clock;
 
@@ -129,7 +157,8 @@ struct ProcessRequest {
   /// -1: standard input from /dev/null. Else a terminal (the runner's controlling one, with
   /// `new_session` false): the job's standard input, and while it runs the terminal's foreground
   /// process group, if the runner's was, so that it can read from and prompt on it; the runner's
-  /// group gets the foreground back when the job has ended.
+  /// group gets the foreground back when the job has ended. The runner must ignore SIGTTOU, which
+  /// it would get for that (and for writing to the terminal) while a job holds the foreground.
   int terminal = -1;
 };
 
