@@ -57,6 +57,18 @@ int world_size() {
 /// The ranks that run jobs: 1..size-1, or rank 0 alone.
 int worker_ranks() { return std::max(1, world_size() - 1); }
 
+/// A path in the temporary directory named by rank 0 (`tasktree-test-NAME-<its pid>`), the same on
+/// every rank: all ranks run on this machine, so jobs can meet there without calling MPI. Collective.
+std::filesystem::path shared_path(std::string_view name) {
+  std::vector<std::string> shared;
+  if (world_rank() == 0) {
+    shared.push_back(
+        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-{}-{}", name, ::getpid())).string());
+  }
+  tasktree::mpi::broadcast(shared);
+  return shared.at(0);
+}
+
 /// What `max_workers = 0` means: one job per worker rank, or, on a rank alone, its hardware threads.
 int default_max_workers() { return world_size() > 1 ? world_size() - 1 : tasktree::default_max_workers(); }
 
@@ -467,14 +479,8 @@ TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worke
   const int jobs = per_rank * worker_ranks();
   std::vector<std::string> datasets;
   for (int i = 0; i < jobs; ++i) datasets.push_back(fmt::format("job{}", i));
-  std::vector<std::string> shared;
-  if (world_rank() == 0) {
-    shared.push_back(
-        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-at-once-{}", ::getpid())).string());
-    std::filesystem::create_directories(shared.front());
-  }
-  tasktree::mpi::broadcast(shared);
-  const std::filesystem::path started = shared.at(0);
+  const std::filesystem::path started = shared_path("at-once");
+  if (world_rank() == 0) std::filesystem::create_directories(started);  // before rank 0 starts any job
   const auto count_started = [&started] {
     std::error_code error;
     auto entries = std::filesystem::directory_iterator(started, error);
@@ -1103,13 +1109,7 @@ TEST_CASE("a placed job waiting for its busy host holds up no job for elsewhere"
   const HostName host(test_host(world_rank()));
   // alpha/a0 runs on rank 1 until any/x ran (on beta: rank 1 is busy), which it learns from a file
   // (all ranks run on this machine); alpha/a1 waits for rank 1 meanwhile.
-  std::vector<std::string> shared;
-  if (world_rank() == 0) {
-    shared.push_back(
-        (std::filesystem::temp_directory_path() / fmt::format("tasktree-test-placement-{}", ::getpid())).string());
-  }
-  tasktree::mpi::broadcast(shared);
-  const std::string x_ran = shared.at(0);
+  const std::string x_ran = shared_path("placement").string();
   std::map<std::string, std::string> said;  // rank 0
   ConcurrencyMeter here;
   const bool failed = tasktree::mpi::process_datasets_in_parallel({

@@ -62,6 +62,19 @@ void append_line(const std::string& path, const std::string& line) {
   ::close(fd);
 }
 
+/// A file path in a fresh directory that rank 0 makes (`NAME.XXXXXX` in the temporary directory),
+/// the same on every rank, where the ranks record job starts. Collective.
+std::string shared_starts_file(int rank, const std::string& name) {
+  std::vector<std::string> shared;
+  if (rank == 0) {
+    std::string dir = (std::filesystem::temp_directory_path() / (name + ".XXXXXX")).string();
+    if (::mkdtemp(dir.data()) == nullptr) std::abort();
+    shared.push_back(dir + "/starts");
+  }
+  tasktree::mpi::broadcast(shared);
+  return shared.at(0);
+}
+
 std::map<std::string, int> count_lines(const std::string& path, int field) {
   std::map<std::string, int> counts;
   std::ifstream in(path);
@@ -76,14 +89,7 @@ int lost_rank(tasktree::mpi::Environment& mpi, const std::string& scenario) {
   const int rank = mpi.rank();
 
   // Where the ranks record job starts, and who is who.
-  std::vector<std::string> shared;
-  if (rank == 0) {
-    std::string dir = (std::filesystem::temp_directory_path() / "tasktree-lost-rank.XXXXXX").string();
-    if (::mkdtemp(dir.data()) == nullptr) std::abort();
-    shared.push_back(dir + "/starts");
-  }
-  tasktree::mpi::broadcast(shared);
-  const std::string starts = shared.at(0);
+  const std::string starts = shared_starts_file(rank, "tasktree-lost-rank");
   std::vector<int> pids(3);
   const int pid = static_cast<int>(::getpid());
   MPI_Allgather(&pid, 1, MPI_INT, pids.data(), 1, MPI_INT, MPI_COMM_WORLD);
@@ -211,14 +217,7 @@ int lost_host(tasktree::mpi::Environment& mpi) {
   const std::string host = rank == 0 ? "head" : rank == 1 ? "alpha" : "beta";
   ::setenv("TASKTREE_MPI_HOST_NAME", host.c_str(), 1);
 
-  std::vector<std::string> shared;  // where the ranks record job starts, as "dataset rank"
-  if (rank == 0) {
-    std::string dir = (std::filesystem::temp_directory_path() / "tasktree-lost-host.XXXXXX").string();
-    if (::mkdtemp(dir.data()) == nullptr) std::abort();
-    shared.push_back(dir + "/starts");
-  }
-  tasktree::mpi::broadcast(shared);
-  const std::string starts = shared.at(0);
+  const std::string starts = shared_starts_file(rank, "tasktree-lost-host");  // lines "dataset rank"
 
   std::vector<std::string> datasets;
   for (const char* placed : {"alpha", "beta"}) {
