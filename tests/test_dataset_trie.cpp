@@ -148,6 +148,59 @@ TEST_CASE("job nodes are numbered in name order, also where parked jobs resume")
   CHECK(std::is_sorted(datasets_by_node.begin(), datasets_by_node.end()));
 }
 
+TEST_CASE("random names with '-' and '.' beside '/': one node per distinct path prefix, each found by its path") {
+  // The build sizes its array from a bound on the node count (exact but where parked jobs resume);
+  // names that park and resume jobs at many levels check that the bound holds and the trie is
+  // right, and that the array is cut to the nodes used.
+  std::uint32_t seed = 12345;
+  const auto next = [&seed](std::uint32_t below) {
+    seed = seed * 1664525u + 1013904223u;
+    return (seed >> 16) % below;
+  };
+  const std::string alphabet = "ab-./";
+  for (int round = 0; round < 300; ++round) {
+    std::vector<std::string> names;
+    const std::uint32_t count = 1 + next(40);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      std::string name(1, 'a' + static_cast<char>(next(2)));
+      const std::uint32_t length = next(9);
+      for (std::uint32_t j = 0; j < length; ++j) {
+        const char c = alphabet[next(static_cast<std::uint32_t>(alphabet.size()))];
+        if (c == '/' && name.back() == '/') continue;
+        name += c;
+      }
+      if (name.back() == '/') name.pop_back();
+      names.push_back(name);
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    std::vector<std::string> prefixes;  // every path prefix of every name, ending at a component
+    for (const std::string& name : names) {
+      for (std::size_t at = name.find('/'); at != std::string::npos; at = name.find('/', at + 1)) {
+        prefixes.push_back(name.substr(0, at));
+      }
+      prefixes.push_back(name);
+    }
+    std::sort(prefixes.begin(), prefixes.end());
+    prefixes.erase(std::unique(prefixes.begin(), prefixes.end()), prefixes.end());
+    INFO("names: " << Catch::Detail::stringify(names));
+    const DatasetTrie trie(names);
+    REQUIRE(trie.size() == prefixes.size() + 1);
+    for (const std::string& prefix : prefixes) {
+      const Node node = trie.find(prefix);
+      REQUIRE(node != DatasetTrie::npos);
+      CHECK(trie.path(node) == prefix);
+      CHECK(trie.is_job(node) == std::binary_search(names.begin(), names.end(), prefix));
+    }
+    std::vector<std::uint32_t> datasets_by_node;
+    for (Node node = 0; node < trie.size(); ++node) {
+      if (trie.is_job(node)) datasets_by_node.push_back(trie.dataset(node));
+    }
+    CHECK(datasets_by_node.size() == names.size());
+    CHECK(std::is_sorted(datasets_by_node.begin(), datasets_by_node.end()));
+  }
+}
+
 TEST_CASE("barrier nodes are marked, never jobs, and detected") {
   const std::vector<std::string> names{"h/snap", "h/snap/r1", "h/snap/r2", "h/snap/~/prune"};
   const DatasetTrie trie(names);

@@ -95,7 +95,7 @@ class JobContext {
         completions_(slots) {}
 
   /// The function behind every `Job` of this run: runs the user's job unless the run is
-  /// stopping, then reports to the coordinator: inline, through the completion queue, or, if jobs
+  /// stopping, then reports to the coordinator: through the completion queue, or, if jobs
   /// may coordinate and nobody holds the role, by taking the role, in which case it may be given
   /// the next job to run here. Never throws.
   static void execute(void* context, std::uint32_t index) noexcept {
@@ -106,10 +106,6 @@ class JobContext {
         return;
       }
       self.run_job(self.slots_[index]);
-      if (self.runs_inline_) {
-        self.finished_inline_ = index;  // on the coordinator's thread, inside `submit`
-        return;
-      }
       if (!self.jobs_coordinate_) {
         self.completions_.push(index);  // last touch of `self` by this thread
         return;
@@ -185,9 +181,10 @@ class JobContext {
   Clock* timing_clock_;  // null: jobs are not timed
   std::vector<Slot> slots_;
   CompletionQueue completions_;
-  // For executors that run each job inside `submit` (`runs_jobs_inline()`), a finished job skips
-  // the completion queue and its atomics: `execute` leaves its slot here, on the same thread, for
-  // the coordinator to process next. Set before the first submission.
+  // For executors that run each job inside `submit` (`runs_jobs_inline()`), the coordinator runs
+  // the job itself instead (see `submit_next`): the finished job skips the completion queue and its
+  // atomics, and its slot is left here for the coordinator to process next. Set before the first
+  // submission.
   bool runs_inline_ = false;
   std::uint32_t finished_inline_ = InFlight::free_slot;
   // Whether workers take the role (see `execute`), and how. Set before the first submission.
@@ -449,19 +446,20 @@ class Coordinator : private JobContext {
       free_slots_.pop_back();
       in_flight_datasets_[index] = job.dataset;
       ++in_flight_;
-      slot.pending.store(true, std::memory_order_release);
-      if (kept != nullptr) {
+      if (runs_inline_) {
+        // What the executor's `submit` would do, without building a `Job` and passing it through
+        // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
+        // docs/performance.md), and without the `pending` handshake, which guards against an
+        // executor that calls a job twice: no executor is involved here. Never throws.
+        run_job(slot);
+        finished_inline_ = index;
+      } else if (kept != nullptr) {
+        slot.pending.store(true, std::memory_order_release);
         *kept = index;
       } else {
+        slot.pending.store(true, std::memory_order_release);
         try {
-          if (runs_inline_) {
-            // What the executor's `submit` would do, without building a `Job` and passing it through
-            // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
-            // docs/performance.md).
-            JobContext::execute(static_cast<JobContext*>(this), index);
-          } else {
-            executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
-          }
+          executor.submit(Job(&JobContext::execute, static_cast<JobContext*>(this), index));
         } catch (...) {
           // A `submit` that throws must not have taken the job. If the job was called all the same
           // (it ran inside `submit`, or another thread has it), it reports back like any other:
