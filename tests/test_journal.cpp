@@ -537,6 +537,18 @@ TEST_CASE("a write error reaches the caller, whether the sync thread or the end 
     INFO(count);
     CHECK(contains(what, "cannot write"));
     CHECK(contains(what, path.string()));
+    // The piece of a line the failed write left is cut off: the file still ends a line.
+    const std::string after_error = read_file(path);
+    REQUIRE(!after_error.empty());
+    CHECK(after_error.back() == '\n');
+    // A later run of the same object appends whole lines, and the journal opens and reads back
+    // (the piece of a line was once left in the middle, and the file was rejected as corrupt).
+    const JournalRun again = run_with(datasets, journal);
+    CHECK(again.stats.started == datasets.size());
+    const tasktree::JournalContents contents = Journal::read(path);
+    CHECK(contents.warnings.empty());
+    CHECK(contents.records.size() == datasets.size());
+    CHECK(contents.runs == 2);
   }
 }
 

@@ -144,6 +144,7 @@ class Journal {
         // Cut the incomplete last line off, so that the next record starts a line of its own.
         if (::ftruncate(fd_, static_cast<off_t>(contents_.valid_bytes)) != 0) throw error("cannot truncate");
       }
+      whole_bytes_ = contents_.valid_bytes;
     } catch (...) {
       ::close(fd_);
       throw;
@@ -643,17 +644,33 @@ class Journal {
     }
   }
 
-  /// The writer: writes the formatted text to the file.
+  /// The writer: writes the formatted text (whole lines) to the file. If a write fails part of
+  /// the way, the file is cut back to the end of its last whole line before the error is thrown,
+  /// so that what a later run appends starts a line of its own: left there, the piece of a line
+  /// became a corrupt line in the middle of the file once more records followed, and the journal
+  /// could no longer be opened. If even that fails, the next write tries again first.
   void write_text() {
+    if (torn_) {
+      if (::ftruncate(fd_, static_cast<off_t>(whole_bytes_)) != 0) throw error("cannot truncate");
+      torn_ = false;
+    }
     std::size_t done = 0;
     while (done < text_size_) {
       const ssize_t wrote = ::write(fd_, text_.data() + done, text_size_ - done);
       if (wrote < 0) {
         if (errno == EINTR) continue;
+        const int write_errno = errno;
+        const std::string_view written(text_.data(), done);
+        const std::size_t whole = written.rfind('\n') == std::string_view::npos ? 0 : written.rfind('\n') + 1;
+        whole_bytes_ += whole;
+        torn_ = whole < done && ::ftruncate(fd_, static_cast<off_t>(whole_bytes_)) != 0;
+        unsynced_ = unsynced_ || whole > 0;
+        errno = write_errno;
         throw error("cannot write");
       }
       done += static_cast<std::size_t>(wrote);
     }
+    whole_bytes_ += text_size_;
     unsynced_ = unsynced_ || text_size_ > 0;
     text_size_ = 0;
   }
@@ -793,6 +810,8 @@ class Journal {
   std::string text_;                           // formatted, not yet written: its first `text_size_` bytes
   std::size_t text_size_ = 0;
   bool unsynced_ = false;           // written since the last `fdatasync`
+  std::uint64_t whole_bytes_ = 0;   // the file's size up to the end of its last whole line
+  bool torn_ = false;               // the file ends in a piece of a line that could not be cut off
   std::int64_t start_second_ = -1;  // the whole seconds of the last start formatted, and their text
   char start_second_text_[detail::journal_format::max_integer_size] = {};
   std::size_t start_second_size_ = 0;
