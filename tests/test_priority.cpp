@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -229,4 +230,44 @@ TEST_CASE("a NaN anywhere inside a composite priority key is rejected naming the
   CHECK_FALSE(tasktree::detail::contains_nan(std::pair<std::string, double>{"nan", 1.0}));
   CHECK_FALSE(tasktree::detail::contains_nan(std::vector<int>{1, 2}));
   CHECK(tasktree::detail::contains_nan(std::vector<std::pair<int, double>>{{1, 0.0}, {2, nan}}));
+}
+
+TEST_CASE("the default ready queue pops the smallest node, also after pushes below the last one popped") {
+  // The bitset's pop takes the first bit of a remembered word when it has one; pushes of smaller
+  // nodes must move that word back. Checked against std::set over a trie whose bitset has three
+  // levels, with bursts of pushes and pops at random places.
+  std::vector<std::string> names;
+  for (int i = 0; i < 300'000; ++i) names.push_back(fmt::format("d{:06}", i));
+  const tasktree::DatasetTrie trie(names);
+  tasktree::detail::IndexReadyQueue queue(trie);
+  std::set<std::uint32_t> reference;
+  std::uint32_t seed = 7;
+  const auto next = [&seed](std::uint32_t below) {
+    seed = seed * 1664525u + 1013904223u;
+    return (seed >> 8) % below;
+  };
+  for (int round = 0; round < 2'000; ++round) {
+    const std::uint32_t pushes = next(40);
+    for (std::uint32_t i = 0; i < pushes; ++i) {
+      // Mostly near the front (as jobs become available in name order), sometimes anywhere.
+      const std::uint32_t near =
+          std::min<std::uint32_t>(299'999, next(5'000) + static_cast<std::uint32_t>(round) * 100);
+      const std::uint32_t node = 1 + (next(4) == 0 ? next(300'000) : near);
+      if (!reference.insert(node).second) continue;
+      queue.push(tasktree::detail::ReadyJob{trie.dataset(node), node}, {});
+    }
+    const std::uint32_t pops = next(40);
+    for (std::uint32_t i = 0; i < pops && !reference.empty(); ++i) {
+      const tasktree::detail::ReadyJob job = queue.pop();
+      REQUIRE(job.node == *reference.begin());
+      CHECK(job.dataset == trie.dataset(job.node));
+      reference.erase(reference.begin());
+    }
+    REQUIRE(queue.size() == reference.size());
+  }
+  while (!reference.empty()) {
+    REQUIRE(queue.pop().node == *reference.begin());
+    reference.erase(reference.begin());
+  }
+  CHECK(queue.empty());
 }
