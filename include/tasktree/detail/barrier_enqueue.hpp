@@ -92,7 +92,7 @@ class BarrierEnqueue {
   /// is parked on its parent. Pre-order in child order, so jobs are made available in name order.
   template <class PushReady>
   void enter_children(DatasetTrie::NodeIndex node, PushReady& push_ready) {
-    walk_below(*trie_, node, stack_, [&](DatasetTrie::NodeIndex child) {
+    walk_below(*trie_, node, [&](DatasetTrie::NodeIndex child) {
       const DatasetTrie::NodeIndex parent = trie_->parent(child);
       if (trie_->is_barrier(child) && !trie_->is_only_child(child)) {
         state_[parent].barrier = child;  // parked until the rest of `parent`'s subtree is done
@@ -107,7 +107,6 @@ class BarrierEnqueue {
 
   const DatasetTrie* trie_;
   std::vector<NodeState> state_;
-  std::vector<DatasetTrie::NodeIndex> stack_;
 };
 
 }  // namespace tasktree::detail

@@ -38,7 +38,7 @@ class SimpleEnqueue {
   /// nodes are passed through.
   template <class PushReady>
   void enqueue_nearest_jobs(DatasetTrie::NodeIndex node, PushReady& push_ready) {
-    walk_below(*trie_, node, stack_, [&](DatasetTrie::NodeIndex child) {
+    walk_below(*trie_, node, [&](DatasetTrie::NodeIndex child) {
       if (!trie_->is_job(child)) return true;
       push_ready(child);
       return false;
@@ -46,7 +46,6 @@ class SimpleEnqueue {
   }
 
   const DatasetTrie* trie_;
-  std::vector<DatasetTrie::NodeIndex> stack_;
 };
 
 }  // namespace tasktree::detail
