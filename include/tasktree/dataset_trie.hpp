@@ -140,19 +140,39 @@ class DatasetTrie {
     return count;
   }
 
+  /// Visits the nodes strictly below `node` in pre-order and child order (hence job nodes in name
+  /// order); `visit(child)` returns true to descend into `child`'s children, false to skip them.
+  /// Iterative and without a stack: after a subtree it climbs the parent links to the first
+  /// ancestor with a next sibling (records just read), so any depth is fine and nothing is
+  /// allocated or pushed per node (a stack of siblings to resume at was a tenth of the walk that
+  /// starts a flat run). Both enqueue algorithms are built on it.
+  template <class Visit>
+  void walk_below(NodeIndex node, Visit&& visit) const {
+    NodeIndex child = first_child(node);
+    while (child != npos) {
+      if (visit(child)) {
+        const NodeIndex first = first_child(child);
+        if (first != npos) {
+          child = first;
+          continue;
+        }
+      }
+      // On to the next sibling, or that of the nearest ancestor below `node` that has one.
+      while (next_sibling(child) == npos) {
+        child = parent(child);
+        if (child == node) return;
+      }
+      child = next_sibling(child);
+    }
+  }
+
   /// Number of job nodes strictly below `node`. Iterative; O(size of the subtree).
   [[nodiscard]] std::size_t count_jobs_below(NodeIndex node) const noexcept {
     std::size_t count = 0;
-    NodeIndex at = first_child(node);
-    while (at != npos) {
-      if (is_job(at)) ++count;
-      if (first_child(at) != npos) {
-        at = first_child(at);
-        continue;
-      }
-      while (at != node && next_sibling(at) == npos) at = parent(at);
-      at = at == node ? npos : next_sibling(at);
-    }
+    walk_below(node, [&](NodeIndex child) noexcept {
+      if (is_job(child)) ++count;
+      return true;
+    });
     return count;
   }
 
@@ -167,9 +187,7 @@ class DatasetTrie {
     if (node == root) return {};
     std::size_t depth = 0;
     for (NodeIndex up = node; up != root; up = parent(up)) ++depth;
-    NodeIndex down = node;
-    while (!is_job(down)) down = first_child(down);  // every leaf is a job
-    const std::string_view name = names_[nodes_[down].dataset];
+    const std::string_view name = names_[nodes_[first_job_below(node)].dataset];
     std::size_t end = 0;
     for (std::size_t level = 0; level < depth; ++level) {
       end = name.find(component_separator, end + (level == 0 ? 0 : 1));

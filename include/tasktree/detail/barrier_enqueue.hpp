@@ -17,7 +17,6 @@
 /// decremented, and so on up the tree. Everything is iterative.
 
 #include <tasktree/dataset_trie.hpp>
-#include <tasktree/detail/trie_walk.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -92,7 +91,7 @@ class BarrierEnqueue {
   /// is parked on its parent. Pre-order in child order, so jobs are made available in name order.
   template <class PushReady>
   void enter_children(DatasetTrie::NodeIndex node, PushReady& push_ready) {
-    walk_below(*trie_, node, [&](DatasetTrie::NodeIndex child) {
+    trie_->walk_below(node, [&](DatasetTrie::NodeIndex child) {
       const DatasetTrie::NodeIndex parent = trie_->parent(child);
       if (trie_->is_barrier(child) && !trie_->is_only_child(child)) {
         state_[parent].barrier = child;  // parked until the rest of `parent`'s subtree is done

@@ -4,7 +4,6 @@
 /// completes with `no_skip`.
 
 #include <tasktree/dataset_trie.hpp>
-#include <tasktree/detail/trie_walk.hpp>
 
 #include <vector>
 
@@ -38,7 +37,7 @@ class SimpleEnqueue {
   /// nodes are passed through.
   template <class PushReady>
   void enqueue_nearest_jobs(DatasetTrie::NodeIndex node, PushReady& push_ready) {
-    walk_below(*trie_, node, [&](DatasetTrie::NodeIndex child) {
+    trie_->walk_below(node, [&](DatasetTrie::NodeIndex child) {
       if (!trie_->is_job(child)) return true;
       push_ready(child);
       return false;
