@@ -660,8 +660,8 @@ class Journal {
       if (wrote < 0) {
         if (errno == EINTR) continue;
         const int write_errno = errno;
-        const std::string_view written(text_.data(), done);
-        const std::size_t whole = written.rfind('\n') == std::string_view::npos ? 0 : written.rfind('\n') + 1;
+        const std::size_t last_newline = std::string_view(text_.data(), done).rfind('\n');
+        const std::size_t whole = last_newline == std::string_view::npos ? 0 : last_newline + 1;
         whole_bytes_ += whole;
         torn_ = whole < done && ::ftruncate(fd_, static_cast<off_t>(whole_bytes_)) != 0;
         unsynced_ = unsynced_ || whole > 0;
@@ -755,7 +755,7 @@ class Journal {
   /// When a job that started at `start_nanos` on the run's clock started, on the wall clock, in
   /// microseconds since the Unix epoch (not before the epoch).
   [[nodiscard]] std::int64_t start_micros(std::int64_t start_nanos) const noexcept {
-    return (std::max<std::int64_t>(run_unix_nanos_ + (start_nanos - run_clock_nanos_), 0) + 500) / 1000;
+    return micros_of(run_unix_nanos_ + (start_nanos - run_clock_nanos_));
   }
 
   /// FNV-1a over 8-byte words of each name (its length first, then its bytes, the last word padded
