@@ -78,7 +78,8 @@ void SignalWatcher::deliver(int signal) noexcept {
   try {
     (first ? on_stop_ : on_kill_)(signal);
   } catch (...) {
-    // Nowhere to report it from this thread but standard error; the stop itself has happened.
+    // Nowhere to report it but standard error (this is the signal thread, or with --tty a job's
+    // thread); the stop itself has happened.
     constexpr char message[] = "tasktree-run: error while handling a signal\n";
     [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
   }
