@@ -890,6 +890,43 @@ TEST_CASE("policy: retries are decided by exception type on the worker and run a
   }
 }
 
+TEST_CASE("policy: each attempt's attempt_report() reaches on_attempt_report on rank 0 with its rank and host") {
+  PolicyRecorder recorder;
+  auto options = recorder.options({"flaky", "fine", "fine/child"});
+  const int rank = world_rank();
+  std::atomic<int> stale{0};  // attempts that found a report already written
+  options.process_dataset = [rank, &stale](std::string_view dataset, std::string_view, const Retry& retry) {
+    std::string& report = tasktree::mpi::attempt_report();
+    if (!report.empty()) ++stale;
+    report = fmt::format("{} attempt {} on rank {}", dataset, retry.count, rank);
+    if (dataset == "flaky" && retry.count == 0) throw Transient("try again");
+    return true;
+  };
+  options.retry_policy = {.max_retries = 1, .initial_backoff = std::chrono::microseconds(100)};
+  std::mutex mutex;
+  std::vector<std::string> reports;
+  std::vector<std::string> mismatches;
+  options.on_attempt_report = [&](tasktree::mpi::AttemptReport& report) {
+    const std::lock_guard lock(mutex);
+    // The rank that sent the reply is the rank the job said it ran on; the host is that rank's.
+    if (report.bytes != fmt::format("{} attempt {} on rank {}", report.dataset, report.attempt, report.rank) ||
+        report.host.empty()) {
+      mismatches.push_back(fmt::format("{:?} from rank {} host {:?}", report.bytes, report.rank, report.host));
+    }
+    reports.push_back(fmt::format("{} {} {}", report.dataset, report.attempt, report.threw ? "threw" : "returned"));
+  };
+  CHECK_FALSE(tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options)));
+  CHECK(stale.load() == 0);  // fresh for every attempt
+  if (world_rank() == 0) {
+    CHECK(mismatches.empty());
+    std::sort(reports.begin(), reports.end());
+    CHECK(reports == std::vector<std::string>{"fine 0 returned", "fine/child 0 returned", "flaky 0 threw",
+                                              "flaky 1 returned"});
+  }
+  // Outside an attempt there is no report to write.
+  CHECK_THROWS_AS(tasktree::mpi::attempt_report(), std::logic_error);
+}
+
 TEST_CASE("policy: is_job_failure runs on the worker; a fatal exception is rethrown on every rank in any mode") {
   for (const SkipOnError mode : {SkipOnError::dataset, SkipOnError::tree}) {
     PolicyRecorder recorder;

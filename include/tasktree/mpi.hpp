@@ -138,6 +138,13 @@ class Environment {
   /// The signal `stop_on_signals` caught on this rank, or 0.
   [[nodiscard]] inline int stop_signal() const noexcept;
 
+  /// @brief For programs that take signals on a thread of their own (`sigwait`, `signalfd`)
+  /// instead of through `stop_on_signals`: stops the runs as a signal caught there would, on any
+  /// rank (a worker tells rank 0; rank 0 stops the run in progress, or the next one). Unlike a
+  /// handler of `stop_on_signals`, a second call never ends the process: that is the caller's to
+  /// decide. Async-signal-safe. `stop_signal()` returns the first signal passed.
+  inline void stop_for_signal(int signal) noexcept;
+
  private:
   inline void init(int* argc, char*** argv, int required);
   bool owner_ = false;
@@ -228,6 +235,33 @@ using RemoteJob = DatasetFunction<JobOutcome>;
 /// coordinator, one at a time, and may move the payload out of `outcome`.
 using Completion =
     std::function<CompletionCallbackResult(std::string_view dataset, JobOutcome& outcome, InFlight& in_flight)>;
+
+/// @brief What rank 0 learns of one attempt of a policy-level job, from the rank that ran it; see
+/// `FaultTolerantOptions::on_attempt_report`.
+struct AttemptReport {
+  /// The job.
+  std::string_view dataset{};
+  /// Which attempt: `Retry::count`, 0 for the first.
+  int attempt = 0;
+  /// The rank of `comm` that ran it (0 if rank 0 ran it itself).
+  int rank = 0;
+  /// That rank's host (see `Options::placement`).
+  std::string_view host{};
+  /// True if the attempt threw (its exception follows as a `RemoteError`).
+  bool threw = false;
+  /// What the attempt put in `attempt_report()` on its rank (may be moved out).
+  std::string bytes{};
+};
+
+/// @brief Inside a job of `mpi::process_datasets_in_parallel_and_fault_tolerant()`, on the thread
+/// that called it: the bytes this attempt sends to rank 0 with its outcome, where
+/// `FaultTolerantOptions::on_attempt_report` receives them (its exit code, its output, timings:
+/// anything a report on rank 0 needs; below 2 GiB with the rest of the reply). Empty when the
+/// attempt starts; the job appends or assigns, also just before it throws. Works the same when the
+/// attempt runs on rank 0 or on a single rank.
+/// @throws std::logic_error outside such an attempt, or on another thread (a core-level job sends
+/// its bytes as `JobOutcome::payload`).
+[[nodiscard]] inline std::string& attempt_report();
 
 /// @brief Where a job must run: `placement(dataset)` returns the name of a host, or an empty string
 /// for anywhere. See `Options::placement`.
@@ -411,6 +445,14 @@ struct FaultTolerantOptions {
   /// Where each job's attempts must run; see `mpi::Options::placement`. A job whose host has lost
   /// every rank fails as a job failure that is not retried: `skip_on_error` decides what follows.
   Placement placement{};
+  /// Called on rank 0 with each attempt's reply, before the policy layer sees its outcome (so
+  /// before the attempt is retried or the job completes): the dataset, the attempt, the rank and
+  /// host that ran it, and the bytes the attempt put in `attempt_report()`. It runs on the thread
+  /// of rank 0 that waited for that attempt, concurrently with the calls for other jobs (never two
+  /// for one job at once). An attempt with no reply (its rank was lost) gets no call. An exception
+  /// it throws ends the run, rethrown once every job in flight has returned. Empty: the reports are
+  /// dropped.
+  std::function<void(AttemptReport& report)> on_attempt_report{};
   /// The ranks that take part; see `mpi::Options::comm`.
   MPI_Comm comm = MPI_COMM_WORLD;
 };

@@ -372,20 +372,38 @@ inline mpi_wire::Reply run_remote_job(const mpi::RemoteJob& job, const mpi_wire:
   }
 }
 
+/// The report of the attempt that runs on this thread (`mpi::attempt_report()`), or null.
+inline thread_local std::string* attempt_report_target = nullptr;
+
+/// Points `mpi::attempt_report()` of this thread at `report` while it lives.
+class AttemptReportScope {
+ public:
+  explicit AttemptReportScope(std::string& report) noexcept
+      : previous_(std::exchange(attempt_report_target, &report)) {}
+  AttemptReportScope(const AttemptReportScope&) = delete;
+  AttemptReportScope& operator=(const AttemptReportScope&) = delete;
+  ~AttemptReportScope() { attempt_report_target = previous_; }
+
+ private:
+  std::string* previous_;
+};
+
 /// One attempt of a policy-level job on the rank that runs it; a failure is classified here, where
 /// the exception object exists.
 inline mpi_wire::Reply run_remote_attempt(const mpi::FaultTolerantOptions& options, const mpi_wire::Request& request,
                                           const std::stop_token& stop) {
+  std::string report;
   std::exception_ptr error;
   try {
+    const AttemptReportScope scope(report);
     const bool no_skip = options.process_dataset(
         request.dataset, request.tid,
         Retry{.count = request.retry_count, .submit_count = request.submit_count, .stop_token = stop});
-    return mpi_wire::Reply{.no_skip = no_skip};
+    return mpi_wire::Reply{.no_skip = no_skip, .report = std::move(report)};
   } catch (...) {
     error = std::current_exception();
   }
-  mpi_wire::Reply reply{.kind = mpi_wire::Reply::threw, .text = describe(error)};
+  mpi_wire::Reply reply{.kind = mpi_wire::Reply::threw, .text = describe(error), .report = std::move(report)};
   try {
     reply.job_failure = options.is_job_failure ? options.is_job_failure(error) : exception_is<std::exception>(error);
     const RetryPolicy& retry = options.retry_policy;
@@ -442,6 +460,21 @@ inline void Environment::stop_on_signals(std::vector<int> signals) {
 }
 
 inline int Environment::stop_signal() const noexcept { return detail::caught_stop_signal.load(); }
+
+inline void Environment::stop_for_signal(int signal) noexcept {
+  int expected = 0;
+  detail::caught_stop_signal.compare_exchange_strong(expected, signal);
+  detail::stop_signals_installed = true;
+}
+
+inline std::string& attempt_report() {
+  if (detail::attempt_report_target == nullptr) {
+    throw std::logic_error(
+        "tasktree::mpi::attempt_report() called outside an attempt of "
+        "mpi::process_datasets_in_parallel_and_fault_tolerant() (or on another thread than the attempt's)");
+  }
+  return *detail::attempt_report_target;
+}
 
 inline void Environment::init(int* argc, char*** argv, int required) {
   int finalized = 0;
@@ -593,10 +626,20 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   const auto coordinate = [&](detail::Dispatcher& dispatcher, FaultTolerantStats& run_stats) {
     using Local = tasktree::FaultTolerantOptions<>;
     Local local{
-        .process_dataset = [&dispatcher](std::string_view dataset, std::string_view tid, const Retry& attempt) -> bool {
+        .process_dataset = [&dispatcher, on_attempt_report = std::move(options.on_attempt_report)](
+                               std::string_view dataset, std::string_view tid, const Retry& attempt) -> bool {
           detail::mpi_wire::Reply reply = dispatcher.call(
               {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
               attempt.stop_token);
+          if (on_attempt_report) {
+            mpi::AttemptReport report{.dataset = dataset,
+                                      .attempt = attempt.count,
+                                      .rank = reply.rank,
+                                      .host = dispatcher.host(reply.rank),
+                                      .threw = reply.kind == detail::mpi_wire::Reply::threw,
+                                      .bytes = std::move(reply.report)};
+            on_attempt_report(report);
+          }
           if (reply.kind == detail::mpi_wire::Reply::threw) {
             throw detail::RemoteAttemptError(reply, dispatcher.host(reply.rank));
           }
@@ -609,9 +652,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
                   "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
                   "detail::for_each_shared_option");
     // The scale-out's own: process_dataset, heartbeat_interval, heartbeat_timeout, rank0_workers,
-    // placement, comm.
+    // placement, on_attempt_report, comm.
     static_assert(
-        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 6,
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 7,
         "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
         "it here");
     // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and

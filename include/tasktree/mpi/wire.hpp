@@ -153,6 +153,7 @@ struct Reply {
   bool job_failure = false;  // threw (policy level): `is_job_failure` said yes on the worker
   bool retryable = false;    // threw (policy level): worth another attempt, per the retry policy
   std::string text{};        // returned: the payload; threw: the exception's message
+  std::string report{};      // policy level: what the attempt put in `mpi::attempt_report()`
   int rank = 0;              // the rank it ran on (filled in by the receiver)
 };
 
@@ -163,6 +164,7 @@ inline std::string encode(const Reply& reply) {
   out.u8(static_cast<std::uint8_t>((reply.no_skip ? 1u : 0u) | (reply.fail ? 2u : 0u) | (reply.job_failure ? 4u : 0u) |
                                    (reply.retryable ? 8u : 0u)));
   out.str(reply.text);
+  out.str(reply.report);
   return out.take();
 }
 
@@ -180,6 +182,7 @@ inline Reply decode_reply(std::string_view bytes, int rank) {
   reply.job_failure = (flags & 4u) != 0;
   reply.retryable = (flags & 8u) != 0;
   reply.text = std::string(in.str());
+  reply.report = std::string(in.str());
   reply.rank = rank;
   return reply;
 }
@@ -231,8 +234,8 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
-  // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks
-  static constexpr std::uint32_t protocol_version = 3;
+  // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks; 4: attempt reports
+  static constexpr std::uint32_t protocol_version = 4;
   static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;
