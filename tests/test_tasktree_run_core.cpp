@@ -386,6 +386,22 @@ TEST_CASE("command line: every option reaches the settings") {
   CHECK(settings_of({"--workers", "7", "plan.jobs"}).run.workers == 7);
 }
 
+TEST_CASE("command line: --mpi, --tag-host and --heartbeat-timeout; --workers over all ranks only when given") {
+  const CliSettings plain = settings_of({"plan.jobs"});
+  CHECK_FALSE(plain.run.mpi);
+  CHECK_FALSE(plain.run.tag_host);
+  CHECK_FALSE(plain.run.workers_given);
+  CHECK(plain.run.heartbeat_timeout == 30s);
+  const CliSettings mpi = settings_of({"--mpi", "--tag-host", "--heartbeat-timeout", "2.5", "plan.jobs"});
+  CHECK(mpi.run.mpi);
+  CHECK(mpi.run.tag_host);
+  CHECK(mpi.run.heartbeat_timeout == 2500ms);
+  CHECK_FALSE(mpi.run.workers_given);  // one job per worker rank
+  CHECK(settings_of({"--mpi", "-j", "8", "plan.jobs"}).run.workers_given);
+  CHECK(settings_of({"--mpi", "--demo"}).run.workers_given);  // the demo's 4
+  CHECK(settings_of({"--mpi", "--halt", "now", "plan.jobs"}).run.mpi);
+}
+
 TEST_CASE("command line: --skip-on-error takes the library's mode names") {
   for (const tasktree::SkipOnError mode :
        {tasktree::SkipOnError::fail, tasktree::SkipOnError::dataset, tasktree::SkipOnError::tree}) {
@@ -445,6 +461,11 @@ TEST_CASE("command line: each bad option is a usage error (exit 2) naming the op
       {{"--status", "plan.jobs"}, {"--status", "--journal"}},
       {{"--journal", "j", "--status", "--resume"}, {"--status", "--resume"}},
       {{"--halt", "later"}, {"--halt", "later"}},
+      {{"--tag-host", "plan.jobs"}, {"--tag-host", "--mpi"}},
+      {{"--heartbeat-timeout", "5", "plan.jobs"}, {"--heartbeat-timeout", "--mpi"}},
+      {{"--mpi", "--heartbeat-timeout", "1", "plan.jobs"}, {"--heartbeat-timeout", "1"}},
+      {{"--mpi", "--tty", "plan.jobs"}, {"--mpi", "--tty"}},
+      {{"--mpi", "--halt", "soon,fail=2", "plan.jobs"}, {"--mpi", "--halt soon,fail=2", "--halt now"}},
   };
   for (const Case& c : cases) {
     DYNAMIC_SECTION(fmt::format("{}", fmt::join(c.args, " "))) {
@@ -630,7 +651,8 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
                                       {"shell", "/bin/sh"},
                                       {"log_dir", nullptr},
                                       {"journal", nullptr},
-                                      {"resume", false}});
+                                      {"resume", false},
+                                      {"mpi", false}});
   CHECK(report.at("counts") == json{{"total", 4},
                                     {"succeeded", 1},
                                     {"failed", 1},
@@ -667,6 +689,34 @@ TEST_CASE("report: --json reports the result, the settings, the counts and every
                         {"skipped_below", "ok/bad"}});
   CHECK(jobs[3] ==
         json{{"path", "other"}, {"command", "sleep 1"}, {"line", 4}, {"status", "not_run"}, {"attempts", 0}});
+  CHECK_FALSE(jobs[1].contains("host"));  // on one machine
+}
+
+TEST_CASE("report: with --mpi, --json names the host of each job's last attempt, --trace the host of each track") {
+  FinishedRun run;
+  run.settings.mpi = true;
+  run.report.jobs[0].host = "alpha";
+  run.report.jobs[1].host = "beta";
+  run.report.attempts = {
+      AttemptRecord{.job = 1, .attempt = 1, .slot = 0, .start = run.report.started, .end = run.report.started + 1s,
+                    .result = exited(4), .retried = true, .host = "alpha"},
+      AttemptRecord{.job = 1, .attempt = 2, .slot = 1, .start = run.report.started + 2s,
+                    .end = run.report.started + 3s, .result = exited(4), .host = "beta"},
+  };
+  const json report = json::parse(format_json(run.settings, run.report));
+  CHECK(report.at("settings").at("mpi") == true);
+  CHECK(report.at("jobs")[0].at("host") == "alpha");
+  CHECK(report.at("jobs")[1].at("host") == "beta");
+  CHECK_FALSE(report.at("jobs")[2].contains("host"));  // never ran
+  const json trace = json::parse(format_trace(run.settings, run.report));
+  std::vector<std::string> tracks;
+  std::vector<std::string> hosts;
+  for (const json& event : trace.at("traceEvents")) {
+    if (event.at("name") == "thread_name") tracks.push_back(event.at("args").at("name"));
+    if (event.at("ph") == "X") hosts.push_back(event.at("args").at("host"));
+  }
+  CHECK(tracks == std::vector<std::string>{"worker 1 (alpha)", "worker 2 (beta)"});
+  CHECK(hosts == std::vector<std::string>{"alpha", "beta"});
 }
 
 TEST_CASE("report: --json is written job by job, laid out as one indented document with the jobs last") {

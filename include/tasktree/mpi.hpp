@@ -107,6 +107,9 @@ class Environment {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     return size;
   }
+  /// This rank's host as runs name it (in `Options::placement`, `AttemptReport::host` and log
+  /// lines): `TASKTREE_MPI_HOST_NAME` if set and not empty, else `MPI_Get_processor_name`.
+  [[nodiscard]] inline std::string host_name() const;
   /// The thread level MPI provides (`MPI_THREAD_SINGLE` ... `MPI_THREAD_MULTIPLE`).
   [[nodiscard]] int thread_level() const {
     int level = MPI_THREAD_SINGLE;

@@ -146,6 +146,9 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   std::string json_file;
   std::string trace_file;
   std::string report_file;
+  bool mpi = false;
+  bool tag_host = false;
+  double heartbeat_timeout = 30;
 
   std::vector<std::string> targets;
   bool no_ancestors = false;
@@ -253,6 +256,22 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
                  "Write the run's timeline to this file in the Chrome trace-event format, for Perfetto "
                  "(ui.perfetto.dev) or chrome://tracing: a track per worker, a slice per attempt, the backoffs");
 
+  auto* mpi_flag = app.add_flag(
+      "--mpi", mpi,
+      "Run as one rank of an MPI job (mpiexec -n N tasktree-run --mpi ..., or srun): rank 0 reads the jobs, "
+      "schedules and reports; every rank runs jobs (rank 0 too when it is alone on its host or N is 2). "
+      "--workers is then the jobs running at once over all ranks (default: one per rank besides rank 0's own); "
+      "each attempt's output reaches rank 0 when it ends");
+  app.add_flag("--tag-host", tag_host, "With --mpi: prefix each output line with the host that ran the job, [host:path]")
+      ->needs(mpi_flag);
+  app.add_option("--heartbeat-timeout", heartbeat_timeout,
+                 "With --mpi: seconds without a word from a rank (its heartbeat comes every second) before it is "
+                 "declared lost and its running jobs start again on other ranks; a rank that dies is usually "
+                 "noticed at once. Needs a launcher that keeps the job alive (mpiexec --enable-recovery)")
+      ->check(seconds_in(2.0, 1e6))
+      ->needs(mpi_flag)
+      ->capture_default_str();
+
   std::vector<const char*> argv{"tasktree-run"};
   for (const std::string& arg : args) argv.push_back(arg.c_str());
   ParsedCommandLine parsed;
@@ -283,7 +302,29 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
     }
     workers = 1;
   }
+  if (mpi) {
+    // A terminal belongs to one machine; a stop that lets running jobs finish cannot reach other ranks
+    // (their jobs' stop tokens are signalled, which sends SIGTERM).
+    std::string conflict;
+    if (tty) conflict = "--tty gives jobs the runner's terminal, which the jobs on other ranks cannot have";
+    RunSettings::Halt halt_settings;
+    (void)parse_halt(halt, halt_settings);
+    if (halt_settings.when == RunSettings::Halt::When::soon) {
+      conflict = fmt::format(
+          "--halt {}: a run over MPI that stops sends SIGTERM to the jobs running on every rank; use --halt now",
+          halt);
+    }
+    if (!conflict.empty()) {
+      parsed.exit_code = 2;
+      parsed.err = fmt::format("--mpi: {}\nRun with --help for more information.\n", conflict);
+      return parsed;
+    }
+  }
   CliSettings& settings = parsed.settings.emplace();
+  settings.run.mpi = mpi;
+  settings.run.tag_host = tag_host;
+  settings.run.heartbeat_timeout = to_nanoseconds(heartbeat_timeout);
+  settings.run.workers_given = workers_option->count() > 0 || demo;
   settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
   settings.demo = demo;
   settings.jobs_file_given = file_option->count() > 0;

@@ -1,5 +1,6 @@
 #include "execute.hpp"
 
+#include "cluster.hpp"
 #include "demo_jobs.hpp"
 #include "output.hpp"
 #include "process.hpp"
@@ -24,6 +25,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -212,20 +214,73 @@ std::string started_as_one_of_many_ranks() {
     const long ranks = std::strtol(value, &end, 10);
     if (end == value || *end != '\0' || ranks <= 1) continue;
     return fmt::format(
-        "started as one of {} processes ({}={}), each of which would run every job of the plan: start "
-        "tasktree-run once, not under mpiexec or srun with several tasks; to spread jobs over hosts, "
-        "run the jobs themselves there (ssh, srun) or use the library's scale-out (docs/scale-out.md)",
+        "started as one of {} processes ({}={}), each of which would run every job of the plan: to spread "
+        "the jobs over the processes, run with --mpi (rank 0 schedules, every rank runs jobs); otherwise "
+        "start tasktree-run once, not under mpiexec or srun with several tasks",
         ranks, variable, value);
   }
   return {};
 }
 
+namespace {
+
+/// With `--mpi`: how many jobs this rank may run at once, at most: rank 0's own slots (as many as
+/// a run on one machine would use) or a worker rank's share of `--workers`.
+std::size_t rank_slots(const RunSettings& settings, const Cluster& cluster) {
+  const auto cpus = static_cast<std::size_t>(tasktree::default_max_workers());
+  if (cluster.rank() == 0 || cluster.size() == 1) return std::max<std::size_t>(cpus, 1);
+  if (!settings.workers_given) return 1;
+  const auto workers = static_cast<std::size_t>(cluster.size() - 1);
+  return (static_cast<std::size_t>(settings.workers) + workers - 1) / workers;
+}
+
+/// With `--mpi`: raises the soft limit of file descriptors for `slots` jobs at once (see
+/// `fit_workers`), with a warning if even the hard limit is too low.
+void fit_descriptors(std::size_t slots, std::string_view host) {
+  RunSettings estimate;
+  estimate.workers = static_cast<int>(std::min<std::size_t>(slots, 100'000));
+  estimate.jobs.resize(slots);
+  const int wanted = estimate.workers;
+  fit_workers(estimate);
+  if (estimate.workers < wanted) {
+    fmt::print(stderr, "tasktree-run: warning: on host {}, too few file descriptors for {} jobs at once: jobs may wait for some\n",
+               host, wanted);
+  }
+}
+
+}  // namespace
+
 int execute(const CliSettings& cli) {
-  if (const std::string refusal = started_as_one_of_many_ranks(); !refusal.empty()) {
-    fmt::print(stderr, "tasktree-run: error: {}\n", refusal);
-    return 2;
+  if (!cli.run.mpi) {
+    if (const std::string refusal = started_as_one_of_many_ranks(); !refusal.empty()) {
+      fmt::print(stderr, "tasktree-run: error: {}\n", refusal);
+      return 2;
+    }
   }
   RunSettings settings = cli.run;
+  // --mpi: the watchdog is forked, and SIGINT and SIGTERM are blocked, before MPI starts: MPI's own
+  // threads must not take those signals (their default would end the rank at once), and a forked
+  // helper should hold none of MPI's connections.
+  std::optional<Watchdog> watchdog;
+  std::unique_ptr<Cluster> cluster;
+  if (cli.run.mpi) {
+    try {
+      if (cli.action == Action::run) {
+        const auto cpus = static_cast<std::size_t>(std::max(tasktree::default_max_workers(), 1));
+        watchdog.emplace(std::max(static_cast<std::size_t>(settings.workers), cpus) + 1, settings.kill_after);
+        block_stop_signals();
+      }
+      cluster = std::make_unique<Cluster>();
+      settings.host = cluster->host();
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: {}\n", error.what());
+      return 2;
+    }
+    // Printing the plan or the journal is rank 0's.
+    if (cluster->rank() != 0 && cli.action != Action::run) return 0;
+  }
+  const bool rank0 = !cluster || cluster->rank() == 0;
+
   if (cli.action == Action::status) {
     try {
       // The plan, if one is named: then the jobs it has and the journal lacks are "not run".
@@ -240,37 +295,9 @@ int execute(const CliSettings& cli) {
       return 2;
     }
   }
-  try {
-    if (!cli.demo && !cli.jobs_file_given && ::isatty(STDIN_FILENO) == 1) {
-      fmt::print(stderr,
-                 "tasktree-run: no jobs file given, and standard input is a terminal\n"
-                 "Run with --help for more information, or try --demo.\n");
-      return 2;
-    }
-    settings.jobs = load_jobs(cli);
-  } catch (const std::exception& error) {
-    fmt::print(stderr, "tasktree-run: {}\n", error.what());
-    return 2;
-  }
-
-  if (cli.action == Action::dry_run) {
-    fmt::print("{}", format_dry_run(settings));
-    return 0;
-  }
-  if (cli.action == Action::dot) {
-    fmt::print("{}", format_dot(settings));
-    return 0;
-  }
-
-  if (!settings.shell.empty()) {
-    if (const std::string problem = program_problem(settings.shell.front()); !problem.empty()) {
-      fmt::print(stderr, "tasktree-run: --shell: {}\n", problem);
-      return 2;
-    }
-  }
 
   // Create the output files now: a typo in a path should not cost a whole run. An earlier file
-  // stays as it was until the new one is complete.
+  // stays as it was until the new one is complete. Rank 0's alone with --mpi.
   struct OutputFile {
     const std::string& path;
     std::string_view option;
@@ -282,27 +309,60 @@ int execute(const CliSettings& cli) {
       {cli.report_file, "--report", format_html_report},
       {cli.trace_file, "--trace", format_trace},
   }};
-  for (OutputFile& output : outputs) {
-    if (output.path.empty()) continue;
+  std::shared_ptr<tasktree::Journal> journal;
+  // Rank 0 reads the jobs and opens its files; with --mpi the other ranks get the jobs, or the
+  // message that stops every rank before anything runs.
+  std::string problem;
+  if (rank0) {
     try {
-      output.file.emplace(output.path, output.option);
+      if (!cli.demo && !cli.jobs_file_given && ::isatty(STDIN_FILENO) == 1) {
+        throw std::runtime_error(
+            "no jobs file given, and standard input is a terminal\n"
+            "Run with --help for more information, or try --demo.");
+      }
+      settings.jobs = load_jobs(cli);
+      if (cli.action == Action::dry_run) {
+        fmt::print("{}", format_dry_run(settings));
+        return 0;
+      }
+      if (cli.action == Action::dot) {
+        fmt::print("{}", format_dot(settings));
+        return 0;
+      }
+      if (!settings.shell.empty()) {
+        if (const std::string why = program_problem(settings.shell.front()); !why.empty()) {
+          throw std::runtime_error(fmt::format("--shell: {}", why));
+        }
+      }
+      for (OutputFile& output : outputs) {
+        if (!output.path.empty()) output.file.emplace(output.path, output.option);
+      }
+      // The journal too: a bad path, another format, a corrupt line or another live run on it is an
+      // input error before anything runs.
+      journal = open_journal(settings);
+    } catch (const std::exception& error) {
+      problem = error.what();
+      if (problem.empty()) problem = "unknown error";
+    }
+  }
+  if (cluster) {
+    try {
+      problem = cluster->share_jobs(settings.jobs, problem);
     } catch (const std::exception& error) {
       fmt::print(stderr, "tasktree-run: {}\n", error.what());
       return 2;
     }
   }
-
-  // The journal too: a bad path, another format, a corrupt line or another live run on it is an
-  // input error before anything runs.
-  std::shared_ptr<tasktree::Journal> journal;
-  try {
-    journal = open_journal(settings);
-  } catch (const std::exception& error) {
-    fmt::print(stderr, "tasktree-run: {}\n", error.what());
+  if (!problem.empty()) {
+    if (rank0) fmt::print(stderr, "tasktree-run: {}\n", problem);
     return 2;
   }
 
-  fit_workers(settings);
+  if (cluster) {
+    fit_descriptors(rank_slots(settings, *cluster), settings.host);
+  } else {
+    fit_workers(settings);
+  }
   // Jobs get sessions of their own (and so no controlling terminal) only where there is a terminal
   // to keep them from: a session per job costs short jobs a scheduling penalty on a busy machine
   // (autogroup puts each session in a group of its own): 3x slower for 1,000 'true' jobs.
@@ -323,17 +383,18 @@ int execute(const CliSettings& cli) {
     ::close(tty);
     settings.new_session = true;
   }
-  // While this is the only thread: the helper that stops the jobs should the runner die unannounced.
-  std::optional<Watchdog> watchdog;
-  try {
-    watchdog.emplace(static_cast<std::size_t>(settings.workers) + 1, settings.kill_after);
-  } catch (const std::exception& error) {
-    fmt::print(stderr, "tasktree-run: cannot start the watchdog process: {}\n", error.what());
-    return 2;
+  if (!cluster) {
+    // While this is the only thread: the helper that stops the jobs should the runner die unannounced.
+    try {
+      watchdog.emplace(static_cast<std::size_t>(settings.workers) + 1, settings.kill_after);
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "tasktree-run: cannot start the watchdog process: {}\n", error.what());
+      return 2;
+    }
+    block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   }
-  block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   // With `--json -` the report has standard output to itself: job output and log lines go to stderr.
-  const bool live = live_terminal();
+  const bool live = rank0 && live_terminal();
   Console console(cli.json_file == "-" ? stderr : stdout, stderr, live);
   // --color auto: on a terminal that understands escapes, unless NO_COLOR is set (no-color.org).
   const char* no_color = std::getenv("NO_COLOR");
@@ -346,12 +407,16 @@ int execute(const CliSettings& cli) {
     SignalWatcher watcher(
         [&](int signal) {
           // Stop first: the message takes the console lock, and a console nobody reads (stdout a
-          // full pipe) would hold it, and the stop, forever.
+          // full pipe) would hold it, and the stop, forever. A worker rank stops its own jobs and
+          // tells rank 0, which stops the run.
           stop.request_stop();
           groups.stop();
+          if (cluster) cluster->stop_for_signal(signal);
+          const std::string where = rank0 ? "" : fmt::format(" on rank {} ({})", cluster->rank(), settings.host);
           console.message(fmt::format(
-              "tasktree-run: {}: starting no new jobs; running jobs get SIGTERM (SIGKILL {}s later{})",
-              signal_name(signal), cli.kill_after_seconds, signal == SIGINT ? ", or at once on a second Ctrl-C" : ""));
+              "tasktree-run: {}{}: starting no new jobs; running jobs get SIGTERM (SIGKILL {}s later{})",
+              signal_name(signal), where, cli.kill_after_seconds,
+              signal == SIGINT ? ", or at once on a second Ctrl-C" : ""));
         },
         [&](int signal) {
           groups.kill_all();
@@ -360,8 +425,10 @@ int execute(const CliSettings& cli) {
     if (settings.tty) settings.interrupted = [&watcher](int signal) { watcher.deliver(signal); };
     report = run_jobs(settings, groups, console, stop.get_token(), journal);
     report.signal = watcher.received();
-    std::fputs(format_summary(settings, report).c_str(), stderr);
+    if (rank0) std::fputs(format_summary(settings, report).c_str(), stderr);
   }
+  // The report, the summary and the exit code are rank 0's: mpiexec exits with the first non-zero.
+  if (!rank0) return 0;
 
   int code = report.exit_code();
   // Each file is written even if another cannot be.

@@ -23,8 +23,10 @@ namespace tasktree_run {
 /// Does what `settings` asks for and returns the exit code: 0 all jobs succeeded (or the plan was
 /// printed), 1 some job failed or did not run because of one, 2 an input error (reported on
 /// standard error), 128 + signal if interrupted. Running jobs blocks SIGINT and SIGTERM in the
-/// calling thread: call it from `main`, before any other thread exists. Refuses (2, running
-/// nothing) when `started_as_one_of_many_ranks()` says why.
+/// calling thread: call it from `main`, before any other thread exists. Without `--mpi`, refuses
+/// (2, running nothing) when `started_as_one_of_many_ranks()` says why. With `--mpi`, every rank of
+/// the MPI job calls it: rank 0 reads the jobs, prints and writes the report, and returns the exit
+/// code above; the other ranks run jobs and return 0 (2 if the run could not start).
 [[nodiscard]] int execute(const CliSettings& settings);
 
 }  // namespace tasktree_run

@@ -142,8 +142,12 @@ std::string Console::paint(std::string_view text, Color color) const {
   return fmt::format("\x1b[{}m{}\x1b[0m", code, text);
 }
 
-JobOutput::JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir, Console_mode mode)
-    : console_(console), path_(path), mode_(mode) {
+JobOutput::JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir, Console_mode mode,
+                     Captured* captured, std::string_view host)
+    : console_(console),
+      prefix_(host.empty() ? fmt::format("[{}] ", path) : fmt::format("[{}:{}] ", host, path)),
+      mode_(mode),
+      captured_(captured) {
   if (log_dir.empty()) return;
   const std::filesystem::path base = log_dir / std::filesystem::path(std::string(path));
   out_.path = base;
@@ -197,9 +201,7 @@ void JobOutput::piece(Stream stream, std::string_view bytes, bool ends_line) {
   if (target.path.empty() && mode_ == Console_mode::hidden) return;
   if (target.path.empty()) {
     // The console: every piece is a line of its own (other jobs' lines come in between).
-    target.buffer += '[';
-    target.buffer.append(path_);
-    target.buffer += "] ";
+    target.buffer.append(prefix_);
     target.buffer.append(bytes);
     target.buffer += '\n';
   } else {
@@ -226,6 +228,16 @@ std::string JobOutput::end_attempt() {
 
 void JobOutput::write_out(Stream stream) {
   Target& target = stream == Stream::out ? out_ : err_;
+  if (target.path.empty() && captured_ != nullptr) {
+    std::string& kept = stream == Stream::out ? captured_->out : captured_->err;
+    if (captured_->cut == 0 && kept.size() + target.buffer.size() <= Captured::limit) {
+      kept += target.buffer;
+    } else {
+      captured_->cut += target.buffer.size();
+    }
+    target.buffer.clear();
+    return;
+  }
   if (target.path.empty()) {
     console_.job_lines(stream, target.buffer);
     target.buffer.clear();

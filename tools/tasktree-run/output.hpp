@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -106,10 +107,19 @@ class JobOutput final : public OutputSink {
     grouped,  ///< all of an attempt at its end (`--group`), in pieces of 16 MiB for a huge output
     hidden    ///< nothing (`--quiet`); the last lines of standard error are still kept
   };
-  /// To the console, or, with a non-empty `log_dir`, to `<log_dir>/<path>.out` and `.err`
-  /// (created, with their directories, on the first attempt; later attempts append).
+  /// What would go to the console, kept for another process to print (rank 0 of an MPI run): each
+  /// stream's prefixed lines, up to `limit` bytes each; `cut` counts the bytes left out beyond it.
+  struct Captured {
+    static constexpr std::size_t limit = 16 * 1024 * 1024;
+    std::string out;
+    std::string err;
+    std::uint64_t cut = 0;
+  };
+  /// To the console (or to `captured`, if not null), or, with a non-empty `log_dir`, to
+  /// `<log_dir>/<path>.out` and `.err` (created, with their directories, on the first attempt; later
+  /// attempts append). Console lines are prefixed `[path]`, or `[host:path]` with a `host`.
   JobOutput(Console& console, std::string_view path, const std::filesystem::path& log_dir,
-            Console_mode mode = Console_mode::lines);
+            Console_mode mode = Console_mode::lines, Captured* captured = nullptr, std::string_view host = {});
   JobOutput(const JobOutput&) = delete;
   JobOutput& operator=(const JobOutput&) = delete;
   ~JobOutput() override;
@@ -138,8 +148,9 @@ class JobOutput final : public OutputSink {
 
   static constexpr std::size_t group_limit = 16 * 1024 * 1024;
   Console& console_;
-  std::string_view path_;
+  std::string prefix_;  // "[path] " or "[host:path] "
   Console_mode mode_;
+  Captured* captured_;
   Target out_;
   Target err_;
   std::deque<std::string> tail_;

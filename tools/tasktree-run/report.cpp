@@ -177,6 +177,7 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
            {"log_dir", settings.log_dir.empty() ? json(nullptr) : json(settings.log_dir.string())},
            {"journal", settings.journal.empty() ? json(nullptr) : json(settings.journal.string())},
            {"resume", settings.resume},
+           {"mpi", settings.mpi},
        }},
       {"counts",
        {
@@ -213,6 +214,7 @@ std::string format_json(const RunSettings& settings, const RunReport& report) {
       entry["signal"] =
           job.last.end == ProcessResult::End::signalled ? json(signal_name(job.last.signal)) : json(nullptr);
       entry["stderr_tail"] = job.stderr_tail;
+      if (!job.host.empty()) entry["host"] = job.host;  // --mpi: where the last attempt ran
       if (job.last.end == ProcessResult::End::spawn_failed || job.last.end == ProcessResult::End::output_failed) {
         entry["error"] = job.last.error;
       }
@@ -331,14 +333,23 @@ std::string format_trace(const RunSettings& settings, const RunReport& report) {
   };
   json events = json::array();
   int slots = 0;
-  for (const AttemptRecord& attempt : report.attempts) slots = std::max(slots, attempt.slot + 1);
+  std::vector<std::string_view> slot_hosts;  // --mpi: the host of each track
+  for (const AttemptRecord& attempt : report.attempts) {
+    slots = std::max(slots, attempt.slot + 1);
+    slot_hosts.resize(static_cast<std::size_t>(slots));
+    if (!attempt.host.empty()) slot_hosts[static_cast<std::size_t>(attempt.slot)] = attempt.host;
+  }
   events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "tasktree-run"}}}});
   for (int slot = 0; slot < slots; ++slot) {
     events.push_back({{"name", "thread_name"},
                       {"ph", "M"},
                       {"pid", 1},
                       {"tid", slot + 1},
-                      {"args", {{"name", fmt::format("worker {}", slot + 1)}}}});
+                      {"args",
+                       {{"name", slot_hosts[static_cast<std::size_t>(slot)].empty()
+                                     ? fmt::format("worker {}", slot + 1)
+                                     : fmt::format("worker {} ({})", slot + 1,
+                                                   slot_hosts[static_cast<std::size_t>(slot)])}}}});
     events.push_back(
         {{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", 1}, {"tid", slot + 1}, {"args", {{"sort_index", slot}}}});
   }
@@ -357,6 +368,7 @@ std::string format_trace(const RunSettings& settings, const RunReport& report) {
     if (result.end == ProcessResult::End::exited) args["exit_code"] = result.exit_code;
     if (result.end == ProcessResult::End::signalled) args["signal"] = signal_name(result.signal);
     if (!result.error.empty()) args["error"] = result.error;
+    if (!attempt.host.empty()) args["host"] = attempt.host;
     events.push_back(
         {{"name", attempt.attempt == 1 ? job.path : fmt::format("{} (attempt {})", job.path, attempt.attempt)},
          {"cat", result.succeeded() ? "succeeded"

@@ -1,6 +1,9 @@
 #include "run.hpp"
 
 #include <tasktree/tasktree.hpp>
+#if TASKTREE_RUN_WITH_MPI
+#include <tasktree/mpi.hpp>
+#endif
 
 #include <fmt/format.h>
 
@@ -15,8 +18,10 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -153,15 +158,35 @@ class Runner {
   [[nodiscard]] Console& console() noexcept { return console_; }
   [[nodiscard]] const RunSettings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::size_t retries() const noexcept { return retries_.load(); }
+  [[nodiscard]] Clock::time_point report_started() const noexcept { return report_.started; }
+
+  /// What an attempt did, on the rank that ran it.
+  struct AttemptResult {
+    ProcessResult result{};
+    Clock::time_point start{};
+    Clock::time_point end{};
+    int slot = 0;  // of this rank's slots
+    std::deque<std::string> stderr_tail{};
+  };
 
   /// Runs attempt `attempt` (1-based) of job `index` to its end and records it. A result of
   /// `not_started` (the run is stopping) leaves the record as it was. `retries_left`: whether a
   /// failure of this attempt is retried, for the log line.
   ProcessResult attempt(std::size_t index, std::int64_t submit_count, int attempt, bool retries_left,
                         JobOutput& output) {
+    AttemptResult done = execute(index, submit_count, attempt, output, true);
+    if (done.result.end == ProcessResult::End::not_started) return done.result;
+    ProcessResult result = done.result;
+    record(index, attempt, retries_left, std::move(done), {});
+    return result;
+  }
+
+  /// Runs attempt `attempt` (1-based) of job `index` on this rank. `local`: this rank also keeps
+  /// the report (not so on the ranks of an MPI run, where rank 0 does, and prints the lines).
+  AttemptResult execute(std::size_t index, std::int64_t submit_count, int attempt, JobOutput& output, bool local) {
     const JobSpec& job = settings_.jobs[index];
-    JobRecord& record = report_.jobs[index];
-    if (groups_.stopping()) return ProcessResult::not_started();
+    AttemptResult done;
+    if (groups_.stopping()) return done;
     std::string output_error;  // a log file that cannot be opened fails the attempt, not the run
     try {
       output.begin_attempt(attempt);
@@ -174,18 +199,21 @@ class Runner {
     environment.push_back(fmt::format("TASKTREE_ATTEMPT={}", attempt));
     environment.push_back(fmt::format("TASKTREE_RUN_DIR={}", run_directory_.path().string()));
 
-    const auto start = Clock::now();
-    if (attempt == 1) {
-      record.submit_count = submit_count;
-      record.started = start;
-    } else {
-      ++retries_;
+    done.start = Clock::now();
+    if (local) {
+      JobRecord& record = report_.jobs[index];
+      if (attempt == 1) {
+        record.submit_count = submit_count;
+        record.started = done.start;
+      } else {
+        ++retries_;
+      }
     }
-    if (start_and_end_lines()) {
-      std::string line =
-          attempt == 1
-              ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, start), job.path)
-              : fmt::format("[{:>7}] start  {} (attempt {})", seconds_since(report_.started, start), job.path, attempt);
+    if (local && start_and_end_lines()) {
+      std::string line = attempt == 1 ? fmt::format("[{:>7}] start  {}", seconds_since(report_.started, done.start),
+                                                    job.path)
+                                      : fmt::format("[{:>7}] start  {} (attempt {})",
+                                                    seconds_since(report_.started, done.start), job.path, attempt);
       if (settings_.verbosity == RunSettings::Verbosity::verbose)
         fmt::format_to(std::back_inserter(line), ": {}", job.command);
       console_.message(line);
@@ -199,8 +227,8 @@ class Runner {
         .new_session = settings_.new_session,
         .terminal = settings_.terminal,
     };
-    ProcessResult result;
-    const int slot = take_slot();
+    ProcessResult& result = done.result;
+    done.slot = take_slot();
     if (output_error.empty()) {
       ++counts_.running;
       if (status_ != nullptr) status_->update();
@@ -230,8 +258,8 @@ class Runner {
       result.end = ProcessResult::End::output_failed;
       result.error = std::move(output_error);
     }
-    const auto end = Clock::now();
-    give_slot(slot);
+    done.end = Clock::now();
+    give_slot(done.slot);
     // With --tty the job is the terminal's foreground, so Ctrl-C and Ctrl-\ reach it and not the
     // runner: the user meant the run. It stops as for that signal, before this attempt returns (so
     // the run cannot end first), and the job counts as stopped, not as failed.
@@ -240,29 +268,62 @@ class Runner {
       if (settings_.interrupted) settings_.interrupted(result.signal);
       result.end = ProcessResult::End::stopped;
     }
-    if (result.end == ProcessResult::End::not_started) return result;
+    done.stderr_tail = output.stderr_tail();
+    return done;
+  }
+
+  /// Where an attempt ran, in an MPI run.
+  struct Place {
+    int rank = 0;
+    std::string_view host{};
+    std::int64_t submit_count = 0;  // the job's, for its first attempt
+  };
+
+  /// Records attempt `attempt` of job `index`, which ended (not `not_started`), and writes its end
+  /// line. `retries_left`: whether a failure of this attempt is retried. `place`: where it ran, in an
+  /// MPI run; its `slot` is then that rank's, which this maps to a track of the timeline.
+  void record(std::size_t index, int attempt, bool retries_left, AttemptResult&& done, std::optional<Place> place) {
+    const JobSpec& job = settings_.jobs[index];
+    JobRecord& record = report_.jobs[index];
+    const ProcessResult& result = done.result;
     // A failure the policy layer retries: logged and drawn as such, not as the job's failure.
     const bool retried =
         !result.succeeded() && result.end != ProcessResult::End::stopped && retries_left && !groups_.stopping();
     if (settings_.record_attempts) {
       const std::lock_guard lock(attempts_mutex_);
+      int track = done.slot;
+      if (place) {
+        const auto [it, added] =
+            tracks_.try_emplace({place->rank, done.slot}, static_cast<int>(tracks_.size()));
+        track = it->second;
+      }
       report_.attempts.push_back(AttemptRecord{
           .job = index,
           .attempt = attempt,
-          .slot = slot,
-          .start = start,
-          .end = end,
+          .slot = track,
+          .start = done.start,
+          .end = done.end,
           .result = result,
           .retried = retried,
+          .host = place ? std::string(place->host) : std::string(),
       });
     }
+    if (place) {
+      if (attempt == 1) {
+        record.started = done.start;
+        record.submit_count = place->submit_count;
+      }
+      if (attempt > 1) ++retries_;
+      record.host = place->host;
+    }
     record.attempts = attempt;
-    record.finished = end;
+    record.finished = done.end;
     record.last = result;
-    record.stderr_tail = output.stderr_tail();
+    record.stderr_tail = std::move(done.stderr_tail);
 
-    const std::string at = seconds_since(report_.started, end);
-    const std::string took = seconds_since(start, end);
+    const std::string at = seconds_since(report_.started, done.end);
+    std::string took = seconds_since(done.start, done.end);
+    if (place) took = fmt::format("{} on {}", took, place->host);
     using Color = Console::Color;
     if (result.succeeded()) {
       if (start_and_end_lines()) {
@@ -278,7 +339,6 @@ class Runner {
       console_.message(fmt::format("[{:>7}] {} {}: {} (attempt {}, {})", at, console_.paint("FAILED", Color::red),
                                    job.path, describe(result), attempt, took));
     }
-    return result;
   }
 
   /// The scheduler's hooks, on the coordinator thread: progress counts, log lines for skipped
@@ -388,6 +448,7 @@ class Runner {
   std::mutex attempts_mutex_;  // report_.attempts, and the slots
   std::vector<int> free_slots_;
   int slots_ = 0;
+  std::map<std::pair<int, int>, int> tracks_;  // MPI run: (rank, its slot) -> track of the timeline
   std::stop_source* halt_ = nullptr;
   std::size_t failures_ = 0;          // coordinator thread
   std::atomic<bool> halting_{false};  // read by workers' stop callbacks
@@ -450,68 +511,224 @@ class JobFailure : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
-/// attempts with backoff and applies `--skip-on-error`. Each call of the job is one attempt.
-void schedule(Runner& runner, std::stop_token stop) {
+/// What the policy layer makes of an attempt's `result`: true for a success; false, without a retry,
+/// once the run is stopping (the report has what happened, and returning rather than throwing keeps
+/// the failure from being rethrown); else a `JobFailure` to retry or to handle as --skip-on-error says.
+bool verdict(const ProcessResult& result, std::string_view dataset, const tasktree::Retry& retry) {
+  if (result.succeeded()) return true;
+  if (result.end == ProcessResult::End::not_started || result.end == ProcessResult::End::stopped ||
+      retry.stop_token.stop_requested()) {
+    return false;
+  }
+  throw JobFailure(fmt::format("{}: {}", dataset, describe(result)));
+}
+
+/// What the console gets of each job's output.
+JobOutput::Console_mode console_mode(const RunSettings& settings) {
+  if (settings.verbosity == RunSettings::Verbosity::quiet) return JobOutput::Console_mode::hidden;
+  return settings.group ? JobOutput::Console_mode::grouped : JobOutput::Console_mode::lines;
+}
+
+/// The policy layer's options for `runner`, on one machine (`tasktree::FaultTolerantOptions<>`) or
+/// over MPI ranks (`tasktree::mpi::FaultTolerantOptions`, whose fields come in the same order):
+/// `job` runs an attempt; the run stops when `halt` is signalled.
+template <class Options, class Job>
+Options scheduling_options(Runner& runner, std::stop_source& halt, Job job) {
   const RunSettings& settings = runner.settings();
-  tasktree::FaultTolerantStats stats;
-  // The scheduling stops on the caller's stop (a signal) or on --halt.
-  std::stop_source halt;
-  const std::stop_callback forward(stop, [&halt]() noexcept { halt.request_stop(); });
-  runner.set_halt(&halt);
+  return Options{
+      .datasets = paths_of(settings),
+      .process_dataset = std::move(job),
+      .skip_on_error = settings.skip_on_error,
+      .retry_policy =
+          {
+              .max_retries = settings.retries,
+              .initial_backoff = settings.retry_backoff,
+              .max_backoff = std::max<std::chrono::nanoseconds>(settings.retry_backoff, std::chrono::seconds(10)),
+              .max_elapsed = std::chrono::hours(24 * 365),  // --retries alone bounds the retries
+          },
+      .is_job_failure = tasktree::exception_is<JobFailure>,
+      .termination_handler =
+          [&runner] {
+            runner.stopped_by_failure();
+            runner.groups().stop();
+          },
+      .task_name = "job",
+      .priority = make_priority(settings.priority),
+      .max_workers = settings.workers,
+      .interval_nanos = make_pacing(settings),
+      .stop_token = halt.get_token(),
+      .observer = std::make_shared<Runner::Observer>(runner),
+      .journal = runner.journal(),
+  };
+}
+
+/// Runs `run` (a policy-layer entry point); the failure that `--skip-on-error fail` rethrows is in
+/// the report already.
+template <class Run>
+void run_policy(Runner& runner, Run&& run) {
   try {
-    (void)tasktree::process_datasets_in_parallel_and_fault_tolerant(
-        tasktree::FaultTolerantOptions<>{
-            .datasets = paths_of(settings),
-            .process_dataset =
-                [&runner, &settings](std::string_view dataset, std::string_view, const tasktree::Retry& retry) {
-                  // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
-                  const std::stop_callback stop_processes(retry.stop_token,
-                                                          [&runner]() noexcept { runner.stop_processes(); });
-                  const std::size_t index = runner.index(dataset);
-                  JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir,
-                                   settings.verbosity == RunSettings::Verbosity::quiet ? JobOutput::Console_mode::hidden
-                                   : settings.group ? JobOutput::Console_mode::grouped
-                                                    : JobOutput::Console_mode::lines);
-                  const ProcessResult result = runner.attempt(index, retry.submit_count, retry.count + 1,
-                                                              retry.count < settings.retries, output);
-                  if (result.succeeded()) return true;
-                  // Once the run is stopping, nothing is retried and the report has what happened;
-                  // returning (rather than throwing) keeps the failure from being rethrown.
-                  if (result.end == ProcessResult::End::not_started || result.end == ProcessResult::End::stopped ||
-                      retry.stop_token.stop_requested()) {
-                    return false;
-                  }
-                  throw JobFailure(fmt::format("{}: {}", dataset, describe(result)));
-                },
-            .skip_on_error = settings.skip_on_error,
-            .retry_policy =
-                {
-                    .max_retries = settings.retries,
-                    .initial_backoff = settings.retry_backoff,
-                    .max_backoff = std::max<std::chrono::nanoseconds>(settings.retry_backoff, std::chrono::seconds(10)),
-                    .max_elapsed = std::chrono::hours(24 * 365),  // --retries alone bounds the retries
-                },
-            .is_job_failure = tasktree::exception_is<JobFailure>,
-            .termination_handler =
-                [&runner] {
-                  runner.stopped_by_failure();
-                  runner.groups().stop();
-                },
-            .task_name = "job",
-            .priority = make_priority(settings.priority),
-            .max_workers = settings.workers,
-            .interval_nanos = make_pacing(settings),
-            .stop_token = halt.get_token(),
-            .observer = std::make_shared<Runner::Observer>(runner),
-            .journal = runner.journal(),
-        },
-        stats);
+    run();
   } catch (const JobFailure&) {
     // --skip-on-error fail: the policy rethrows the failure that stopped the run once every job
     // has returned. It is in the report, with the job's exit code and standard error.
     if (!runner.was_stopped_by_failure()) throw;
   }
+}
+
+#if TASKTREE_RUN_WITH_MPI
+/// The bytes of an attempt from the rank that ran it to rank 0 (`mpi::attempt_report()`):
+/// fixed-width little-endian integers and length-prefixed strings.
+class AttemptBytes {
+ public:
+  static std::string encode(const Runner::AttemptResult& done, std::int64_t submit_count,
+                            const JobOutput::Captured& captured) {
+    AttemptBytes out;
+    out.integer(static_cast<std::int64_t>(done.result.end));
+    out.integer(done.result.exit_code);
+    out.integer(done.result.signal);
+    out.text(done.result.error);
+    out.integer(done.result.error_number);
+    out.integer(std::chrono::duration_cast<std::chrono::nanoseconds>(done.end - done.start).count());
+    out.integer(done.slot);
+    out.integer(submit_count);
+    out.integer(static_cast<std::int64_t>(done.stderr_tail.size()));
+    for (const std::string& line : done.stderr_tail) out.text(line);
+    out.text(captured.out);
+    out.text(captured.err);
+    out.integer(static_cast<std::int64_t>(captured.cut));
+    return std::move(out.bytes_);
+  }
+
+  /// What `encode` wrote, read into `done` (its times end now), `submit_count` and `captured`.
+  static void decode(std::string_view bytes, Runner::AttemptResult& done, std::int64_t& submit_count,
+                     JobOutput::Captured& captured) {
+    AttemptBytes in;
+    in.rest_ = bytes;
+    const std::int64_t end = in.integer();
+    if (end < 0 || end > static_cast<std::int64_t>(ProcessResult::End::output_failed)) in.malformed();
+    done.result.end = static_cast<ProcessResult::End>(end);
+    done.result.exit_code = static_cast<int>(in.integer());
+    done.result.signal = static_cast<int>(in.integer());
+    done.result.error = in.text();
+    done.result.error_number = static_cast<int>(in.integer());
+    done.end = Clock::now();
+    done.start = done.end - std::chrono::nanoseconds(in.integer());
+    done.slot = static_cast<int>(in.integer());
+    submit_count = in.integer();
+    const std::int64_t lines = in.integer();
+    if (lines < 0 || lines > static_cast<std::int64_t>(bytes.size())) in.malformed();
+    for (std::int64_t i = 0; i < lines; ++i) done.stderr_tail.push_back(in.text());
+    captured.out = in.text();
+    captured.err = in.text();
+    captured.cut = static_cast<std::uint64_t>(in.integer());
+  }
+
+ private:
+  void integer(std::int64_t value) {
+    for (int i = 0; i < 8; ++i) bytes_.push_back(static_cast<char>((static_cast<std::uint64_t>(value) >> (8 * i)) & 0xFF));
+  }
+  void text(std::string_view value) {
+    integer(static_cast<std::int64_t>(value.size()));
+    bytes_.append(value);
+  }
+  std::int64_t integer() {
+    if (rest_.size() < 8) malformed();
+    std::uint64_t value = 0;
+    for (int i = 0; i < 8; ++i) value |= std::uint64_t{static_cast<unsigned char>(rest_[i])} << (8 * i);
+    rest_.remove_prefix(8);
+    return static_cast<std::int64_t>(value);
+  }
+  std::string text() {
+    const std::int64_t size = integer();
+    if (size < 0 || static_cast<std::uint64_t>(size) > rest_.size()) malformed();
+    std::string value(rest_.substr(0, static_cast<std::size_t>(size)));
+    rest_.remove_prefix(static_cast<std::size_t>(size));
+    return value;
+  }
+  [[noreturn]] static void malformed() {
+    throw std::runtime_error("malformed attempt report from another rank: do all ranks run the same tasktree-run?");
+  }
+
+  std::string bytes_;
+  std::string_view rest_;
+};
+#endif
+
+/// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
+/// attempts with backoff and applies `--skip-on-error`. Each call of the job is one attempt. With
+/// `--mpi`, over the ranks of the MPI job: an attempt runs on any rank, which sends rank 0 its
+/// result, standard-error tail and console output, and rank 0 records and prints them.
+void schedule(Runner& runner, std::stop_token stop) {
+  const RunSettings& settings = runner.settings();
+  // The scheduling stops on the caller's stop (a signal) or on --halt.
+  std::stop_source halt;
+  const std::stop_callback forward(stop, [&halt]() noexcept { halt.request_stop(); });
+  runner.set_halt(&halt);
+  if (!settings.mpi) {
+    auto options = scheduling_options<tasktree::FaultTolerantOptions<>>(
+        runner, halt, [&runner, &settings](std::string_view dataset, std::string_view, const tasktree::Retry& retry) {
+          // Whatever stops the run (a signal, a failure in fail mode, an error) stops the processes.
+          const std::stop_callback stop_processes(retry.stop_token, [&runner]() noexcept { runner.stop_processes(); });
+          const std::size_t index = runner.index(dataset);
+          JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir, console_mode(settings));
+          const ProcessResult result =
+              runner.attempt(index, retry.submit_count, retry.count + 1, retry.count < settings.retries, output);
+          return verdict(result, dataset, retry);
+        });
+    run_policy(runner, [&] { (void)tasktree::process_datasets_in_parallel_and_fault_tolerant(std::move(options)); });
+    return;
+  }
+#if TASKTREE_RUN_WITH_MPI
+  auto options = scheduling_options<tasktree::mpi::FaultTolerantOptions>(
+      runner, halt, [&runner, &settings](std::string_view dataset, std::string_view, const tasktree::Retry& retry) {
+        // On the rank that runs the attempt: a stop of the run reaches it as its stop token.
+        const std::stop_callback stop_processes(retry.stop_token, [&runner]() noexcept { runner.stop_processes(); });
+        const std::size_t index = runner.index(dataset);
+        JobOutput::Captured captured;
+        JobOutput output(runner.console(), settings.jobs[index].path, settings.log_dir, console_mode(settings),
+                         &captured, settings.tag_host ? std::string_view(settings.host) : std::string_view());
+        const Runner::AttemptResult done =
+            runner.execute(index, retry.submit_count, retry.count + 1, output, /*local=*/false);
+        tasktree::mpi::attempt_report() = AttemptBytes::encode(done, retry.submit_count, captured);
+        return verdict(done.result, dataset, retry);
+      });
+  if (!settings.workers_given) options.max_workers = 0;  // one job per worker rank, and rank 0's own
+  options.heartbeat_timeout = settings.heartbeat_timeout;
+  options.heartbeat_interval = std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), settings.heartbeat_timeout / 2);
+  // The scale-out's own notes (a rank lost, a signal caught on a rank) go to the console; the policy
+  // layer's failure lines would repeat the runner's own.
+  options.log = tasktree::Logger{
+      .sink =
+          [&runner](tasktree::LogLevel, std::string_view message) {
+            if (message.starts_with("tasktree: ")) {
+              runner.console().message(
+                  fmt::format("[{:>7}] {}", seconds_since(runner.report_started()), message));
+            }
+          },
+      .level = tasktree::LogLevel::warning,
+  };
+  options.on_attempt_report = [&runner, &settings](tasktree::mpi::AttemptReport& report) {
+    // On rank 0: the attempt's output, its end line and its record.
+    Runner::AttemptResult done;
+    std::int64_t submit_count = 0;
+    JobOutput::Captured captured;
+    AttemptBytes::decode(report.bytes, done, submit_count, captured);
+    if (done.result.end == ProcessResult::End::not_started) return;
+    const std::size_t index = runner.index(report.dataset);
+    if (!captured.out.empty()) runner.console().job_lines(Stream::out, captured.out);
+    if (!captured.err.empty()) runner.console().job_lines(Stream::err, captured.err);
+    if (captured.cut > 0) {
+      runner.console().message(fmt::format("[{}] tasktree-run: {} bytes of output left out (more than {} MiB)",
+                                           report.dataset, captured.cut, JobOutput::Captured::limit >> 20));
+    }
+    runner.record(index, report.attempt + 1, report.attempt < settings.retries, std::move(done),
+                  Runner::Place{.rank = report.rank, .host = report.host, .submit_count = submit_count});
+  };
+  run_policy(runner,
+             [&] { (void)tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options)); });
+#else
+  throw std::logic_error("tasktree-run was built without MPI, so --mpi cannot run");
+#endif
 }
 
 }  // namespace

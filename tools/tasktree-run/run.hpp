@@ -75,6 +75,17 @@ struct RunSettings {
   std::function<void(int signal)> interrupted{};
   /// `--trace`: keep every attempt in `RunReport::attempts`.
   bool record_attempts = false;
+  /// `--mpi`: this process is one rank of an MPI job (`mpi::process_datasets_in_parallel_and_fault_tolerant`);
+  /// rank 0 schedules and reports, every rank may run jobs. `workers` then counts jobs over all ranks.
+  bool mpi = false;
+  /// With `mpi`: whether `workers` was given (or set by `--demo`); if not, one job per worker rank.
+  bool workers_given = false;
+  /// `--tag-host`: with `mpi`, output lines are prefixed `[host:path]`.
+  bool tag_host = false;
+  /// `--heartbeat-timeout`: with `mpi`, rank 0 declares a rank lost after this long without a word.
+  std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
+  /// With `mpi`: this rank's host name (`execute` sets it).
+  std::string host;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
   struct Halt {
     enum class When { never, soon, now } when = When::never;  ///< soon: no new jobs; now: also stop the running ones
@@ -111,6 +122,7 @@ struct JobRecord {
   ProcessResult last{};          // of the last attempt
   std::deque<std::string> stderr_tail;
   std::string skipped_below;  // for skipped jobs: the failed job (or barrier) that kept it from running
+  std::string host;           // `--mpi`: the host of the last attempt
 };
 
 /// One attempt of a job, for `--trace`.
@@ -122,6 +134,7 @@ struct AttemptRecord {
   Clock::time_point end{};
   ProcessResult result{};
   bool retried = false;  ///< a failure that was retried
+  std::string host{};    ///< `--mpi`: the host that ran it
 };
 
 /// What happened in a run.

@@ -461,6 +461,8 @@ inline void Environment::stop_on_signals(std::vector<int> signals) {
 
 inline int Environment::stop_signal() const noexcept { return detail::caught_stop_signal.load(); }
 
+inline std::string Environment::host_name() const { return detail::this_host_name(); }
+
 inline void Environment::stop_for_signal(int signal) noexcept {
   int expected = 0;
   detail::caught_stop_signal.compare_exchange_strong(expected, signal);
