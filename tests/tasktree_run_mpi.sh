@@ -57,7 +57,7 @@ case $scenario in
     echo "flaky test -e $work/flaky || { touch $work/flaky; exit 1; }; echo \$TASKTREE_JOB >> $work/starts" >> "$work/plan.jobs"
     jobs=$(grep -c . "$work/plan.jobs")
     "$@" -n "$ranks" "$tool" --mpi --tag-host -j 4 --retries 1 --retry-backoff 0 --json "$work/report.json" \
-      "$work/plan.jobs" > "$work/out" 2> "$work/err"
+      --journal "$work/run.journal" "$work/plan.jobs" > "$work/out" 2> "$work/err"
     status=$?
     show
     [ "$status" = 0 ] || fail "exit status $status, not 0"
@@ -83,6 +83,16 @@ assert flaky["attempts"] == 2, flaky
 PY
     grep -q "failed flaky: exit code 1 (attempt 1 of 2, .* on $host); retrying" "$work/err" || fail "no retry line for flaky"
     grep -q "^tasktree-run: $jobs jobs in .*: $jobs succeeded, 0 failed" "$work/err" || fail "no summary line"
+    # Rank 0's journal names the host of every job; a resumed run runs nothing again.
+    [ "$(grep -c "\"host\":\"$host\"" "$work/run.journal")" = "$jobs" ] || fail "not every journal record names the host"
+    cp "$work/starts" "$work/starts.before"
+    "$@" -n "$ranks" "$tool" --mpi --journal "$work/run.journal" --resume "$work/plan.jobs" > "$work/out" 2> "$work/err"
+    status=$?
+    show
+    [ "$status" = 0 ] || fail "resumed run: exit status $status, not 0"
+    cmp -s "$work/starts" "$work/starts.before" || fail "the resumed run ran jobs again"
+    grep -q "^tasktree-run: $jobs jobs in .*; $jobs resumed (succeeded before)" "$work/err" ||
+      fail "the summary does not count $jobs resumed jobs"
     ;;
   refuse)
     echo "once touch $work/ran" > "$work/plan.jobs"

@@ -282,6 +282,22 @@ TEST_CASE("with a key, a success recorded under another key does not count") {
   CHECK(second.ran == std::vector<std::string>{"b"});
 }
 
+TEST_CASE("a record's host (an MPI run's) is read back, escaped or not; a host of the wrong type is rejected") {
+  Scratch scratch;
+  const fs::path path = scratch / "hosts.journal";
+  const std::string header = "{\"tasktree_journal\":1,\"fingerprint\":\"0\",\"datasets\":3,\"barrier\":\"~\"}\n";
+  write_file(path, header + "{\"dataset\":\"a\",\"start\":1,\"seconds\":0.5,\"host\":\"node7\"}\n" +
+                       "{\"dataset\":\"b\",\"host\":\"quote\\\"d\"}\n{\"dataset\":\"c\"}\n");
+  const tasktree::JournalContents contents = tasktree::Journal::read(path);
+  REQUIRE(contents.records.size() == 3);
+  CHECK(contents.records[0].host == "node7");       // the plain reader
+  CHECK(contents.records[1].host == "quote\"d");    // the general reader
+  CHECK(contents.records[2].host.empty());          // one machine
+  write_file(path, header + "{\"dataset\":\"a\",\"host\":7}\n");
+  const std::string message = thrown_by([&] { open(path); });
+  CHECK(contains(message, "line 2: \"host\" is not a string"));
+}
+
 TEST_CASE("names of any bytes round-trip: invalid UTF-8, quotes, control bytes") {
   Scratch scratch;
   const fs::path path = scratch / "run.journal";

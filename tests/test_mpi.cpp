@@ -927,6 +927,46 @@ TEST_CASE("policy: each attempt's attempt_report() reaches on_attempt_report on 
   CHECK_THROWS_AS(tasktree::mpi::attempt_report(), std::logic_error);
 }
 
+TEST_CASE("policy: rank 0's journal names the host of each job's last attempt; a resumed run reruns the failure") {
+  const std::filesystem::path path = shared_path("journal");
+  std::atomic<std::uint64_t> attempts{0};
+  std::mutex mutex;
+  std::map<std::string, std::string> reported_hosts;  // rank 0: dataset -> host of its last attempt
+  const auto run = [&](bool resume) {
+    PolicyRecorder recorder;
+    auto options = recorder.options({"a", "a/b", "c"});
+    options.process_dataset = [&attempts](std::string_view dataset, std::string_view, const Retry&) {
+      ++attempts;
+      if (dataset == "c") throw Permanent("c is broken");
+      return true;
+    };
+    options.skip_on_error = SkipOnError::dataset;
+    options.on_attempt_report = [&](tasktree::mpi::AttemptReport& report) {
+      const std::lock_guard lock(mutex);
+      reported_hosts[std::string(report.dataset)] = report.host;
+    };
+    if (world_rank() == 0) {
+      options.journal = std::make_shared<tasktree::Journal>(path, tasktree::JournalOptions{.resume = resume});
+    }
+    return tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant(std::move(options));
+  };
+  CHECK(run(false));
+  CHECK(sum_over_ranks(attempts.exchange(0)) == 3);
+  if (world_rank() == 0) {
+    const tasktree::JournalContents contents = tasktree::Journal::read(path);
+    REQUIRE(contents.records.size() == 3);
+    for (const tasktree::JournalRecord& record : contents.records) {
+      INFO(record.dataset);
+      CHECK_FALSE(record.host.empty());
+      CHECK(record.host == reported_hosts.at(record.dataset));
+      CHECK(record.succeeded() == (record.dataset != "c"));
+    }
+  }
+  CHECK(run(true));  // c fails again
+  CHECK(sum_over_ranks(attempts.exchange(0)) == 1);  // only c ran
+  if (world_rank() == 0) std::filesystem::remove(path);
+}
+
 TEST_CASE("policy: is_job_failure runs on the worker; a fatal exception is rethrown on every rank in any mode") {
   for (const SkipOnError mode : {SkipOnError::dataset, SkipOnError::tree}) {
     PolicyRecorder recorder;

@@ -825,6 +825,16 @@ TEST_CASE("report: --status says of each job of the plan what the journal record
         "done     x  2 attempts, 0.5s\ntasktree-run: 1 job: 1 done, 0 failed, 0 skipped, 0 changed, 0 not run; "
         "the journal holds 1 run\n");
   CHECK(done.exit_code == 0);
+  // A journal that --mpi wrote names the host of each job's last attempt.
+  tasktree::JournalContents across;
+  across.runs = 1;
+  across.records.push_back({.dataset = "x", .attempts = 1, .seconds = 0.5, .key = "true", .host = "node2"});
+  across.records.push_back(
+      {.dataset = "y", .fail = true, .attempts = 2, .error = "y: exit code 1", .key = "false", .host = "node3"});
+  CHECK(format_journal_status(across, {}).text ==
+        "done     x  1 attempt, 0.5s on node2\n"
+        "FAILED   y  exit code 1 (2 attempts on node3)\n"
+        "tasktree-run: 2 jobs: 1 done, 1 failed, 0 skipped, 0 changed, 0 not run; the journal holds 1 run\n");
 }
 
 TEST_CASE("report: the verdict: exit code, --json result and the summary's last line") {

@@ -57,6 +57,9 @@ struct JournalRecord {
   std::string error{};
   /// What `JournalOptions::key` said about the dataset when it ran (e.g. its command).
   std::string key{};
+  /// The host that ran the job's last attempt, in a run across MPI ranks (`tasktree/mpi.hpp`);
+  /// empty on one machine.
+  std::string host{};
 
   /// True if a resumed run counts the dataset as done: it completed with `no_skip` and not `fail`.
   [[nodiscard]] bool succeeded() const noexcept { return no_skip && !fail; }
@@ -249,10 +252,14 @@ class Journal {
     do {
       std::string_view key;
       if (!plain_string(key) || !expect(':')) return false;
-      if (key == "dataset" || key == "error" || key == "key") {
+      if (key == "dataset" || key == "error" || key == "key" || key == "host") {
         std::string_view text;
         if (!plain_string(text)) return false;
-        (key == "dataset" ? record.dataset : key == "error" ? record.error : record.key).assign(text);
+        (key == "dataset" ? record.dataset
+         : key == "error" ? record.error
+         : key == "key"   ? record.key
+                          : record.host)
+            .assign(text);
         have_dataset = have_dataset || key == "dataset";
       } else if (key == "no_skip" || key == "fail") {
         bool value = false;
@@ -375,6 +382,7 @@ class Journal {
       number("seconds", record.seconds);
       text("error", record.error);
       text("key", record.key);
+      text("host", record.host);
       keep_latest(contents, index, std::move(record));
     }
     contents.valid_bytes = at;  // the start of an incomplete last line, if there is one
@@ -396,7 +404,9 @@ class Journal {
     bool fail = false;
     bool has_key = false;        // the key follows the error text in `extra`
     std::size_t error_size = 0;  // the error text: the first bytes of `extra`
-    std::string extra{};         // error text and key (read only if `error_size` or `has_key`)
+    std::size_t key_size = 0;    // the key: the bytes after the error text; the host follows it
+    std::string extra{};         // error text, key and host (read only if `error_size`, `has_key` or `has_host`)
+    bool has_host = false;
   };
 
   /// A block of the queue of records from the coordinator to the sync thread (one producer, one
@@ -491,6 +501,7 @@ class Journal {
     const int attempts = note_attempts_ > 0 ? note_attempts_ : 1;
     std::string key;
     if (options_.key) key = options_.key(dataset);
+    const std::string_view host = host_of_ ? host_of_(dataset) : std::string_view();
     if (queued_ == Chunk::capacity) next_chunk();
     QueuedRecord& entry = tail_->records[queued_];
     entry.dataset = dataset;
@@ -501,9 +512,12 @@ class Journal {
     entry.elapsed_nanos = elapsed_nanos;
     entry.error_size = note_error_.size();
     entry.has_key = static_cast<bool>(options_.key);
-    if (entry.error_size > 0 || entry.has_key) {
+    entry.key_size = key.size();
+    entry.has_host = !host.empty();
+    if (entry.error_size > 0 || entry.has_key || entry.has_host) {
       entry.extra.assign(note_error_);
       entry.extra.append(key);
+      entry.extra.append(host);
     }
     tail_->published.store(++queued_, std::memory_order_release);
     if (queued_ == Chunk::capacity) {  // a full chunk: the sync thread formats it now
@@ -522,7 +536,8 @@ class Journal {
                          .start = static_cast<double>(start_micros(start_nanos)) / 1e6,
                          .seconds = static_cast<double>(elapsed_micros) / 1e6,
                          .error = note_error_,
-                         .key = std::move(key)};
+                         .key = std::move(key),
+                         .host = std::string(host)};
       keep_latest(contents_, index_, std::move(kept));
     }
     note_attempts_ = 0;
@@ -704,12 +719,15 @@ class Journal {
     namespace json = detail::journal_format;
     const std::string_view extra(entry.extra);
     const std::string_view error = entry.error_size > 0 ? extra.substr(0, entry.error_size) : std::string_view();
-    const std::string_view key = entry.has_key ? extra.substr(entry.error_size) : std::string_view();
+    const std::string_view key = entry.has_key ? extra.substr(entry.error_size, entry.key_size) : std::string_view();
+    const std::string_view host =
+        entry.has_host ? extra.substr(entry.error_size + entry.key_size) : std::string_view();
     static constexpr std::size_t most_fixed =  // every field name and punctuation, and the numbers
-        sizeof R"({"dataset":,"no_skip":false,"fail":true,"attempts":,"start":,"seconds":,"error":,"key":})" +
+        sizeof R"({"dataset":,"no_skip":false,"fail":true,"attempts":,"start":,"seconds":,"error":,"key":,"host":})" +
         json::max_integer_size + 2 * json::max_micros_size + 1;
-    char* const begin = text_room(most_fixed + json::max_string_size(entry.dataset.size()) +
-                                  json::max_string_size(error.size()) + json::max_string_size(key.size()));
+    char* const begin =
+        text_room(most_fixed + json::max_string_size(entry.dataset.size()) + json::max_string_size(error.size()) +
+                  json::max_string_size(key.size()) + json::max_string_size(host.size()));
     char* out = put(begin, R"({"dataset":)");
     out = json::write_string(out, entry.dataset);
     if (!entry.no_skip) out = put(out, R"(,"no_skip":false)");
@@ -738,6 +756,10 @@ class Journal {
     if (entry.has_key) {
       out = put(out, R"(,"key":)");
       out = json::write_string(out, key);
+    }
+    if (entry.has_host) {
+      out = put(out, R"(,"host":)");
+      out = json::write_string(out, host);
     }
     out = put(out, "}\n");
     text_size_ += static_cast<std::size_t>(out - begin);
@@ -793,6 +815,8 @@ class Journal {
   Index index_;
   std::int64_t run_unix_nanos_ = 0;   // the run's start on the wall clock
   std::int64_t run_clock_nanos_ = 0;  // the run's start on its clock (that times its jobs)
+  /// The host of a dataset's last attempt, for its record (an MPI run sets it while it lasts).
+  std::function<std::string_view(std::string_view dataset)> host_of_;
   int note_attempts_ = 0;             // from `annotate`, for the next record
   std::string note_error_;            // from `annotate`, for the next record
 
@@ -841,6 +865,11 @@ class JournalAccess {
     journal.record(dataset, no_skip, fail, start_nanos, elapsed_nanos);
   }
   static void end_run(Journal& journal) { journal.end_run(); }
+  /// Names the host of each record (`JournalRecord::host`) until called again with an empty function;
+  /// called on the coordinator, at each record, with the record's dataset.
+  static void set_host_source(Journal& journal, std::function<std::string_view(std::string_view dataset)> host_of) {
+    journal.host_of_ = std::move(host_of);
+  }
 };
 
 }  // namespace detail

@@ -425,6 +425,10 @@ JournalStatus format_journal_status(const tasktree::JournalContents& journal, co
     const std::string_view error = record.error;
     return error.starts_with(record.dataset + ": ") ? error.substr(record.dataset.size() + 2) : error;
   };
+  // A run with --mpi records where the last attempt ran.
+  const auto on_host = [](const tasktree::JournalRecord& record) {
+    return record.host.empty() ? std::string() : fmt::format(" on {}", record.host);
+  };
   const auto show = [&](std::string_view path, const tasktree::JournalRecord* record, const JobSpec* job) {
     if (record == nullptr) {
       ++not_run;
@@ -434,11 +438,12 @@ JournalStatus format_journal_status(const tasktree::JournalContents& journal, co
       line("changed  {:<{}}  succeeded with another command: runs again", path, width);
     } else if (record->succeeded()) {
       ++done;
-      line("done     {:<{}}  {}, {:.1f}s", path, width, attempts(record->attempts), record->seconds);
+      line("done     {:<{}}  {}, {:.1f}s{}", path, width, attempts(record->attempts), record->seconds,
+           on_host(*record));
     } else if (record->fail) {
       ++failed;
-      line("FAILED   {:<{}}  {} ({})", path, width, record->error.empty() ? "failed" : reason(*record),
-           attempts(record->attempts));
+      line("FAILED   {:<{}}  {} ({}{})", path, width, record->error.empty() ? "failed" : reason(*record),
+           attempts(record->attempts), on_host(*record));
     } else {
       ++skipped;
       line("skipped  {:<{}}  its subtree was skipped", path, width);

@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -52,6 +53,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -331,6 +333,39 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   return failed;
 }
 
+/// The host of each dataset's last attempt, for the records of the run's journal
+/// (`JournalRecord::host`): noted by the threads of rank 0 that receive the replies, read by the
+/// coordinator when it records a completion (after the reply, which the run's hand-over orders).
+class JournalHosts {
+ public:
+  /// Names the hosts in `journal`'s records (null: does nothing) while this object lives (and keeps
+  /// it alive as long).
+  explicit JournalHosts(std::shared_ptr<Journal> journal) : journal_(std::move(journal)) {
+    if (journal_ == nullptr) return;
+    JournalAccess::set_host_source(*journal_, [this](std::string_view dataset) {
+      const std::lock_guard lock(mutex_);
+      const auto it = hosts_.find(dataset);
+      return it == hosts_.end() ? std::string_view() : it->second;
+    });
+  }
+  JournalHosts(const JournalHosts&) = delete;
+  JournalHosts& operator=(const JournalHosts&) = delete;
+  ~JournalHosts() {
+    if (journal_ != nullptr) JournalAccess::set_host_source(*journal_, {});
+  }
+  /// `dataset` (a name of the run) last ran on `host` (a host of the run's dispatcher).
+  void note(std::string_view dataset, std::string_view host) {
+    if (journal_ == nullptr) return;
+    const std::lock_guard lock(mutex_);
+    hosts_[dataset] = host;
+  }
+
+ private:
+  std::shared_ptr<Journal> journal_;
+  std::mutex mutex_;
+  std::unordered_map<std::string_view, std::string_view> hosts_;
+};
+
 /// A job's exception on a worker rank, as rank 0's policy layer sees it: with the worker's verdict
 /// on whether it is a job failure and worth retrying, and the place it ran for the failure's log
 /// line (`ErrorPlace`).
@@ -527,6 +562,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   detail::RunComm run(options.comm);
   // Rank 0's jobs are stubs that run the real job elsewhere, through the dispatcher of the run.
   detail::Dispatcher* dispatcher = nullptr;
+  detail::JournalHosts* journal_hosts = nullptr;  // rank 0, while its run lasts
   std::optional<ParallelTaskTree<>> tree;
   detail::RunControls controls(options);
   const detail::StartedRun started = detail::start_run(
@@ -538,11 +574,12 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
                                                options.enable_barriers, options.barrier_name);
         }
         tasktree::Options<> core{
-            .process_dataset = [&dispatcher, &completion = options.completion](
+            .process_dataset = [&dispatcher, &journal_hosts, &completion = options.completion](
                                    std::string_view dataset, std::int64_t submit_count,
                                    const std::stop_token& stop) -> CompletionCallback {
               detail::mpi_wire::Reply reply =
                   dispatcher->call({.submit_count = submit_count, .dataset = dataset}, stop);
+              journal_hosts->note(dataset, dispatcher->host(reply.rank));
               if (reply.kind == detail::mpi_wire::Reply::threw) throw RemoteError(reply.text, reply.rank);
               return CompletionCallback(
                   [&completion, dataset,
@@ -583,6 +620,8 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
         run, started, controls, execute,
         [&](detail::Dispatcher& transport, FaultTolerantStats& run_stats) {
           dispatcher = &transport;
+          detail::JournalHosts hosts(tree->options().journal);
+          journal_hosts = &hosts;
           try {
             const bool result = tree->process_datasets_in_parallel();
             run_stats.run = tree->last_run_stats();
@@ -627,12 +666,14 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   };
   const auto coordinate = [&](detail::Dispatcher& dispatcher, FaultTolerantStats& run_stats) {
     using Local = tasktree::FaultTolerantOptions<>;
+    detail::JournalHosts hosts(options.journal);
     Local local{
-        .process_dataset = [&dispatcher, on_attempt_report = std::move(options.on_attempt_report)](
+        .process_dataset = [&dispatcher, &hosts, on_attempt_report = std::move(options.on_attempt_report)](
                                std::string_view dataset, std::string_view tid, const Retry& attempt) -> bool {
           detail::mpi_wire::Reply reply = dispatcher.call(
               {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
               attempt.stop_token);
+          hosts.note(dataset, dispatcher.host(reply.rank));
           if (on_attempt_report) {
             mpi::AttemptReport report{.dataset = dataset,
                                       .attempt = attempt.count,
