@@ -9,6 +9,9 @@
 #   invalid  --mpi with a bad jobs file: one message naming FILE:LINE, exit code 2, nothing runs
 #   kill     (launcher flags that survive a dead rank) the rank running a job is killed with
 #            SIGKILL: its job runs again on another rank, and the run finishes with every job done
+#   place    --place-by-first-component on three ranks named head, alpha and beta
+#            (TASKTREE_MPI_HOST_NAME): each job runs on its host; a plan naming a host without a
+#            rank is refused before anything runs
 #   sigterm  SIGTERM to mpiexec: the run stops gracefully, with its summary and report, and no job
 #            process is left
 set -u
@@ -136,6 +139,39 @@ PY
     grep -q "^tasktree-run: $jobs jobs in .*: $jobs succeeded, 0 failed" "$work/err" || fail "not every job succeeded"
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["exit_code"] == 0, r["counts"]' \
       "$work/report.json" || fail "the report"
+    ;;
+  place)
+    # Three ranks with host names of their own (MPMD: one context per rank).
+    ranks_named() {
+      local args=("$@") first=1
+      for host in head alpha beta; do
+        [ $first = 1 ] || launch+=(:)
+        first=0
+        launch+=(-n 1 env TASKTREE_MPI_HOST_NAME=$host "$tool" "${args[@]}")
+      done
+    }
+    record="echo \$TASKTREE_JOB \$TASKTREE_MPI_HOST_NAME >> $work/starts"
+    for job in alpha alpha/1 alpha/2 alpha/3 beta beta/1 beta/2; do echo "$job $record"; done > "$work/plan.jobs"
+    launch=("$@")
+    ranks_named --mpi -j 4 --place-by-first-component "$work/plan.jobs"
+    "${launch[@]}" > "$work/out" 2> "$work/err"
+    status=$?
+    show
+    [ "$status" = 0 ] || fail "exit status $status, not 0"
+    for job in alpha alpha/1 alpha/2 alpha/3 beta beta/1 beta/2; do
+      [ "$(count "$work/starts" "$job ${job%%/*}")" = 1 ] || fail "$job did not run once on host ${job%%/*}"
+    done
+    # A job placed on a host where no rank runs: refused on every rank, nothing runs.
+    rm -f "$work/starts"
+    echo "gamma/x $record" >> "$work/plan.jobs"
+    launch=("$@")
+    ranks_named --mpi --place-by-first-component "$work/plan.jobs"
+    "${launch[@]}" > "$work/out" 2> "$work/err"
+    status=$?
+    show
+    [ "$status" != 0 ] || fail "exit status 0 for a placement on a host without a rank"
+    grep -q "gamma" "$work/err" || fail "the error does not name the host gamma"
+    [ -e "$work/starts" ] && fail "a job ran"
     ;;
   sigterm)
     for i in 1 2 3 4 5 6; do echo "slow$i touch $work/started$i; exec sleep 300"; done > "$work/plan.jobs"

@@ -400,6 +400,8 @@ TEST_CASE("command line: --mpi, --tag-host and --heartbeat-timeout; --workers ov
   CHECK(settings_of({"--mpi", "-j", "8", "plan.jobs"}).run.workers_given);
   CHECK(settings_of({"--mpi", "--demo"}).run.workers_given);  // the demo's 4
   CHECK(settings_of({"--mpi", "--halt", "now", "plan.jobs"}).run.mpi);
+  CHECK_FALSE(mpi.run.place_by_first_component);
+  CHECK(settings_of({"--mpi", "--place-by-first-component", "plan.jobs"}).run.place_by_first_component);
 }
 
 TEST_CASE("command line: --skip-on-error takes the library's mode names") {
@@ -462,6 +464,7 @@ TEST_CASE("command line: each bad option is a usage error (exit 2) naming the op
       {{"--journal", "j", "--status", "--resume"}, {"--status", "--resume"}},
       {{"--halt", "later"}, {"--halt", "later"}},
       {{"--tag-host", "plan.jobs"}, {"--tag-host", "--mpi"}},
+      {{"--place-by-first-component", "plan.jobs"}, {"--place-by-first-component", "--mpi"}},
       {{"--heartbeat-timeout", "5", "plan.jobs"}, {"--heartbeat-timeout", "--mpi"}},
       {{"--mpi", "--heartbeat-timeout", "1", "plan.jobs"}, {"--heartbeat-timeout", "1"}},
       {{"--mpi", "--tty", "plan.jobs"}, {"--mpi", "--tty"}},

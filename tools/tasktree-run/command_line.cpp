@@ -148,6 +148,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   std::string report_file;
   bool mpi = false;
   bool tag_host = false;
+  bool place_by_first_component = false;
   double heartbeat_timeout = 30;
 
   std::vector<std::string> targets;
@@ -264,6 +265,11 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
       "each attempt's output reaches rank 0 when it ends");
   app.add_flag("--tag-host", tag_host, "With --mpi: prefix each output line with the host that ran the job, [host:path]")
       ->needs(mpi_flag);
+  app.add_flag("--place-by-first-component", place_by_first_component,
+               "With --mpi: run each job on a rank of the host its path's first component names (alpha/snapshot "
+               "on host alpha, as TASKTREE_MPI_HOST_NAME or the processor name gives it); a name with no rank of "
+               "the job is an error before anything runs")
+      ->needs(mpi_flag);
   app.add_option("--heartbeat-timeout", heartbeat_timeout,
                  "With --mpi: seconds without a word from a rank (its heartbeat comes every second) before it is "
                  "declared lost and its running jobs start again on other ranks; a rank that dies is usually "
@@ -324,6 +330,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.mpi = mpi;
   settings.run.tag_host = tag_host;
   settings.run.heartbeat_timeout = to_nanoseconds(heartbeat_timeout);
+  settings.run.place_by_first_component = place_by_first_component;
   settings.run.workers_given = workers_option->count() > 0 || demo;
   settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;
   settings.demo = demo;

@@ -82,6 +82,9 @@ struct RunSettings {
   bool workers_given = false;
   /// `--tag-host`: with `mpi`, output lines are prefixed `[host:path]`.
   bool tag_host = false;
+  /// `--place-by-first-component`: with `mpi`, each job runs on a rank of the host its first path
+  /// component names (`mpi::place_by_first_component`).
+  bool place_by_first_component = false;
   /// `--heartbeat-timeout`: with `mpi`, rank 0 declares a rank lost after this long without a word.
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// With `mpi`: this rank's host name (`execute` sets it).
