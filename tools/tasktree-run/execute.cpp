@@ -394,7 +394,8 @@ int execute(const CliSettings& cli) {
     block_stop_signals();  // before the first thread starts, so that only the watcher receives them
   }
   // With `--json -` the report has standard output to itself: job output and log lines go to stderr.
-  const bool live = rank0 && live_terminal();
+  // No live status line with --mpi: rank 0 does not know what runs on the other ranks until it ends.
+  const bool live = !cluster && live_terminal();
   Console console(cli.json_file == "-" ? stderr : stdout, stderr, live);
   // --color auto: on a terminal that understands escapes, unless NO_COLOR is set (no-color.org).
   const char* no_color = std::getenv("NO_COLOR");
