@@ -310,11 +310,15 @@ int stopped_by_signal(tasktree::mpi::Environment& mpi, const std::string& marker
           .datasets = datasets,
           .process_dataset =
               [&](std::string_view, std::int64_t, const std::stop_token& stop) {
-                // 100 ms of work that ends early when asked to.
+                // 100 ms of work that ends early when asked to; once the marker is there (the signal
+                // comes seconds later), work that lasts until the stop: a stop that takes longer to
+                // arrive than a job's rest (rank 0 looks for a caught signal every 50 ms, and the
+                // sanitizers slow everything) would otherwise find no job in flight.
+                const auto work = std::filesystem::exists(marker) ? std::chrono::milliseconds(60s) : 100ms;
                 std::mutex nap_mutex;
                 std::condition_variable_any nap;
                 std::unique_lock lock(nap_mutex);
-                if (!nap.wait_for(lock, stop, 100ms, [] { return false; }) && stop.stop_requested()) {
+                if (!nap.wait_for(lock, stop, work, [] { return false; }) && stop.stop_requested()) {
                   const std::lock_guard count(mutex);
                   ++stopped_jobs;
                 }
