@@ -123,7 +123,7 @@ PY
     echo "victim echo \$TASKTREE_JOB >> $work/starts; test -e $work/killed || { touch $work/killed; kill -KILL \$PPID; sleep 30; }" \
       >> "$work/plan.jobs"
     jobs=$(grep -c . "$work/plan.jobs")
-    "$@" -n "$ranks" "$tool" --mpi -j 4 --heartbeat-timeout 5 --json "$work/report.json" "$work/plan.jobs" \
+    "$@" -n "$ranks" "$tool" --mpi -j 4 --heartbeat-timeout 3 --json "$work/report.json" "$work/plan.jobs" \
       > "$work/out" 2> "$work/err"
     status=$?
     show
@@ -177,8 +177,8 @@ PY
     for i in 1 2 3 4 5 6; do echo "slow$i touch $work/started$i; exec sleep 300"; done > "$work/plan.jobs"
     echo "slow1/child touch $work/child" >> "$work/plan.jobs"
     # Open MPI passes SIGTERM on to the ranks after odls_base_sigkill_timeout seconds and SIGKILLs
-    # them as long again: 5 s leaves the ranks time to stop their jobs and report.
-    "$@" -n "$ranks" --mca odls_base_sigkill_timeout 5 "$tool" --mpi -j 4 --kill-after 1 \
+    # them as long again: 3 s leaves the ranks time to stop their jobs and report.
+    "$@" -n "$ranks" --mca odls_base_sigkill_timeout 3 "$tool" --mpi -j 4 --kill-after 1 \
       --json "$work/report.json" "$work/plan.jobs" > "$work/out" 2> "$work/err" &
     launcher=$!
     for _ in $(seq 1 600); do

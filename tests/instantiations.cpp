@@ -1,0 +1,3 @@
+// The explicit instantiations that tests/instantiations.hpp declares.
+#define TASKTREE_TEST_INSTANTIATE
+#include "instantiations.hpp"
