@@ -7,7 +7,7 @@
 #   asan     GCC with AddressSanitizer + UndefinedBehaviorSanitizer: the tests and tasktree-run
 #   tsan     GCC with ThreadSanitizer: the tests and tasktree-run
 #   fuzz     Clang with libFuzzer + ASan + UBSan: fuzzes the scheduler against the reference model
-#            for a bounded time (TASKTREE_FUZZ_SECONDS, default 60)
+#            for a bounded time (TASKTREE_FUZZ_SECONDS, default 30)
 # Tests run two at a time, the longest first (ctest COST, tests/CMakeLists.txt). Installs missing Debian packages first. For the inner loop while
 # changing the code, `cmake --workflow --preset dev` is quicker.
 # Usage: scripts/test.sh [preset...]   (default: all five)
