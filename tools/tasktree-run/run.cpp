@@ -3,6 +3,7 @@
 #include <tasktree/tasktree.hpp>
 #if TASKTREE_RUN_WITH_MPI
 #include <tasktree/mpi.hpp>
+#include <tasktree/mpi/wire.hpp>
 #endif
 
 #include <fmt/format.h>
@@ -576,82 +577,57 @@ void run_policy(Runner& runner, Run&& run) {
 }
 
 #if TASKTREE_RUN_WITH_MPI
-/// The bytes of an attempt from the rank that ran it to rank 0 (`mpi::attempt_report()`):
-/// fixed-width little-endian integers and length-prefixed strings.
-class AttemptBytes {
- public:
-  static std::string encode(const Runner::AttemptResult& done, std::int64_t submit_count,
-                            const JobOutput::Captured& captured) {
-    AttemptBytes out;
-    out.integer(static_cast<std::int64_t>(done.result.end));
-    out.integer(done.result.exit_code);
-    out.integer(done.result.signal);
-    out.text(done.result.error);
-    out.integer(done.result.error_number);
-    out.integer(std::chrono::duration_cast<std::chrono::nanoseconds>(done.end - done.start).count());
-    out.integer(done.slot);
-    out.integer(submit_count);
-    out.integer(static_cast<std::int64_t>(done.stderr_tail.size()));
-    for (const std::string& line : done.stderr_tail) out.text(line);
-    out.text(captured.out);
-    out.text(captured.err);
-    out.integer(static_cast<std::int64_t>(captured.cut));
-    return std::move(out.bytes_);
-  }
+/// The bytes of an attempt from the rank that ran it to rank 0 (`mpi::attempt_report()`), in the
+/// scale-out's own encoding (fixed-width little-endian integers, length-prefixed strings).
+namespace attempt_bytes {
 
-  /// What `encode` wrote, read into `done` (its times end now), `submit_count` and `captured`.
-  static void decode(std::string_view bytes, Runner::AttemptResult& done, std::int64_t& submit_count,
-                     JobOutput::Captured& captured) {
-    AttemptBytes in;
-    in.rest_ = bytes;
-    const std::int64_t end = in.integer();
-    if (end < 0 || end > static_cast<std::int64_t>(ProcessResult::End::output_failed)) in.malformed();
-    done.result.end = static_cast<ProcessResult::End>(end);
-    done.result.exit_code = static_cast<int>(in.integer());
-    done.result.signal = static_cast<int>(in.integer());
-    done.result.error = in.text();
-    done.result.error_number = static_cast<int>(in.integer());
-    done.end = Clock::now();
-    done.start = done.end - std::chrono::nanoseconds(in.integer());
-    done.slot = static_cast<int>(in.integer());
-    submit_count = in.integer();
-    const std::int64_t lines = in.integer();
-    if (lines < 0 || lines > static_cast<std::int64_t>(bytes.size())) in.malformed();
-    for (std::int64_t i = 0; i < lines; ++i) done.stderr_tail.push_back(in.text());
-    captured.out = in.text();
-    captured.err = in.text();
-    captured.cut = static_cast<std::uint64_t>(in.integer());
-  }
+namespace wire = tasktree::detail::mpi_wire;
 
- private:
-  void integer(std::int64_t value) {
-    for (int i = 0; i < 8; ++i) bytes_.push_back(static_cast<char>((static_cast<std::uint64_t>(value) >> (8 * i)) & 0xFF));
-  }
-  void text(std::string_view value) {
-    integer(static_cast<std::int64_t>(value.size()));
-    bytes_.append(value);
-  }
-  std::int64_t integer() {
-    if (rest_.size() < 8) malformed();
-    std::uint64_t value = 0;
-    for (int i = 0; i < 8; ++i) value |= std::uint64_t{static_cast<unsigned char>(rest_[i])} << (8 * i);
-    rest_.remove_prefix(8);
-    return static_cast<std::int64_t>(value);
-  }
-  std::string text() {
-    const std::int64_t size = integer();
-    if (size < 0 || static_cast<std::uint64_t>(size) > rest_.size()) malformed();
-    std::string value(rest_.substr(0, static_cast<std::size_t>(size)));
-    rest_.remove_prefix(static_cast<std::size_t>(size));
-    return value;
-  }
-  [[noreturn]] static void malformed() {
-    throw std::runtime_error("malformed attempt report from another rank: do all ranks run the same tasktree-run?");
-  }
+std::string encode(const Runner::AttemptResult& done, std::int64_t submit_count, const JobOutput::Captured& captured) {
+  wire::Writer out;
+  out.u8(static_cast<std::uint8_t>(done.result.end));
+  out.i32(done.result.exit_code);
+  out.i32(done.result.signal);
+  out.str(done.result.error);
+  out.i32(done.result.error_number);
+  out.i64(std::chrono::duration_cast<std::chrono::nanoseconds>(done.end - done.start).count());
+  out.i32(done.slot);
+  out.i64(submit_count);
+  out.u32(static_cast<std::uint32_t>(done.stderr_tail.size()));
+  for (const std::string& line : done.stderr_tail) out.str(line);
+  out.str(captured.out);
+  out.str(captured.err);
+  out.u64(captured.cut);
+  return out.take();
+}
 
-  std::string bytes_;
-  std::string_view rest_;
-};
+/// What `encode` wrote, read into `done` (its times end now), `submit_count` and `captured`.
+void decode(std::string_view bytes, Runner::AttemptResult& done, std::int64_t& submit_count,
+            JobOutput::Captured& captured) {
+  const auto malformed = [] {
+    return std::runtime_error("malformed attempt report from another rank: do all ranks run the same tasktree-run?");
+  };
+  wire::Reader in(bytes);
+  const std::uint8_t end = in.u8();
+  if (end > static_cast<std::uint8_t>(ProcessResult::End::output_failed)) throw malformed();
+  done.result.end = static_cast<ProcessResult::End>(end);
+  done.result.exit_code = in.i32();
+  done.result.signal = in.i32();
+  done.result.error = in.str();
+  done.result.error_number = in.i32();
+  done.end = Clock::now();
+  done.start = done.end - std::chrono::nanoseconds(in.i64());
+  done.slot = in.i32();
+  submit_count = in.i64();
+  const std::uint32_t lines = in.u32();
+  if (lines > bytes.size()) throw malformed();
+  for (std::uint32_t i = 0; i < lines; ++i) done.stderr_tail.emplace_back(in.str());
+  captured.out = in.str();
+  captured.err = in.str();
+  captured.cut = in.u64();
+}
+
+}  // namespace attempt_bytes
 #endif
 
 /// The scheduling: every job on the library's fault-tolerant policy layer, which retries failed
@@ -689,7 +665,7 @@ void schedule(Runner& runner, std::stop_token stop) {
                          &captured, settings.tag_host ? std::string_view(settings.host) : std::string_view());
         const Runner::AttemptResult done =
             runner.execute(index, retry.submit_count, retry.count + 1, output, /*local=*/false);
-        tasktree::mpi::attempt_report() = AttemptBytes::encode(done, retry.submit_count, captured);
+        tasktree::mpi::attempt_report() = attempt_bytes::encode(done, retry.submit_count, captured);
         return verdict(done.result, dataset, retry);
       });
   if (!settings.workers_given) options.max_workers = 0;  // one job per worker rank, and rank 0's own
@@ -713,7 +689,7 @@ void schedule(Runner& runner, std::stop_token stop) {
     Runner::AttemptResult done;
     std::int64_t submit_count = 0;
     JobOutput::Captured captured;
-    AttemptBytes::decode(report.bytes, done, submit_count, captured);
+    attempt_bytes::decode(report.bytes, done, submit_count, captured);
     if (done.result.end == ProcessResult::End::not_started) return;
     const std::size_t index = runner.index(report.dataset);
     if (!captured.out.empty()) runner.console().job_lines(Stream::out, captured.out);
