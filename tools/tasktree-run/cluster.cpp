@@ -17,7 +17,6 @@ struct Cluster::State {
 
 Cluster::Cluster() : state_(std::make_unique<State>()) {}
 Cluster::~Cluster() = default;
-bool Cluster::available() noexcept { return true; }
 int Cluster::rank() const { return state_->environment.rank(); }
 int Cluster::size() const { return state_->environment.size(); }
 std::string Cluster::host() const { return state_->environment.host_name(); }
@@ -58,7 +57,6 @@ Cluster::Cluster() {
       "docs/scale-out.md)");
 }
 Cluster::~Cluster() = default;
-bool Cluster::available() noexcept { return false; }
 int Cluster::rank() const { return 0; }
 int Cluster::size() const { return 1; }
 std::string Cluster::host() const { return {}; }

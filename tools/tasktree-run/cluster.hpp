@@ -21,9 +21,6 @@ class Cluster {
   Cluster& operator=(const Cluster&) = delete;
   ~Cluster();
 
-  /// True if tasktree-run was built with MPI (`--mpi` can work).
-  [[nodiscard]] static bool available() noexcept;
-
   /// This process's rank, and the number of ranks.
   [[nodiscard]] int rank() const;
   [[nodiscard]] int size() const;

@@ -42,30 +42,44 @@ bool live_terminal() {
   return ::isatty(STDERR_FILENO) == 1 && term != nullptr && std::string_view(term) != "dumb";
 }
 
+/// Room in the file-descriptor limit for jobs running at once.
+struct DescriptorRoom {
+  std::size_t jobs;  ///< how many fit (at least 1), all those asked for if the limit allows
+  rlim_t wanted;     ///< descriptors the jobs asked for need
+  rlim_t limit;      ///< the soft limit, after raising it
+};
+
+/// Makes room for `jobs` jobs at once: each running job holds up to five descriptors (two pipes
+/// while it starts, a pidfd) and two more with log files. The soft limit is raised as far as that
+/// needs, never above the hard limit (the jobs inherit it); returns how many jobs fit.
+DescriptorRoom room_for(std::size_t jobs, bool log_files) {
+  const rlim_t per_job = log_files ? 7 : 5;
+  constexpr rlim_t reserve = 64;  // the runner's own: standard streams, report, journal, watchdog, ...
+  const rlim_t wanted = reserve + per_job * static_cast<rlim_t>(jobs);
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return {jobs, wanted, wanted};
+  if (limit.rlim_cur >= wanted) return {jobs, wanted, limit.rlim_cur};
+  rlimit raised = limit;
+  raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  if (limit.rlim_cur >= wanted) return {jobs, wanted, limit.rlim_cur};
+  const rlim_t fit = limit.rlim_cur > reserve + per_job ? (limit.rlim_cur - reserve) / per_job : 1;
+  return {static_cast<std::size_t>(fit), wanted, limit.rlim_cur};
+}
+
 /// Makes room for `settings.workers` jobs at once: no more workers than jobs, and enough file
-/// descriptors for them. Each running job holds up to five (two pipes while it starts, a pidfd)
-/// and two more with `--log-dir`. The soft limit is raised as far as that needs, never above the
-/// hard limit (the jobs inherit it); if even the hard limit is too low, fewer jobs run at once,
+/// descriptors for them (`room_for`); if even the hard limit is too low, fewer jobs run at once,
 /// with a warning.
 void fit_workers(RunSettings& settings) {
   settings.workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(settings.workers),
                                                             std::max<std::size_t>(settings.jobs.size(), 1)));
-  const rlim_t per_job = settings.log_dir.empty() ? 5 : 7;
-  constexpr rlim_t reserve = 64;  // the runner's own: standard streams, report, journal, watchdog, ...
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
-  const rlim_t wanted = reserve + per_job * static_cast<rlim_t>(settings.workers);
-  if (limit.rlim_cur >= wanted) return;
-  rlimit raised = limit;
-  raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
-  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
-  if (limit.rlim_cur >= wanted) return;
-  const rlim_t fit = limit.rlim_cur > reserve + per_job ? (limit.rlim_cur - reserve) / per_job : 1;
+  const DescriptorRoom room = room_for(static_cast<std::size_t>(settings.workers), !settings.log_dir.empty());
+  if (room.jobs >= static_cast<std::size_t>(settings.workers)) return;
   fmt::print(stderr,
              "tasktree-run: warning: {} jobs at once need about {} file descriptors, but the limit is {} "
              "(ulimit -n): running at most {} at once\n",
-             settings.workers, wanted, limit.rlim_cur, fit);
-  settings.workers = static_cast<int>(fit);
+             settings.workers, room.wanted, room.limit, room.jobs);
+  settings.workers = static_cast<int>(room.jobs);
 }
 
 /// Why `program` (a path, or a name looked up in `PATH`) cannot be run, or "" if it can.
@@ -234,18 +248,15 @@ std::size_t rank_slots(const RunSettings& settings, const Cluster& cluster) {
   return (static_cast<std::size_t>(settings.workers) + workers - 1) / workers;
 }
 
-/// With `--mpi`: raises the soft limit of file descriptors for `slots` jobs at once (see
-/// `fit_workers`), with a warning if even the hard limit is too low.
-void fit_descriptors(std::size_t slots, std::string_view host) {
-  RunSettings estimate;
-  estimate.workers = static_cast<int>(std::min<std::size_t>(slots, 100'000));
-  estimate.jobs.resize(slots);
-  const int wanted = estimate.workers;
-  fit_workers(estimate);
-  if (estimate.workers < wanted) {
-    fmt::print(stderr, "tasktree-run: warning: on host {}, too few file descriptors for {} jobs at once: jobs may wait for some\n",
-               host, wanted);
-  }
+/// With `--mpi`: makes room for `slots` jobs at once (`room_for`). The scheduling decides how many
+/// run here, so too low a limit is only a warning: starts that lack descriptors wait and try again.
+void fit_descriptors(std::size_t slots, const RunSettings& settings) {
+  const DescriptorRoom room = room_for(slots, !settings.log_dir.empty());
+  if (room.jobs >= slots) return;
+  fmt::print(stderr,
+             "tasktree-run: warning: on host {}, {} jobs at once need about {} file descriptors, but the limit "
+             "is {} (ulimit -n): jobs may wait for some\n",
+             settings.host, slots, room.wanted, room.limit);
 }
 
 }  // namespace
@@ -359,7 +370,7 @@ int execute(const CliSettings& cli) {
   }
 
   if (cluster) {
-    fit_descriptors(rank_slots(settings, *cluster), settings.host);
+    fit_descriptors(rank_slots(settings, *cluster), settings);
   } else {
     fit_workers(settings);
   }
