@@ -334,8 +334,9 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
 }
 
 /// The host of each dataset's last attempt, for the records of the run's journal
-/// (`JournalRecord::host`): noted by the threads of rank 0 that receive the replies, read by the
-/// coordinator when it records a completion (after the reply, which the run's hand-over orders).
+/// (`JournalRecord::host`): noted by the threads of rank 0 that receive the replies, taken by the
+/// coordinator when it records a completion (after the reply, which the run's hand-over orders), so
+/// that only the jobs in flight are held.
 class JournalHosts {
  public:
   /// Names the hosts in `journal`'s records (null: does nothing) while this object lives (and keeps
@@ -345,7 +346,10 @@ class JournalHosts {
     JournalAccess::set_host_source(*journal_, [this](std::string_view dataset) {
       const std::lock_guard lock(mutex_);
       const auto it = hosts_.find(dataset);
-      return it == hosts_.end() ? std::string_view() : it->second;
+      if (it == hosts_.end()) return std::string_view();
+      const std::string_view host = it->second;  // the dispatcher's, valid for the run
+      hosts_.erase(it);
+      return host;
     });
   }
   JournalHosts(const JournalHosts&) = delete;
@@ -673,19 +677,18 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
           detail::mpi_wire::Reply reply = dispatcher.call(
               {.submit_count = attempt.submit_count, .retry_count = attempt.count, .dataset = dataset, .tid = tid},
               attempt.stop_token);
-          hosts.note(dataset, dispatcher.host(reply.rank));
+          const std::string_view host = dispatcher.host(reply.rank);
+          hosts.note(dataset, host);
           if (on_attempt_report) {
             mpi::AttemptReport report{.dataset = dataset,
                                       .attempt = attempt.count,
                                       .rank = reply.rank,
-                                      .host = dispatcher.host(reply.rank),
+                                      .host = host,
                                       .threw = reply.kind == detail::mpi_wire::Reply::threw,
                                       .bytes = std::move(reply.report)};
             on_attempt_report(report);
           }
-          if (reply.kind == detail::mpi_wire::Reply::threw) {
-            throw detail::RemoteAttemptError(reply, dispatcher.host(reply.rank));
-          }
+          if (reply.kind == detail::mpi_wire::Reply::threw) throw detail::RemoteAttemptError(reply, host);
           return reply.no_skip;
         },
     };
