@@ -25,6 +25,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using tasktree::CompletionCallbackResult;
@@ -533,6 +534,105 @@ TEST_CASE("many records, over several of the queue's chunks and timed syncs, rea
     CHECK(record.key == "key of " + record.dataset);
     CHECK(record.error.empty());
     CHECK(record.seconds >= 0);
+  }
+}
+
+TEST_CASE("records with and without attempts and errors mix over several chunks and keep their own fields") {
+  // Most records are one attempt without an error; every third dataset fails once (two attempts,
+  // succeeded) and every seventh fails for good (two attempts, an error): the queue carries those
+  // fields beside the common records, and each must come out on its own line.
+  Scratch scratch;
+  const fs::path path = scratch / "mixed.journal";
+  std::vector<std::string> datasets;
+  for (int i = 0; i < 10'000; ++i) datasets.push_back(fmt::format("d{:05}", i));
+  const auto number = [](std::string_view dataset) { return std::stoi(std::string(dataset.substr(1))); };
+  FaultTolerantStats stats;
+  tasktree::process_datasets_in_parallel_and_fault_tolerant(
+      FaultTolerantOptions<SynchronousExecutor>{
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view dataset, std::string_view, const Retry& retry) {
+                const int i = number(dataset);
+                if (i % 7 == 0) throw std::runtime_error(fmt::format("{} is down", dataset));
+                if (i % 3 == 0 && retry.count == 0) throw std::runtime_error("once");
+                return true;
+              },
+          .skip_on_error = tasktree::SkipOnError::dataset,
+          .retry_policy = {.max_retries = 1, .initial_backoff = std::chrono::nanoseconds(0),
+                           .max_backoff = std::chrono::nanoseconds(0)},
+          .max_workers = 1,
+          .journal = open(path, false),
+      },
+      stats);
+  const tasktree::JournalContents contents = Journal::read(path);
+  REQUIRE(contents.records.size() == datasets.size());
+  std::size_t checked = 0;
+  for (const tasktree::JournalRecord& record : contents.records) {
+    const int i = number(record.dataset);
+    const bool down = i % 7 == 0;
+    INFO(record.dataset);
+    CHECK(record.attempts == (down || i % 3 == 0 ? 2 : 1));
+    CHECK(record.error == (down ? fmt::format("{} is down", record.dataset) : std::string()));
+    CHECK(record.succeeded() == !down);
+    CHECK(record.key.empty());
+    CHECK(record.host.empty());
+    ++checked;
+  }
+  CHECK(checked == datasets.size());
+}
+
+TEST_CASE("on the steady clock, a record's start and seconds hold what the job measured itself") {
+  // By default jobs are timed on the steady clock (with the CPU's counter where the kernel keeps
+  // time with it, detail/job_timer.hpp): a job's recorded duration, and what the observer is told,
+  // include the time the job measured around its own work, and one job of a chain starts after
+  // the one before it ended.
+  Scratch scratch;
+  const fs::path path = scratch / "timed.journal";
+  std::mutex mutex;
+  std::map<std::string, std::chrono::nanoseconds> measured;
+  struct Elapsed final : tasktree::RunObserver {
+    std::map<std::string, std::chrono::nanoseconds> seen;  // written by the coordinator only
+    void on_complete(std::string_view dataset, std::chrono::nanoseconds took, CompletionCallbackResult) override {
+      seen[std::string(dataset)] = took;
+    }
+  };
+  const auto observer = std::make_shared<Elapsed>();
+  const std::vector<std::string> chain{"a", "a/b", "a/b/c", "a/b/c/d"};
+  std::vector<std::string> datasets = chain;
+  for (int i = 0; i < 200; ++i) datasets.push_back(fmt::format("e/{:03}", i));  // short jobs between
+  ParallelTaskTree tree({
+      .datasets = datasets,
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t) {
+            const auto start = std::chrono::steady_clock::now();
+            if (!dataset.starts_with("e/")) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+            const auto took = std::chrono::steady_clock::now() - start;
+            std::lock_guard lock(mutex);
+            measured[std::string(dataset)] = took;
+            return CompletionCallbackResult{.no_skip = true, .fail = false};
+          },
+      .max_workers = 2,
+      .observer = observer,
+      .journal = open(path, false),
+  });
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  const tasktree::JournalContents contents = Journal::read(path);
+  REQUIRE(contents.records.size() == datasets.size());
+  std::map<std::string, tasktree::JournalRecord> by_name;
+  for (const auto& record : contents.records) by_name[record.dataset] = record;
+  // The journal keeps microseconds, rounded to the nearest: half of one either way, and as much
+  // again for the conversion from the counter.
+  constexpr double slack = 2e-6;
+  for (const std::string& dataset : datasets) {
+    INFO(dataset);
+    const double own = std::chrono::duration<double>(measured.at(dataset)).count();
+    CHECK(by_name.at(dataset).seconds >= own - slack);
+    CHECK(observer->seen.at(dataset) >= measured.at(dataset) - std::chrono::microseconds(1));
+  }
+  for (std::size_t i = 1; i < chain.size(); ++i) {
+    INFO(chain[i]);
+    const tasktree::JournalRecord& before = by_name.at(chain[i - 1]);
+    CHECK(by_name.at(chain[i]).start >= before.start + before.seconds - slack);
   }
 }
 

@@ -214,6 +214,7 @@ class ParallelTaskTree {
         .process_dataset = options_.process_dataset,
         .interval_nanos = options_.interval_nanos,
         .clock = *options_.clock,
+        .clock_is_steady = dynamic_cast<const SteadyClock*>(options_.clock.get()) != nullptr,
         .log = options_.log,
         .observer = options_.observer.get(),
         .max_workers = static_cast<std::size_t>(options_.max_workers),

@@ -24,6 +24,7 @@
 #include <tasktree/detail/completion_queue.hpp>
 #include <tasktree/detail/deadline.hpp>
 #include <tasktree/detail/error_text.hpp>
+#include <tasktree/detail/job_timer.hpp>
 #include <tasktree/detail/ready_queue.hpp>
 #include <tasktree/executor.hpp>
 #include <tasktree/journal.hpp>
@@ -61,6 +62,7 @@ struct RunConfig {
   const ProcessDataset& process_dataset;
   const IntervalNanos& interval_nanos;  // empty: no pacing
   Clock& clock;
+  bool clock_is_steady;  // `clock` is a `SteadyClock`: jobs may be timed with the CPU's counter
   const Logger& log;
   RunObserver* observer;  // null: none
   std::size_t max_workers;
@@ -80,19 +82,26 @@ class JobContext {
     std::int64_t submit_count = 0;
     CompletionCallback callback;     // written by the worker
     std::exception_ptr error;        // written by the worker
-    std::int64_t start_nanos = 0;    // written by the worker, if timed: when the job started
-    std::int64_t elapsed_nanos = 0;  // written by the worker, if timed
+    // Written by the worker, if timed: when the job started and how long it ran, in the timer's
+    // unit (`JobContext::Timing`); the coordinator turns them into nanoseconds on the run's clock.
+    std::int64_t start_nanos = 0;
+    std::int64_t elapsed_nanos = 0;
     bool ran = false;                // written by the worker: process_dataset was called
     // Set when the job is handed out, cleared by its one call: a second call of the same `Job`
     // finds it clear and reports the executor's broken contract instead of running.
     std::atomic<bool> pending{false};
   };
 
+  /// How jobs are timed: not at all, with the run's clock, or with the CPU's counter
+  /// (docs/design.md; detail/job_timer.hpp).
+  enum class Timing : std::uint8_t { none, clock, ticks };
+
   JobContext(const ProcessDataset& process_dataset, std::span<const std::string> names, std::size_t slots,
-             Clock* timing_clock)
+             Clock* timing_clock, Timing timing)
       : process_dataset_(&process_dataset),
         names_(names),
         timing_clock_(timing_clock),
+        timing_(timing),
         slots_(slots),
         completions_(slots) {}
 
@@ -129,7 +138,7 @@ class JobContext {
   void run_job(Slot& slot) noexcept {
     if (token_.stop_requested()) return;
     try {
-      const std::int64_t start = timing_clock_ != nullptr ? timing_clock_->now_nanos() : 0;
+      const std::int64_t start = read_timer();
       slot.ran = true;  // only now: a clock that throws above means the job never started
       // `slot.callback` is empty (see `release`), so the job's result is constructed in it, not
       // in a temporary that is then moved in: the move read the bytes the call had just stored
@@ -142,13 +151,23 @@ class JobContext {
         ::new (static_cast<void*>(&slot.callback)) CompletionCallback();
         throw;
       }
-      if (timing_clock_ != nullptr) {
+      if (timing_ != Timing::none) {
         slot.start_nanos = start;
-        slot.elapsed_nanos = timing_clock_->now_nanos() - start;
+        slot.elapsed_nanos = read_timer() - start;
       }
     } catch (...) {
       slot.error = std::current_exception();
     }
+  }
+
+  /// Now, in the timer's unit (0 if jobs are not timed).
+  std::int64_t read_timer() {
+    switch (timing_) {
+      case Timing::none: return 0;
+      case Timing::ticks: return Ticks::read();
+      case Timing::clock: break;
+    }
+    return timing_clock_->now_nanos();
   }
 
   /// A job was called a second time: the run ends with a `std::logic_error` (see `Coordinator::run`).
@@ -190,7 +209,8 @@ class JobContext {
  protected:
   const ProcessDataset* process_dataset_;
   std::span<const std::string> names_;
-  Clock* timing_clock_;  // null: jobs are not timed
+  Clock* timing_clock_;  // the run's clock
+  Timing timing_;
   std::vector<Slot> slots_;
   CompletionQueue completions_;
   // For executors that run each job inside `submit` (`runs_jobs_inline()`), the coordinator runs
@@ -217,8 +237,7 @@ template <class Queue, class Algorithm>
 class Coordinator : private JobContext {
  public:
   Coordinator(const RunConfig& config, Queue& ready, Algorithm& algorithm)
-      : JobContext(config.process_dataset, config.trie.datasets(), slot_count(config),
-                   config.observer != nullptr || config.journal != nullptr ? &config.clock : nullptr),
+      : JobContext(config.process_dataset, config.trie.datasets(), slot_count(config), &config.clock, timing(config)),
         config_(config),
         ready_(ready),
         algorithm_(algorithm),
@@ -254,6 +273,7 @@ class Coordinator : private JobContext {
     std::stop_callback forward_run_stop(std::move(run_stop), [this]() noexcept { stop_.request_stop(); });
     std::int64_t next_update = 0;
     guard([&] {
+      if (timing_ == Timing::ticks) calibration_.start(config_.clock);  // before any job starts
       config_.log.log(LogLevel::debug, "run started: {} datasets, {} trie nodes, max_workers={}",
                       config_.trie.dataset_count(), config_.trie.size(), config_.max_workers);
       if (config_.observer != nullptr) config_.observer->on_start(stats.total);
@@ -310,6 +330,13 @@ class Coordinator : private JobContext {
   }
 
  private:
+  /// Jobs are timed for an observer or a journal; with the CPU's counter when the run's clock is
+  /// the steady clock and the counter can be trusted (detail/job_timer.hpp).
+  static Timing timing(const RunConfig& config) {
+    if (config.observer == nullptr && config.journal == nullptr) return Timing::none;
+    return config.clock_is_steady && Ticks::usable() ? Timing::ticks : Timing::clock;
+  }
+
   static std::size_t slot_count(const RunConfig& config) {
     return std::max<std::size_t>(1, std::min(config.max_workers, config.trie.dataset_count()));
   }
@@ -532,8 +559,10 @@ class Coordinator : private JobContext {
     ++(result.fail ? stats_->failed : stats_->succeeded);
     failed_ = failed_ || result.fail;
     config_.log.log(LogLevel::trace, "completed: {} (no_skip={}, fail={})", name, result.no_skip, result.fail);
+    if (timing_ == Timing::ticks) calibration_.convert(config_.clock, slot.start_nanos, slot.elapsed_nanos);
     if (config_.journal != nullptr) {
-      JournalAccess::record(*config_.journal, name, result.no_skip, result.fail, slot.start_nanos, slot.elapsed_nanos);
+      JournalAccess::record(*config_.journal, slot.dataset, result.no_skip, result.fail, slot.start_nanos,
+                            slot.elapsed_nanos);
     }
     if (config_.observer != nullptr) {
       config_.observer->on_complete(name, std::chrono::nanoseconds(slot.elapsed_nanos), result);
@@ -588,6 +617,7 @@ class Coordinator : private JobContext {
   std::vector<char> resume_;                         // per dataset: the journal says it succeeded before
   std::vector<DatasetTrie::NodeIndex> resumed_nodes_;  // available, to complete without running
   bool journal_open_ = false;                         // `begin_run` succeeded: `end_run` is due
+  TickCalibration calibration_;                       // if jobs are timed with the CPU's counter
 };
 
 }  // namespace tasktree::detail
