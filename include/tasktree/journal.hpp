@@ -804,15 +804,16 @@ class Journal {
   }
 
   /// FNV-1a over 8-byte words of each name (its length first, then its bytes, the last word padded
-  /// with zeros), of the names in the run's order and then the barrier name, in hex. Word by word:
-  /// byte by byte it cost a tenth of a journaled run of a million datasets.
+  /// with zeros), in four lanes: name number i of the run's order goes into lane i mod 4. The
+  /// fingerprint is FNV-1a over the four lanes' hashes and then the barrier name, in hex. Word by
+  /// word, because byte by byte it cost a tenth of a journaled run of a million datasets; in lanes,
+  /// because one chain of multiplications over a million names still took 5 ms, and four
+  /// independent ones overlap in the CPU.
   static std::string fingerprint(std::span<const std::string> datasets, std::string_view barrier_name) {
-    std::uint64_t hash = 0xcbf29ce484222325ull;
-    const auto mix = [&hash](std::uint64_t word) {
-      hash ^= word;
-      hash *= 0x100000001b3ull;
-    };
-    const auto add = [&mix](std::string_view name) {
+    constexpr std::uint64_t basis = 0xcbf29ce484222325ull;
+    constexpr std::uint64_t prime = 0x100000001b3ull;
+    const auto add = [](std::uint64_t& hash, std::string_view name) {
+      const auto mix = [&hash](std::uint64_t word) { hash = (hash ^ word) * prime; };
       mix(name.size());
       std::size_t at = 0;
       for (; at + 8 <= name.size(); at += 8) {
@@ -826,8 +827,18 @@ class Journal {
         mix(word);
       }
     };
-    for (const std::string& dataset : datasets) add(dataset);
-    add(barrier_name);
+    std::array<std::uint64_t, 4> lanes{basis, basis, basis, basis};
+    std::size_t i = 0;
+    for (; i + 4 <= datasets.size(); i += 4) {
+      add(lanes[0], datasets[i]);
+      add(lanes[1], datasets[i + 1]);
+      add(lanes[2], datasets[i + 2]);
+      add(lanes[3], datasets[i + 3]);
+    }
+    for (; i < datasets.size(); ++i) add(lanes[i % 4], datasets[i]);
+    std::uint64_t hash = basis;
+    for (const std::uint64_t lane : lanes) hash = (hash ^ lane) * prime;
+    add(hash, barrier_name);
     return fmt::format("{:016x}", hash);
   }
 

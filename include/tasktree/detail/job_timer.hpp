@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #include <x86intrin.h>
@@ -73,14 +74,14 @@ class TickCalibration {
   /// The run's start: the first pair.
   void start(Clock& clock) {
     first_ = second_ = take(clock);
-    rate_ = 0.0;
+    rate_ = 1.0;
+    refresh_after_ = std::numeric_limits<std::int64_t>::min();  // the first conversion takes a pair
   }
 
   /// Converts a job's start reading and its elapsed ticks (`start + elapsed` is no later than now)
   /// to nanoseconds on the clock: the start in place, and the elapsed time.
   void convert(Clock& clock, std::int64_t& start, std::int64_t& elapsed) {
-    const std::int64_t end = start + elapsed;
-    if (end - second_.ticks > (second_.ticks - first_.ticks) / 64 || rate_ == 0.0) recalibrate(clock);
+    if (start + elapsed > refresh_after_) recalibrate(clock);
     start = first_.nanos + static_cast<std::int64_t>(static_cast<double>(start - first_.ticks) * rate_);
     elapsed = elapsed <= 0 ? 0 : static_cast<std::int64_t>(static_cast<double>(elapsed) * rate_);
   }
@@ -123,11 +124,13 @@ class TickCalibration {
     rate_ = ticks > 0 && second_.nanos > first_.nanos
                 ? static_cast<double>(second_.nanos - first_.nanos) / static_cast<double>(ticks)
                 : 1.0;
+    refresh_after_ = second_.ticks + ticks / 64;
   }
 
   Pair first_;
   Pair second_;
-  double rate_ = 0.0;  // nanoseconds per tick
+  double rate_ = 1.0;  // nanoseconds per tick
+  std::int64_t refresh_after_ = std::numeric_limits<std::int64_t>::min();  // a later reading takes a new pair
 };
 
 }  // namespace tasktree::detail
