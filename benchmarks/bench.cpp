@@ -102,8 +102,8 @@ constexpr std::string_view usage = R"(usage: tasktree-bench [options]
   --workload W     W1, W1s, W2, W3, W4 or J (W2 inline with a journal); repeatable (default: all)
   --size N         datasets in W1-W3; repeatable (default: 1000 10000 100000 1000000; --quick: 1000 10000)
   --workers N      max_workers in W1-W3; repeatable (default: 1 2 4)
-  --repeat N       timed repetitions of each W1-W3 row, per runner and load
-                   (default: 15 up to 10k datasets, 5 from 100k; --quick: 3)
+  --repeat N       timed repetitions of each W1-W3 row, per runner and load, and of each J row
+                   (default: 15 up to 10k datasets, 5 from 100k, J 9; --quick: 3)
   --w4-repeat N    repetitions of each W4 runner per load (default: 3)
   --block-seconds S  a W1-W3 block (one runner's repetitions of a row under one load) starts no new
                    repetition after S seconds, so that rows that stall under load end; the runs column
@@ -775,7 +775,9 @@ double run_with_journal(std::vector<std::string> names, const std::filesystem::p
 void run_journal_cost(const Arguments& arguments) {
   std::vector<std::size_t> sizes = arguments.sizes;
   if (sizes.empty()) sizes = arguments.quick ? std::vector<std::size_t>{10'000} : std::vector<std::size_t>{1'000'000};
-  const int reps = arguments.quick ? 3 : 5;
+  // Nine by default: with five, the median ratio of one run to the next swung by a third on this
+  // shared machine.
+  const int reps = arguments.quick ? 3 : arguments.repeat > 0 ? arguments.repeat : 9;
   const std::filesystem::path directory = std::filesystem::temp_directory_path();
   const std::filesystem::path path = directory / fmt::format("tasktree-bench-{}.journal", ::getpid());
   fmt::print("\n### J: a journal on W2, inline, {} repetitions (journal in {})\n\n", reps, directory.string());
