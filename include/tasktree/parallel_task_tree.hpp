@@ -113,7 +113,10 @@ class ParallelTaskTree {
     }
     barriers_ = trie_.has_barriers() || options_.enable_barriers.value_or(false);
     parallel_ = options_.max_workers > 1 && trie_.has_siblings();
-    if (!options_.clock) options_.clock = std::make_shared<SteadyClock>();
+    if (!options_.clock) {
+      options_.clock = std::make_shared<SteadyClock>();
+      own_steady_clock_ = true;
+    }
   }
 
   /// Takes over another tree's options and trie; the moved-from tree may only be destroyed or assigned to.
@@ -214,7 +217,7 @@ class ParallelTaskTree {
         .process_dataset = options_.process_dataset,
         .interval_nanos = options_.interval_nanos,
         .clock = *options_.clock,
-        .clock_is_steady = dynamic_cast<const SteadyClock*>(options_.clock.get()) != nullptr,
+        .clock_is_steady = own_steady_clock_,
         .log = options_.log,
         .observer = options_.observer.get(),
         .max_workers = static_cast<std::size_t>(options_.max_workers),
@@ -245,6 +248,7 @@ class ParallelTaskTree {
   }
 
   Options<E> options_;
+  bool own_steady_clock_ = false;  // `options_.clock` was empty: the tree made the steady clock
   DatasetTrie trie_;
   RunStats stats_;
   RunningFlag running_;

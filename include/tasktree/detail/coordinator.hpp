@@ -62,7 +62,7 @@ struct RunConfig {
   const ProcessDataset& process_dataset;
   const IntervalNanos& interval_nanos;  // empty: no pacing
   Clock& clock;
-  bool clock_is_steady;  // `clock` is a `SteadyClock`: jobs may be timed with the CPU's counter
+  bool clock_is_steady;  // `clock` is the tree's own `SteadyClock`: jobs may be timed with the CPU's counter
   const Logger& log;
   RunObserver* observer;  // null: none
   std::size_t max_workers;

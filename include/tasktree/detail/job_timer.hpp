@@ -1,8 +1,9 @@
 #pragma once
 /// @file detail/job_timer.hpp
 /// @brief How a run times its jobs (for the journal and the observer): with the run's `Clock`, or,
-/// when that clock is the steady clock and the kernel keeps time with the CPU's time-stamp counter,
-/// with the counter itself, converted to the clock's nanoseconds on the coordinator.
+/// when that clock is the steady clock the tree made itself (`Options::clock` left empty) and the
+/// kernel keeps time with the CPU's time-stamp counter, with the counter itself, converted to the
+/// clock's nanoseconds on the coordinator.
 ///
 /// Why: a job is timed with two readings, and on the machine of docs/performance.md
 /// `steady_clock::now()` costs about 30 ns (the vDSO reads the counter, orders the read and scales
