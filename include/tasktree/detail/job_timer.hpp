@@ -19,8 +19,9 @@
 #include <cstring>
 #include <limits>
 
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#include <x86intrin.h>
+// The counter is read with the compiler's builtin, not through <x86intrin.h>: that header pulls in
+// every intrinsic and added almost a second to each translation unit that includes tasktree.hpp.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define TASKTREE_DETAIL_HAS_TICKS 1
 #else
 #define TASKTREE_DETAIL_HAS_TICKS 0
@@ -54,7 +55,7 @@ struct Ticks {
   /// nanoseconds, against a job that is called through a `std::function` in between.
   static std::int64_t read() noexcept {
 #if TASKTREE_DETAIL_HAS_TICKS
-    return static_cast<std::int64_t>(__rdtsc());
+    return static_cast<std::int64_t>(__builtin_ia32_rdtsc());
 #else
     return 0;
 #endif
