@@ -565,8 +565,7 @@ TEST_CASE("records with and without attempts and errors mix over several chunks 
       },
       stats);
   const tasktree::JournalContents contents = Journal::read(path);
-  REQUIRE(contents.records.size() == datasets.size());
-  std::size_t checked = 0;
+  REQUIRE(contents.records.size() == datasets.size());  // one record per dataset: each is checked below
   for (const tasktree::JournalRecord& record : contents.records) {
     const int i = number(record.dataset);
     const bool down = i % 7 == 0;
@@ -576,9 +575,7 @@ TEST_CASE("records with and without attempts and errors mix over several chunks 
     CHECK(record.succeeded() == !down);
     CHECK(record.key.empty());
     CHECK(record.host.empty());
-    ++checked;
   }
-  CHECK(checked == datasets.size());
 }
 
 TEST_CASE("on the steady clock, a record's start and seconds hold what the job measured itself") {
