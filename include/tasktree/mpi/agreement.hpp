@@ -4,6 +4,7 @@
 /// ranks compare fingerprints of them, so that no rank runs anything unless all were asked to run
 /// the same thing.
 
+#include <tasktree/detail/error_text.hpp>
 #include <tasktree/mpi/transport.hpp>
 #include <tasktree/mpi/wire.hpp>
 #include <tasktree/options.hpp>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -108,6 +110,9 @@ inline std::vector<std::string> gather_hosts(const RunComm& run, std::string_vie
   return hosts;
 }
 
+/// The most bytes of a rank's error that the agreement passes to the other ranks.
+inline constexpr std::size_t max_rejection_text = 4096;
+
 /// What the ranks agreed on at the start of a run.
 struct RunAgreement {
   /// Rank 0's heartbeat interval, which every worker follows.
@@ -118,7 +123,8 @@ struct RunAgreement {
 
 /// The agreement that starts every run (collective): each rank says whether it could start and
 /// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
-/// start the same run; a rank that could not rethrows its own error.
+/// start the same run; a rank that could not rethrows its own error, and the others throw a
+/// `std::invalid_argument` that names that rank and quotes its error.
 inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
   mine.rejected = rejected ? 1 : 0;
   const auto bytes = mine.encode();
@@ -131,12 +137,19 @@ inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine,
     prints.push_back(mpi_wire::Fingerprint::decode(std::string_view(
         all.data() + static_cast<std::size_t>(r) * mpi_wire::Fingerprint::size, mpi_wire::Fingerprint::size)));
   }
-  if (rejected) std::rethrow_exception(rejected);
+  // The first rank that could not start tells the others why (collective), so that every rank's
+  // error names the offending value: under a launcher that ends the job when the first process
+  // exits with an error, the message of the rank that rejected the run may never be printed.
   for (int r = 0; r < run.size; ++r) {
-    if (prints[r].rejected != 0) {
-      throw std::invalid_argument(
-          fmt::format("tasktree: rank {} could not start the run (its own exception says why), so no rank did", r));
-    }
+    if (prints[static_cast<std::size_t>(r)].rejected == 0) continue;
+    std::string why = run.rank == r ? describe(rejected) : std::string();
+    if (why.size() > max_rejection_text) why.resize(max_rejection_text);
+    int length = static_cast<int>(why.size());
+    check_mpi(MPI_Bcast(&length, 1, MPI_INT, r, run.comm), "MPI_Bcast");
+    why.resize(static_cast<std::size_t>(length));
+    check_mpi(MPI_Bcast(why.data(), length, MPI_CHAR, r, run.comm), "MPI_Bcast");
+    if (rejected) std::rethrow_exception(rejected);
+    throw std::invalid_argument(fmt::format("tasktree: rank {} could not start the run, so no rank did: {}", r, why));
   }
   const mpi_wire::Fingerprint& root = prints[0];
   for (int r = 1; r < run.size; ++r) {
