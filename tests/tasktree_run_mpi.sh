@@ -174,7 +174,10 @@ PY
     [ -e "$work/starts" ] && fail "a job ran"
     ;;
   sigterm)
-    for i in 1 2 3 4 5 6; do echo "slow$i touch $work/started$i; exec sleep 300"; done > "$work/plan.jobs"
+    # Each job writes its process ID, which `exec` hands on to the sleep, so that the check below
+    # looks at these processes only (a `sleep 300` of anything else on the machine is not ours).
+    for i in 1 2 3 4 5 6; do echo "slow$i echo \$\$ > $work/pid$i; touch $work/started$i; exec sleep 300"; done \
+      > "$work/plan.jobs"
     echo "slow1/child touch $work/child" >> "$work/plan.jobs"
     # Open MPI passes SIGTERM on to the ranks after odls_base_sigkill_timeout seconds and SIGKILLs
     # them as long again: 3 s leaves the ranks time to stop their jobs and report.
@@ -199,11 +202,15 @@ assert report["result"] == "interrupted", report["result"]
 assert report["counts"]["stopped"] >= 3, report["counts"]
 PY
     sleep 1
-    if pgrep -f "exec sleep 300|^sleep 300" > /dev/null; then
-      pgrep -af "sleep 300"
-      fail "job processes outlived the run"
-      pkill -KILL -f "sleep 300"
-    fi
+    for pid_file in "$work"/pid*; do
+      [ -e "$pid_file" ] || continue
+      pid=$(cat "$pid_file")
+      if [ -n "$pid" ] && grep -qs "sleep" "/proc/$pid/cmdline"; then
+        ps -o pid,ppid,stat,args -p "$pid"
+        fail "job process $pid ($(basename "$pid_file")) outlived the run"
+        kill -KILL "$pid"
+      fi
+    done
     ;;
   *)
     echo "unknown scenario $scenario"
