@@ -165,6 +165,54 @@ TEST_CASE("a ThreadPoolExecutor with one sleeping thread starts a second for two
   CHECK(stalls == 0);
 }
 
+TEST_CASE("a job that a pool thread submits while it runs a long job is run by another thread") {
+  // A job submitted from inside a job waits for its submitting thread for `steal_delay` only: the
+  // submitter here blocks until the job it submitted has started, which it never would if the job
+  // were left to it. Many rounds, so that the job is sometimes queued before the other thread sleeps.
+  const int rounds = under_sanitizer ? 20 : 100;
+  for (int round = 0; round < rounds; ++round) {
+    CAPTURE(round);
+    tasktree::ThreadPoolExecutor pool(2);
+    struct Context {
+      tasktree::ThreadPoolExecutor* pool = nullptr;
+      std::atomic<bool> child_started{false};
+      std::atomic<bool> stalled{false};
+      std::thread::id parent_thread;
+      std::thread::id child_thread;
+    } context;
+    context.pool = &pool;
+    const Job child(
+        [](void* raw, std::uint32_t) noexcept {
+          auto& c = *static_cast<Context*>(raw);
+          c.child_thread = std::this_thread::get_id();
+          c.child_started.store(true);
+        },
+        &context, 0);
+    std::atomic<int> warmed{0};
+    pool.submit(counting_job(warmed));  // starts one thread, which then waits for work
+    pool.submit(counting_job(warmed));  // and perhaps a second
+    REQUIRE(eventually([&] { return warmed.load() == 2; }));
+    struct Parent {
+      Context* context;
+      Job child;
+    } parent{&context, child};
+    pool.submit(Job(
+        [](void* raw, std::uint32_t) noexcept {
+          auto& p = *static_cast<Parent*>(raw);
+          p.context->parent_thread = std::this_thread::get_id();
+          p.context->pool->submit(p.child);
+          if (!eventually([&] { return p.context->child_started.load(); }, std::chrono::seconds(10))) {
+            p.context->stalled.store(true);
+          }
+        },
+        &parent, 0));
+    pool = tasktree::ThreadPoolExecutor(1);  // runs both and joins their threads
+    REQUIRE_FALSE(context.stalled.load());
+    CHECK(context.child_started.load());
+    CHECK(context.child_thread != context.parent_thread);
+  }
+}
+
 TEST_CASE("the default executor is a thread pool only if max_workers > 1 and some node has siblings") {
   const auto coordinator = std::this_thread::get_id();
   SECTION("siblings and several workers: jobs run on pool threads") {

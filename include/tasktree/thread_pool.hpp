@@ -7,6 +7,7 @@
 #include <tasktree/executor.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +29,15 @@ namespace tasktree {
 /// `detail::SpinWait`), then sleeps on a condition variable; `submit` wakes a sleeping thread only
 /// when the spinning threads are fewer than the queued jobs. So handing a job to a busy pool costs
 /// no system call, and an idle pool costs no CPU.
+///
+/// A job that one of the pool's own threads submitted, from inside a job, is left to that thread
+/// for `steal_delay` (a few microseconds): another thread takes it only once it has waited that
+/// long at the head of the queue, while the submitting thread takes it at once when it comes back
+/// for work. Handing a job to another thread moves the job's data and the scheduler's between
+/// caches, which costs more than a job that takes nanoseconds; so a run of such jobs stays mostly
+/// on one thread, while a job whose submitter is busy with a longer one waits at most the delay
+/// (plus a wake-up) before another thread runs it. Jobs submitted from outside the pool are taken
+/// at once.
 ///
 /// `submit` may be called from any thread, also from inside a job the pool is running: the
 /// scheduler relies on that (see `lets_jobs_coordinate()`).
@@ -63,20 +73,31 @@ class ThreadPoolExecutor {
   /// The scheduler may call `submit` from inside the jobs this pool runs (see `Executor`).
   [[nodiscard]] static constexpr bool lets_jobs_coordinate() noexcept { return true; }
 
+  /// How long a job submitted by one of the pool's threads waits for that thread before another
+  /// takes it (see the class description).
+  static constexpr std::chrono::nanoseconds steal_delay{5'000};
+
  private:
   /// A FIFO ring of jobs that grows by doubling and never shrinks, so a pool in steady use does
   /// not allocate.
   class JobRing {
    public:
+    /// A job and the pool thread that submitted it (null: a thread outside the pool).
+    struct Entry {
+      Job job;                       ///< the job
+      const void* owner = nullptr;   ///< the pool thread that submitted it, or null
+    };
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
-    void push(Job job) {
+    void push(Job job, const void* owner) {
       if (size_ == jobs_.size()) grow();
-      jobs_[(head_ + size_) & (jobs_.size() - 1)] = job;
+      jobs_[(head_ + size_) & (jobs_.size() - 1)] = Entry{job, owner};
       ++size_;
     }
+    /// The oldest entry; not empty.
+    [[nodiscard]] const Entry& front() const noexcept { return jobs_[head_]; }
     Job pop() noexcept {
-      const Job job = jobs_[head_];
+      const Job job = jobs_[head_].job;
       head_ = (head_ + 1) & (jobs_.size() - 1);
       --size_;
       return job;
@@ -85,12 +106,12 @@ class ThreadPoolExecutor {
 
    private:
     void grow() {
-      std::vector<Job> larger(jobs_.empty() ? 64 : 2 * jobs_.size());
+      std::vector<Entry> larger(jobs_.empty() ? 64 : 2 * jobs_.size());
       for (std::size_t i = 0; i < size_; ++i) larger[i] = jobs_[(head_ + i) & (jobs_.size() - 1)];
       jobs_.swap(larger);
       head_ = 0;
     }
-    std::vector<Job> jobs_;  // capacity a power of two
+    std::vector<Entry> jobs_;  // capacity a power of two
     std::size_t head_ = 0;
     std::size_t size_ = 0;
   };
@@ -118,16 +139,22 @@ class ThreadPoolExecutor {
     std::size_t waking = 0;                          // woken, not yet back; guarded by `mutex`
     std::vector<std::thread> threads;                // guarded by `mutex`
     alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
+    // Who submitted the job at the head of the queue: written under `mutex` whenever the head
+    // changes, read by spinners without it.
+    std::atomic<const void*> head_owner{nullptr};
     std::atomic<std::size_t> spinning{0};
     std::atomic<std::size_t> thread_count{0};
     std::atomic<bool> closing{false};  // set under `mutex` by the destructor; polled by spinners
 
     [[nodiscard]] std::size_t started() const noexcept { return thread_count.load(std::memory_order_acquire); }
 
+    /// This thread's identity as a submitter to this pool: non-null on the pool's own threads.
+    [[nodiscard]] const void* self() const noexcept { return worker_of == this ? &worker_of : nullptr; }
+
     void submit(Job job) {
       std::unique_lock lock(mutex);
-      queue.push(job);
-      queued.store(queue.size(), std::memory_order_seq_cst);
+      queue.push(job, self());
+      note_head();
       if (takers() >= queue.size()) return;  // a spinning or woken thread takes it
       if (sleeping > 0) {
         wake_one();
@@ -140,18 +167,69 @@ class ThreadPoolExecutor {
       } catch (...) {
         if (!threads.empty()) return;  // a running thread will take the job
         queue.drop_newest();
-        queued.store(queue.size(), std::memory_order_seq_cst);
+        note_head();
         throw;
       }
     }
 
-    /// Takes the oldest job if any; wakes another thread if more are queued than threads spin.
-    bool try_take(Job& job) noexcept {
-      if (queued.load(std::memory_order_acquire) == 0) return false;
-      std::lock_guard lock(mutex);
-      if (queue.empty()) return false;
-      job = queue.pop();
+    /// Publishes the queue's size and head for the spinners. Under `mutex`.
+    void note_head() noexcept {
+      head_owner.store(queue.empty() ? nullptr : queue.front().owner, std::memory_order_relaxed);
       queued.store(queue.size(), std::memory_order_seq_cst);
+    }
+
+    /// How long a thread looking for work has seen jobs queued that it may not take at once.
+    /// Armed when it first sees one, disarmed when it takes a job or finds the queue empty: so each
+    /// idle thread takes at most one such job per `steal_delay`, and several idle threads take
+    /// several at once.
+    struct Watch {
+      bool armed = false;                              ///< jobs were seen waiting, since `since`
+      std::chrono::steady_clock::time_point since{};  ///< when this thread first saw them
+
+      /// True if this thread has seen jobs waiting for `steal_delay`.
+      bool waited() noexcept {
+        const auto now = std::chrono::steady_clock::now();
+        if (!armed) {
+          armed = true;
+          since = now;
+          return false;
+        }
+        return now - since >= steal_delay;
+      }
+    };
+
+    /// True if this thread may take the head job now: one submitted from outside the pool or by
+    /// this thread, any once this thread has seen jobs waiting for the delay, or once the pool is
+    /// closing.
+    [[nodiscard]] bool may_take(const void* owner, Watch& watch) const noexcept {
+      return owner == nullptr || owner == self() || closing.load(std::memory_order_relaxed) || watch.waited();
+    }
+
+    /// Something this thread may take is queued (without the lock; `try_take` checks again).
+    [[nodiscard]] bool takeable(Watch& watch) const noexcept {
+      if (queued.load(std::memory_order_relaxed) == 0) {
+        watch.armed = false;
+        return false;
+      }
+      return may_take(head_owner.load(std::memory_order_relaxed), watch);
+    }
+
+    /// Takes the oldest job if this thread may; wakes another thread if more are queued than
+    /// threads spin.
+    bool try_take(Job& job, Watch& watch) noexcept {
+      if (queued.load(std::memory_order_acquire) == 0) {
+        watch.armed = false;
+        return false;
+      }
+      std::lock_guard lock(mutex);
+      if (queue.empty()) {
+        watch.armed = false;
+        return false;
+      }
+      if (!may_take(queue.front().owner, watch)) return false;
+      watch.armed = false;
+      job = queue.pop();
+      note_head();
       if (!queue.empty() && sleeping > 0 && takers() < queue.size()) wake_one();
       return true;
     }
@@ -168,26 +246,36 @@ class ThreadPoolExecutor {
     }
 
     void work() noexcept {
+      worker_of = this;
       detail::SpinWait spin;
+      Watch watch;
       Job job;
       while (true) {
-        if (try_take(job)) {
+        if (try_take(job, watch)) {
           job();
           continue;
         }
         spinning.fetch_add(1, std::memory_order_seq_cst);
-        const bool found = spin.spin(
-            [this] { return queued.load(std::memory_order_relaxed) > 0 || closing.load(std::memory_order_relaxed); });
+        const bool found = spin.spin([&] { return takeable(watch) || closing.load(std::memory_order_relaxed); });
         spinning.fetch_sub(1, std::memory_order_seq_cst);
         if (found && !closing.load(std::memory_order_relaxed)) continue;
         std::unique_lock lock(mutex);
-        if (queue.empty() && !closing.load(std::memory_order_relaxed)) {
+        if (!closing.load(std::memory_order_relaxed)) {
+          // Nothing queued: sleep until woken. A job that waits for its submitter: sleep until it
+          // has waited out the delay (or a wake-up), then take it if it is still there.
+          const bool jobs_wait = !queue.empty();
+          if (jobs_wait) static_cast<void>(watch.waited());  // arms the watch if it was not
           ++sleeping;
-          ready.wait(lock, [this] { return waking > 0 || closing.load(std::memory_order_relaxed); });
-          if (waking > 0) {
-            --waking;  // the waker took this thread off `sleeping`
+          const auto woken = [this] { return waking > 0 || closing.load(std::memory_order_relaxed); };
+          if (jobs_wait) {
+            static_cast<void>(ready.wait_until(lock, watch.since + steal_delay, woken));
           } else {
-            --sleeping;  // woken by the destructor
+            ready.wait(lock, woken);
+          }
+          if (waking > 0) {
+            --waking;  // the waker took this thread (or another sleeper, which counts the same) off `sleeping`
+          } else {
+            --sleeping;  // woken by the destructor, or the delay is over
           }
         }
         // Nothing left to run. (`closing` is set only by the destructor, after which nobody
@@ -195,6 +283,9 @@ class ThreadPoolExecutor {
         if (closing.load(std::memory_order_relaxed) && queue.empty()) return;
       }
     }
+
+    /// The pool whose thread this is (null on other threads); `&worker_of` identifies the thread.
+    static inline thread_local const State* worker_of = nullptr;
   };
 
   void shutdown() noexcept {
