@@ -31,9 +31,10 @@ namespace tasktree {
 /// no system call, and an idle pool costs no CPU.
 ///
 /// A job that one of the pool's own threads submitted, from inside a job, is left to that thread
-/// for `steal_delay` (a few microseconds): another thread takes it only once it has waited that
-/// long at the head of the queue, while the submitting thread takes it at once when it comes back
-/// for work. Handing a job to another thread moves the job's data and the scheduler's between
+/// for `steal_delay` (a few microseconds): another thread takes it only once that thread has seen
+/// jobs waiting that long (each idle thread times this itself, from when it first finds a job it
+/// may not take until it takes one), while the submitting thread takes it at once when it comes
+/// back for work. Handing a job to another thread moves the job's data and the scheduler's between
 /// caches, which costs more than a job that takes nanoseconds; so a run of such jobs stays mostly
 /// on one thread, while a job whose submitter is busy with a longer one waits at most the delay
 /// (plus a wake-up) before another thread runs it. Jobs submitted from outside the pool are taken

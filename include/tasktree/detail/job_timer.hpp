@@ -20,7 +20,8 @@
 #include <limits>
 
 // The counter is read with the compiler's builtin, not through <x86intrin.h>: that header pulls in
-// every intrinsic and added almost a second to each translation unit that includes tasktree.hpp.
+// every intrinsic and added about a third of a second to each translation unit that includes
+// tasktree.hpp.
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define TASKTREE_DETAIL_HAS_TICKS 1
 #else
