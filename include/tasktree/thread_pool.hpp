@@ -139,6 +139,7 @@ class ThreadPoolExecutor {
     std::size_t sleeping = 0;                        // asleep and not yet woken; guarded by `mutex`
     std::size_t waking = 0;                          // woken, not yet back; guarded by `mutex`
     std::vector<std::thread> threads;                // guarded by `mutex`
+    std::size_t live = 0;                            // started, not returned from `work`; guarded by `mutex`
     alignas(64) std::atomic<std::size_t> queued{0};  // `queue.size()`, polled by spinners
     // Who submitted the job at the head of the queue: written under `mutex` whenever the head
     // changes, read by spinners without it.
@@ -161,9 +162,13 @@ class ThreadPoolExecutor {
         wake_one();
         return;
       }
-      if (threads.size() >= max_threads) return;  // every thread is busy: the next free one takes it
+      // Every thread is busy: the next free one takes it. (Threads that returned, while the pool is
+      // being destroyed, do not count: a job still running may submit another, and if it then
+      // waits for that one, another thread must run it.)
+      if (live >= max_threads) return;
       try {
         threads.emplace_back([this] { work(); });
+        ++live;
         thread_count.store(threads.size(), std::memory_order_release);
       } catch (...) {
         if (!threads.empty()) return;  // a running thread will take the job
@@ -279,9 +284,12 @@ class ThreadPoolExecutor {
             --sleeping;  // woken by the destructor, or the delay is over
           }
         }
-        // Nothing left to run. (`closing` is set only by the destructor, after which nobody
-        // submits, so the queue stays empty.)
-        if (closing.load(std::memory_order_relaxed) && queue.empty()) return;
+        // Nothing left to run, and the pool is being destroyed. A job still running elsewhere may
+        // submit another: `submit` then starts a thread for it if no thread is left to take it.
+        if (closing.load(std::memory_order_relaxed) && queue.empty()) {
+          --live;
+          return;
+        }
       }
     }
 
