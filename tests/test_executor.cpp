@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -555,4 +556,113 @@ TEST_CASE("a submit that ran the job and then threw: the job is counted, its exc
   CHECK(stats.started == 1);  // it did run: counted, not lost
   CHECK(stats.cancelled == 1);
   CHECK(stats.started + stats.skipped + stats.cancelled == stats.total);
+}
+
+namespace {
+
+/// Where deferred jobs end: a thread that finishes them, newest first, in batches.
+class Remote {
+ public:
+  Remote()
+      : thread_([this](const std::stop_token& stop) {
+          std::unique_lock lock(mutex_);
+          while (true) {
+            ready_.wait(lock, stop, [this] { return !jobs_.empty(); });
+            if (jobs_.empty()) return;
+            std::vector<tasktree::detail::DeferredJob> batch;
+            batch.swap(jobs_);
+            lock.unlock();
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+            for (auto it = batch.rbegin(); it != batch.rend(); ++it) it->finish();  // may submit more
+            lock.lock();
+          }
+        }) {}
+  void add(tasktree::detail::DeferredJob job) {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(job);
+    ready_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable_any ready_;
+  std::vector<tasktree::detail::DeferredJob> jobs_;
+  std::jthread thread_;  // last: stopped and joined first
+};
+
+/// Runs each job inside `submit`; its jobs may defer their end (`detail::defer_job`), and with
+/// `Coordinate`, the thread that finishes one may take the coordinator role.
+template <bool Coordinate>
+struct DeferringExecutor {
+  void submit(Job job) const noexcept { job(); }
+  [[nodiscard]] static constexpr bool lets_jobs_defer() noexcept { return true; }
+  [[nodiscard]] static constexpr bool lets_jobs_coordinate() noexcept { return Coordinate; }
+};
+
+template <bool Coordinate>
+void check_deferred_jobs() {
+  Remote remote;
+  EventLog log;
+  std::atomic<int> inline_finishes{0};
+  std::vector<std::string> datasets;
+  for (int a = 0; a < 6; ++a) {
+    datasets.push_back(fmt::format("d{}", a));
+    for (int b = 0; b < 5; ++b) {
+      datasets.push_back(fmt::format("d{}/e{}", a, b));
+      datasets.push_back(fmt::format("d{}/e{}/f", a, b));
+    }
+  }
+  ParallelTaskTree<DeferringExecutor<Coordinate>> tree({
+      .datasets = datasets,
+      .process_dataset =
+          [&](std::string_view dataset, std::int64_t submit_count, const std::stop_token&) {
+            log.start(dataset);
+            const tasktree::detail::DeferredJob job = tasktree::detail::defer_job();
+            if (submit_count % 3 == 0) {
+              job.finish();  // before process_dataset returns
+              ++inline_finishes;
+            } else {
+              remote.add(job);
+            }
+            return tasktree::CompletionCallback([&log, dataset](tasktree::InFlight&) {
+              log.end(dataset);
+              return CompletionCallbackResult{};
+            });
+          },
+      .max_workers = 8,
+  });
+  CHECK_FALSE(tree.process_datasets_in_parallel());
+  const tasktree::RunStats stats = tree.last_run_stats();
+  CHECK(stats.completed == datasets.size());
+  CHECK(stats.started == datasets.size());
+  CHECK(inline_finishes.load() > 0);
+  CHECK(log.start_count() == datasets.size());
+  // A child starts only after its parent's deferred end was processed.
+  for (int a = 0; a < 6; ++a) {
+    for (int b = 0; b < 5; ++b) {
+      CHECK(log.ended_before_start(fmt::format("d{}", a), fmt::format("d{}/e{}", a, b)));
+      CHECK(log.ended_before_start(fmt::format("d{}/e{}", a, b), fmt::format("d{}/e{}/f", a, b)));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a job that defers its end holds its slot until finish(), and its children wait for that (executor opt-in)") {
+  SECTION("completions go to the calling thread") { check_deferred_jobs<false>(); }
+  SECTION("the thread that finishes a job takes the coordinator role") { check_deferred_jobs<true>(); }
+}
+
+TEST_CASE("defer_job() in a run whose executor does not let jobs defer fails the run with a logic_error") {
+  ParallelTaskTree tree({
+      .datasets = {"a", "b"},
+      .process_dataset =
+          [](std::string_view, std::int64_t) {
+            static_cast<void>(tasktree::detail::defer_job());
+            return CompletionCallbackResult{};
+          },
+      .max_workers = 2,
+  });
+  CHECK_THROWS_WITH(tree.process_datasets_in_parallel(),
+                    Catch::Matchers::Contains("defer_job() called outside a job of a run whose executor"));
 }

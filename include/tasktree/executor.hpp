@@ -8,6 +8,10 @@
 
 namespace tasktree {
 
+namespace detail {
+struct JobAccess;
+}  // namespace detail
+
 /// @brief One unit of work handed to an executor: call it exactly once, on any thread.
 ///
 /// A `Job` is two pointers and an index, trivially copyable, and never throws when called: the
@@ -28,6 +32,7 @@ class Job {
   void operator()() const noexcept { function_(context_, slot_); }
 
  private:
+  friend struct detail::JobAccess;
   Function function_ = nullptr;
   void* context_ = nullptr;
   std::uint32_t slot_ = 0;
@@ -66,12 +71,23 @@ class Job {
 ///   callbacks and hooks then run on the executor's threads, one at a time; the calling thread
 ///   waits, blocked, for the end of the run. `Options::callbacks_on_calling_thread` and pacing
 ///   (`Options::interval_nanos`) keep the role on the calling thread whatever this says.
+///
+/// A third, for the library's MPI scale-out: `bool lets_jobs_defer() const`: true if the jobs'
+/// `process_dataset` may call `detail::defer_job()` and so end after it returned, without holding
+/// a thread meanwhile.
 template <class E>
 concept Executor = requires(E& executor, Job job) {
   executor.submit(job);
 };
 
 namespace detail {
+/// The parts of a `Job`, for the library's own executors.
+struct JobAccess {
+  static Job::Function function(const Job& job) noexcept { return job.function_; }
+  static void* context(const Job& job) noexcept { return job.context_; }
+  static std::uint32_t slot(const Job& job) noexcept { return job.slot_; }
+};
+
 /// `executor.runs_jobs_inline()` if the executor has it, else false.
 template <class E>
 [[nodiscard]] constexpr bool runs_jobs_inline(const E& executor) noexcept {
@@ -91,6 +107,17 @@ template <class E>
                   { executor.lets_jobs_coordinate() } -> std::convertible_to<bool>;
                 }) {
     return static_cast<bool>(executor.lets_jobs_coordinate());
+  } else {
+    return false;
+  }
+}
+/// `executor.lets_jobs_defer()` if the executor has it, else false.
+template <class E>
+[[nodiscard]] constexpr bool lets_jobs_defer(const E& executor) noexcept {
+  if constexpr (requires {
+                  { executor.lets_jobs_defer() } -> std::convertible_to<bool>;
+                }) {
+    return static_cast<bool>(executor.lets_jobs_defer());
   } else {
     return false;
   }

@@ -71,6 +71,16 @@ struct RunConfig {
   Journal* journal;               // null: none
 };
 
+class JobContext;
+
+/// The job that a run whose jobs may defer runs on this thread, while its `process_dataset` runs
+/// (see `defer_job`).
+struct RunningJob {
+  JobContext* context = nullptr;
+  std::uint32_t index = 0;
+};
+inline thread_local RunningJob running_job{};
+
 /// The part of a run that worker threads touch: the job slots, the completion queue and the
 /// run's stop source. Everything else belongs to the coordinator alone.
 class JobContext {
@@ -90,7 +100,15 @@ class JobContext {
     // Set when the job is handed out, cleared by its one call: a second call of the same `Job`
     // finds it clear and reports the executor's broken contract instead of running.
     std::atomic<bool> pending{false};
+    // A `Deferral`: whether the job's process_dataset deferred its end (`defer_job`), and which of
+    // the two sides (the job's thread, `DeferredJob::finish`) is done; the last one reports.
+    std::atomic<std::uint8_t> deferral{0};
   };
+
+  /// The states of `Slot::deferral`.
+  enum Deferral : std::uint8_t { not_deferred = 0, deferred = 1, deferral_returned = 2, deferral_finished = 3 };
+
+  using Running = RunningJob;
 
   /// How jobs are timed: not at all, with the run's clock, or with the CPU's counter
   /// (docs/design.md; detail/job_timer.hpp).
@@ -116,17 +134,32 @@ class JobContext {
         self.executor_broke_contract();  // called twice: the first call reports the job
         return;
       }
-      self.run_job(self.slots_[index]);
-      if (!self.jobs_coordinate_) {
-        self.completions_.push(index);  // last touch of `self` by this thread
-        return;
+      Slot& slot = self.slots_[index];
+      self.run_job(slot, index);
+      // A deferred job is reported by `finish_deferred` unless that already ran; then by this thread.
+      if (slot.deferral.load(std::memory_order_relaxed) != not_deferred &&
+          slot.deferral.exchange(deferral_returned, std::memory_order_acq_rel) == deferred) {
+        return;  // last touch of `self`
       }
-      if (!self.completions_.push_or_take_role(index)) return;  // pushed: last touch of `self`
-      // This thread holds the role now. It gets back a job to run, which keeps the run (and so
-      // `self`) alive, or none, and then must not touch `self` again.
-      index = self.coordinate_(self, index);
+      index = self.report(index);
       if (index == InFlight::free_slot) return;
     }
+  }
+
+  /// Marks the job that runs on this thread (in a run whose jobs may defer) deferred; returns it, or
+  /// no context if there is none.
+  static Running defer_running_job() noexcept {
+    const Running job = std::exchange(running_job, Running{});
+    if (job.context != nullptr) job.context->slots_[job.index].deferral.store(deferred, std::memory_order_relaxed);
+    return job;
+  }
+
+  /// Reports job `index`, which deferred its end (see `defer_job`), as finished: by this thread if
+  /// its own thread is done with it, else by that thread when it is. Any thread, once per deferral.
+  static void finish_deferred(JobContext& self, std::uint32_t index) noexcept {
+    if (self.slots_[index].deferral.exchange(deferral_finished, std::memory_order_acq_rel) == deferred) return;
+    index = self.report(index);
+    if (index != InFlight::free_slot) execute(&self, index);  // this thread was given a job to run
   }
 
  protected:
@@ -135,7 +168,31 @@ class JobContext {
   /// next, or `InFlight::free_slot`.
   using Coordinate = std::uint32_t (*)(JobContext& self, std::uint32_t finished) noexcept;
 
-  void run_job(Slot& slot) noexcept {
+  /// Reports job `index`, finished: through the completion queue, or by taking the role if jobs
+  /// coordinate and it is free; returns a job for this thread to run next, or `InFlight::free_slot`.
+  /// The caller must not touch `this` afterwards unless it got a job to run.
+  std::uint32_t report(std::uint32_t index) noexcept {
+    Slot& slot = slots_[index];
+    if (slot.deferral.load(std::memory_order_relaxed) != not_deferred) {
+      slot.deferral.store(not_deferred, std::memory_order_relaxed);
+      if (timing_ != Timing::none && slot.ran && !slot.error) {
+        try {
+          slot.elapsed_nanos = read_timer() - slot.start_nanos;  // until its end, not its return
+        } catch (...) {  // a clock that throws: the job keeps the time until process_dataset returned
+        }
+      }
+    }
+    if (!jobs_coordinate_) {
+      completions_.push(index);  // last touch of `this` by this thread
+      return InFlight::free_slot;
+    }
+    if (!completions_.push_or_take_role(index)) return InFlight::free_slot;  // pushed: last touch
+    // This thread holds the role now. It gets back a job to run, which keeps the run (and so
+    // `this`) alive, or none, and then must not touch `this` again.
+    return coordinate_(*this, index);
+  }
+
+  void run_job(Slot& slot, std::uint32_t index) noexcept {
     if (token_.stop_requested()) return;
     try {
       const std::int64_t start = read_timer();
@@ -145,9 +202,12 @@ class JobContext {
       // in pieces, a stall of its own, and was a twentieth of an inline run of W1.
       std::destroy_at(&slot.callback);
       try {
+        if (jobs_defer_) running_job = Running{this, index};
         ::new (static_cast<void*>(&slot.callback))
             CompletionCallback((*process_dataset_)(names_[slot.dataset], slot.submit_count, token_));
+        if (jobs_defer_) running_job = Running{};
       } catch (...) {
+        if (jobs_defer_) running_job = Running{};
         ::new (static_cast<void*>(&slot.callback)) CompletionCallback();
         throw;
       }
@@ -221,6 +281,7 @@ class JobContext {
   std::uint32_t finished_inline_ = InFlight::free_slot;
   // Whether workers take the role (see `execute`), and how. Set before the first submission.
   bool jobs_coordinate_ = false;
+  bool jobs_defer_ = false;  // the executor `lets_jobs_defer()`: see `defer_job`
   Coordinate coordinate_ = nullptr;
   std::stop_source stop_;
   std::stop_token token_ = stop_.get_token();
@@ -230,6 +291,38 @@ class JobContext {
   bool handed_off_ = false;  // guarded by `run_mutex_`
   std::atomic<bool> contract_broken_{false};
 };
+
+/// A job whose end comes after its `process_dataset` returned (see `defer_job`).
+class DeferredJob {
+ public:
+  DeferredJob() = default;
+  /// Reports the job finished: the completion callback its `process_dataset` returned is then
+  /// processed as any other job's (`elapsed` runs until now). Call exactly once per deferral, on
+  /// any thread, before or after `process_dataset` returned. If the executor lets jobs coordinate,
+  /// this thread may take the coordinator role here, and run the run's callbacks and jobs, before
+  /// it returns.
+  void finish() const noexcept { JobContext::finish_deferred(*context_, index_); }
+
+ private:
+  friend DeferredJob defer_job();
+  DeferredJob(JobContext* context, std::uint32_t index) noexcept : context_(context), index_(index) {}
+  JobContext* context_ = nullptr;
+  std::uint32_t index_ = 0;
+};
+
+/// Called from inside `process_dataset`: the job does not end when `process_dataset` returns, but
+/// when the returned handle's `finish()` is called (its slot stays in flight until then). For
+/// executors that hand work elsewhere and should not hold a thread while it runs (the MPI
+/// scale-out's rank 0). Only in a run whose executor `lets_jobs_defer()`, on the thread of the job,
+/// at most once per call of `process_dataset`; otherwise throws `std::logic_error`.
+inline DeferredJob defer_job() {
+  const JobContext::Running running = JobContext::defer_running_job();
+  if (running.context == nullptr) {
+    throw std::logic_error(
+        "tasktree: defer_job() called outside a job of a run whose executor lets jobs defer (or twice in one job)");
+  }
+  return DeferredJob(running.context, running.index);
+}
 
 /// One run. `Queue` is the ready queue type (`IndexReadyQueue` or `ErasedReadyQueue`),
 /// `Algorithm` the enqueue algorithm (`SimpleEnqueue` or `BarrierEnqueue`).
@@ -263,6 +356,7 @@ class Coordinator : private JobContext {
     runs_inline_ = runs_jobs_inline(executor);
     jobs_coordinate_ =
         !runs_inline_ && !pacing && !config_.callbacks_on_calling_thread && lets_jobs_coordinate(executor);
+    jobs_defer_ = !runs_inline_ && lets_jobs_defer(executor);
     executor_ = &executor;
     coordinate_ = &Coordinator::coordinate_on_worker<Executor>;
     std::stop_callback wake_on_stop(token_, [this]() noexcept {
@@ -489,7 +583,7 @@ class Coordinator : private JobContext {
         // memory to an out-of-line call, which cost a fifth of an inline run of W2 (see
         // docs/performance.md), and without the `pending` handshake, which guards against an
         // executor that calls a job twice: no executor is involved here. Never throws.
-        run_job(slot);
+        run_job(slot, index);
         finished_inline_ = index;
       } else if (kept != nullptr) {
         slot.pending.store(true, std::memory_order_release);
