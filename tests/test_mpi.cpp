@@ -508,6 +508,59 @@ TEST_CASE("several jobs run at once on a rank when max_workers exceeds the worke
   if (world_rank() == 0) std::filesystem::remove_all(started);  // every job has returned
 }
 
+TEST_CASE("queue_ahead sends jobs ahead to the worker ranks, which still run only their share at once") {
+  // Two jobs per worker slot ahead: rank 0 has up to three times max_workers in flight, a worker
+  // rank runs one at a time (its share), and parents still complete before their children start.
+  std::vector<std::string> datasets;
+  for (int child = 0; child < 5; ++child) {
+    datasets.push_back(fmt::format("r/c{}", child));
+    for (int grandchild = 0; grandchild < 4; ++grandchild) {
+      datasets.push_back(fmt::format("r/c{}/g{}", child, grandchild));
+    }
+  }
+  datasets.emplace_back("r");
+  ConcurrencyMeter meter;
+  std::atomic<std::uint64_t> executed{0};
+  const auto timeline = std::make_shared<Timeline>();
+  RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&](std::string_view, std::int64_t) {
+                meter.enter();
+                ++executed;
+                std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                meter.leave();
+                return JobOutcome{};
+              },
+          .observer = timeline,
+          .rank0_workers = 0,
+          .queue_ahead = 2,
+      },
+      stats);
+  CHECK_FALSE(failed);
+  CHECK(sum_over_ranks(executed.load()) == datasets.size());
+  CHECK(stats.completed == datasets.size());
+  if (world_size() > 1) {
+    CHECK(meter.peak() == (world_rank() == 0 ? 0 : 1));  // max_workers 0: one job per worker rank
+    if (world_rank() == 0) {
+      // Ten jobs become available at once below each child: more than one per worker is sent.
+      CHECK(timeline->peak_in_flight() > worker_ranks());
+      CHECK(timeline->peak_in_flight() <= 3 * worker_ranks());
+    }
+  }
+  if (world_rank() == 0) {
+    for (int child = 0; child < 5; ++child) {
+      CHECK(timeline->completed_before_submitted("r", fmt::format("r/c{}", child)));
+      for (int grandchild = 0; grandchild < 4; ++grandchild) {
+        CHECK(timeline->completed_before_submitted(fmt::format("r/c{}", child),
+                                                   fmt::format("r/c{}/g{}", child, grandchild)));
+      }
+    }
+  }
+}
+
 TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while rank 0 works, is not lost") {
   // A job of 600 ms against a timeout of 400 ms: the workers' message loops keep sending heartbeats
   // (every 20 ms) while their jobs run. Rank 0's completion callback takes 600 ms with nothing out:
@@ -535,6 +588,7 @@ TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while r
   });
   CHECK_FALSE(failed);
   CHECK(sum_over_ranks(executed.load()) == 1);
+  for (const auto& e : errors) UNSCOPED_INFO(e);
   CHECK(errors.empty());
   CHECK(tasktree::mpi::lost_ranks().empty());
 }
@@ -730,6 +784,18 @@ TEST_CASE("invalid options are rejected on every rank, naming the value, before 
                    {.datasets = {"a"}, .process_dataset = job, .heartbeat_timeout = std::chrono::nanoseconds(-5)});
              }).what,
              Catch::Contains("heartbeat_timeout -5ns"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .queue_ahead = -1});
+             }).what,
+             Catch::Contains("invalid queue_ahead -1: it must be at least 0"));
+  CHECK_THAT(thrown_by([&] {
+               tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
+                   .datasets = {"a"},
+                   .process_dataset = [](std::string_view, std::string_view, const Retry&) { return true; },
+                   .queue_ahead = -3,
+               });
+             }).what,
+             Catch::Contains("invalid queue_ahead -3"));
   CHECK_THAT(
       thrown_by([&] {
         tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .comm = MPI_COMM_NULL});

@@ -345,12 +345,23 @@ struct Options {
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// How many jobs rank 0 runs itself at once, beside coordinating, on threads of its own: a job
   /// goes to rank 0 while one of these slots is free (no message, no delay), else to the least
-  /// loaded worker rank. -1 (the default): automatic: `default_max_workers()`, what a run on rank 0
+  /// loaded worker rank; and while the jobs that rank 0 ran lately took less than 20 µs on average,
+  /// too short to be worth a message's round trip, every job waits for one of these slots instead.
+  /// -1 (the default): automatic: `default_max_workers()`, what a run on rank 0
   /// alone would use, when rank 0 is the only rank of `comm` on its host or the run has a single
   /// worker rank (`-np 2`), so that such a run is never slower than `-np 1`; otherwise 0. 0: rank 0
   /// only coordinates. Ignored with a single rank, where every job runs on rank 0. Read on rank 0.
   /// Must be at least -1.
   int rank0_workers = -1;
+  /// How many jobs rank 0 sends to each worker slot ahead, beyond the one it runs, so that a worker
+  /// rank starts its next job the moment one ends instead of after a message's round trip to rank
+  /// 0: for jobs that take about as long as that round trip or less (up to a few milliseconds; see
+  /// docs/scale-out.md). Rank 0 then has up to `max_workers` × (1 + `queue_ahead`) jobs in flight
+  /// (observers see a job start when it is sent), and the jobs sent ahead were chosen by priority
+  /// when they were sent: one that becomes available later with a higher priority waits behind
+  /// them on that rank. 0 (the default): a worker slot gets its next job when its last one ended,
+  /// and priority holds across the ranks as on one machine. Must be at least 0. Read on rank 0.
+  int queue_ahead = 0;
   /// Where each job must run: the host that `placement(dataset)` names, or anywhere when it returns
   /// an empty string (or when `placement` is empty, the default). Rank 0 calls it once per dataset
   /// before anything runs, after every rank told it its host (`MPI_Get_processor_name`, or the
@@ -445,6 +456,8 @@ struct FaultTolerantOptions {
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
   /// How many attempts rank 0 runs itself at once; see `mpi::Options::rank0_workers`.
   int rank0_workers = -1;
+  /// How many attempts rank 0 sends to each worker slot ahead; see `mpi::Options::queue_ahead`.
+  int queue_ahead = 0;
   /// Where each job's attempts must run; see `mpi::Options::placement`. A job whose host has lost
   /// every rank fails as a job failure that is not retried: `skip_on_error` decides what follows.
   Placement placement{};

@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -129,8 +130,11 @@ struct StartedRun {
   /// On rank 0 with worker ranks: the slots where rank 0 runs jobs itself; 0 elsewhere.
   int rank0_workers = 0;
   /// The most jobs rank 0 has in flight: `max_workers`, plus `rank0_workers` when the caller left
-  /// `max_workers` to the library.
+  /// `max_workers` to the library, plus `queue_ahead` jobs per worker slot.
   int total_workers = 0;
+  /// With worker ranks: the jobs sent ahead to each worker slot (`mpi::Options::queue_ahead`), on
+  /// every rank.
+  int queue_ahead = 0;
   RunAgreement agreement{};
   /// On rank 0: where placed jobs run (see `mpi::Options::placement`); empty elsewhere.
   PlacementTable placement{};
@@ -147,14 +151,14 @@ inline int ranks_on_this_host(MPI_Comm comm) {
 }
 
 /// The start of every run (collective): checks MPI's thread level, `max_workers`,
-/// `rank0_workers` and `liveness`, validates this rank's arguments with `validate(total_workers)`,
+/// `rank0_workers`, `queue_ahead` and `liveness`, validates this rank's arguments with `validate(total_workers)`,
 /// which returns the run's fingerprint, settles on rank 0 where placed jobs run with
 /// `place(hosts, rank0_runs_jobs)`, which returns a `PlacementTable` (`hosts`: every rank's, by
 /// rank), and agrees on the run with the other ranks (see `agree_on_run`), so that every rank
 /// throws if any of these threw on one.
 template <class Validate, class Place>
 StartedRun start_run(const RunComm& run, int requested_max_workers, int requested_rank0_workers,
-                     const Liveness& liveness, Validate&& validate, Place&& place) {
+                     int requested_queue_ahead, const Liveness& liveness, Validate&& validate, Place&& place) {
   std::exception_ptr rejected;
   mpi_wire::Fingerprint mine;
   StartedRun started;
@@ -183,7 +187,20 @@ StartedRun start_run(const RunComm& run, int requested_max_workers, int requeste
                               : automatic_on               ? default_max_workers()
                                                            : 0;
     }
-    started.total_workers = started.max_workers + (requested_max_workers == 0 ? started.rank0_workers : 0);
+    if (requested_queue_ahead < 0) {
+      throw std::invalid_argument(fmt::format(
+          "tasktree: invalid queue_ahead {}: it must be at least 0 (0: a worker slot gets a job when it is free)",
+          requested_queue_ahead));
+    }
+    started.queue_ahead = run.size > 1 ? requested_queue_ahead : 0;
+    const auto total = std::int64_t{started.max_workers} * (1 + std::int64_t{started.queue_ahead}) +
+                       (requested_max_workers == 0 ? started.rank0_workers : 0);
+    if (total > std::int64_t{std::numeric_limits<int>::max()}) {
+      throw std::invalid_argument(fmt::format(
+          "tasktree: invalid queue_ahead {}: with max_workers {} it makes more than {} jobs in flight",
+          requested_queue_ahead, started.max_workers, std::numeric_limits<int>::max()));
+    }
+    started.total_workers = static_cast<int>(total);
     validate_liveness(liveness);
     mine = validate(started.total_workers);
     mine.max_workers = started.max_workers;  // what every rank must agree on
@@ -282,7 +299,8 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   if (run.rank != 0) {
     const auto workers = static_cast<std::size_t>(run.size - 1);
     const std::size_t capacity = (static_cast<std::size_t>(started.max_workers) + workers - 1) / workers;
-    WorkerLoop worker(run.comm, run.rank, execute, capacity, started.agreement.heartbeat);
+    WorkerLoop worker(run.comm, run.rank, execute, capacity, capacity * (1 + static_cast<std::size_t>(started.queue_ahead)),
+                      started.agreement.heartbeat);
     mpi_wire::Shutdown result = worker.run();
     LostRanks::instance().add(result.lost_ranks);
     stats = from_wire(result.counts);
@@ -292,6 +310,7 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   Dispatcher dispatcher(run.comm, run.size, controls.liveness, std::move(started.agreement.hosts), log);
   dispatcher.stop_on_signal(run_stop);
   dispatcher.run_here(execute, started.rank0_workers);
+  dispatcher.queue_ahead(started.queue_ahead);
   // A worker rank's share, as its `WorkerLoop::capacity` (rank 0's slots come on top).
   const int workers = run.size - 1;
   dispatcher.place(std::move(started.placement), (started.max_workers + workers - 1) / workers);
@@ -409,6 +428,19 @@ inline mpi_wire::Reply run_remote_job(const mpi::RemoteJob& job, const mpi_wire:
   } catch (...) {
     return mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
   }
+}
+
+/// The completion of a core-level job on rank 0, from its reply: notes where it ran for the
+/// journal, throws its exception as a `RemoteError`, else hands its outcome to the user's
+/// `completion` (or takes the job's own verdict).
+inline CompletionCallbackResult complete_remote_job(mpi_wire::Reply& reply, std::string_view dataset,
+                                                   const mpi::Completion& completion, JournalHosts& hosts,
+                                                   const Dispatcher& dispatcher, InFlight& in_flight) {
+  hosts.note(dataset, dispatcher.host(reply.rank));
+  if (reply.kind == mpi_wire::Reply::threw) throw mpi::RemoteError(reply.text, reply.rank);
+  mpi::JobOutcome outcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)};
+  if (completion) return completion(dataset, outcome, in_flight);
+  return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
 }
 
 /// The report of the attempt that runs on this thread (`mpi::attempt_report()`), or null.
@@ -567,45 +599,63 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   // Rank 0's jobs are stubs that run the real job elsewhere, through the dispatcher of the run.
   detail::Dispatcher* dispatcher = nullptr;
   detail::JournalHosts* journal_hosts = nullptr;  // rank 0, while its run lasts
-  std::optional<ParallelTaskTree<>> tree;
+  int rank0_slots = 0;                            // rank 0's own slots, once agreed
+  std::optional<ParallelTaskTree<detail::RankZeroExecutor>> tree;
   detail::RunControls controls(options);
   const detail::StartedRun started = detail::start_run(
-      run, options.max_workers, options.rank0_workers, controls.liveness,
+      run, options.max_workers, options.rank0_workers, options.queue_ahead, controls.liveness,
       [&](int workers) {
         if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
         if (run.rank != 0) {  // a worker needs no tree
           return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
                                                options.enable_barriers, options.barrier_name);
         }
-        tasktree::Options<> core{
+        using Core = tasktree::Options<detail::RankZeroExecutor>;
+        Core core{
             .process_dataset = [&dispatcher, &journal_hosts, &completion = options.completion](
                                    std::string_view dataset, std::int64_t submit_count,
                                    const std::stop_token& stop) -> CompletionCallback {
-              detail::mpi_wire::Reply reply =
-                  dispatcher->call({.submit_count = submit_count, .dataset = dataset}, stop);
-              journal_hosts->note(dataset, dispatcher->host(reply.rank));
-              if (reply.kind == detail::mpi_wire::Reply::threw) throw RemoteError(reply.text, reply.rank);
-              return CompletionCallback(
-                  [&completion, dataset,
-                   outcome =
-                       JobOutcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)}](
-                      InFlight& in_flight) mutable {
-                    if (completion) return completion(dataset, outcome, in_flight);
-                    return CompletionCallbackResult{.no_skip = outcome.no_skip, .fail = outcome.fail};
+              detail::Dispatcher& transport = *dispatcher;
+              auto call = std::make_unique<detail::Dispatcher::Call>();
+              call->own_request = {.submit_count = submit_count, .dataset = dataset};
+              call->request = &call->own_request;
+              call->stop = stop;
+              std::optional<detail::mpi_wire::Reply> reply =
+                  transport.alone() ? transport.call(call->own_request, stop) : transport.run_here_if_free(*call);
+              if (reply) {  // it ran here, on this thread
+                return CompletionCallback([reply = std::move(*reply), &completion, hosts = journal_hosts, &transport,
+                                           dataset](InFlight& in_flight) mutable {
+                  return detail::complete_remote_job(reply, dataset, completion, *hosts, transport, in_flight);
+                });
+              }
+              // Sent to a worker rank: the job ends when the message loop has its reply.
+              detail::Dispatcher::Call& posted = *call;
+              CompletionCallback callback(
+                  [call = std::move(call), &completion, hosts = journal_hosts, &transport](InFlight& in_flight) {
+                    return detail::complete_remote_job(call->reply, call->own_request.dataset, completion, *hosts,
+                                                       transport, in_flight);
                   });
+              posted.job = detail::defer_job();
+              transport.post(posted);
+              return callback;
             },
         };
         // All of the core's options but the job and the executor (the ranks are the executor) come
         // from these options; the job, `completion` and `comm` are the scale-out's own.
-        using Core = tasktree::Options<>;
         static_assert(detail::shared_option_count<Core, Options> == detail::field_count<Core>() - 2,
                       "an option of tasktree::Options is missing from mpi::Options or detail::for_each_shared_option");
         // The scale-out's own: process_dataset, completion, heartbeat_interval, heartbeat_timeout,
-        // rank0_workers, placement, comm.
-        static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 7,
+        // rank0_workers, queue_ahead, placement, comm.
+        static_assert(detail::field_count<Options>() == detail::shared_option_count<Core, Options> + 8,
                       "a new option of mpi::Options: share it with tasktree::Options or handle it here");
         detail::carry_shared_options(std::move(options), core, &Core::max_workers);
         core.max_workers = workers;
+        core.executors = [&dispatcher, &rank0_slots, &tree, workers] {
+          if (!dispatcher->alone()) return detail::RankZeroExecutor(*dispatcher, rank0_slots);
+          // As `ParallelTaskTree<>` would on one machine.
+          const std::size_t threads = std::min(static_cast<std::size_t>(workers), tree->datasets().size());
+          return detail::RankZeroExecutor(DefaultExecutor(threads, threads > 1));
+        };
         tree.emplace(std::move(core));
         return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
       },
@@ -613,6 +663,7 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
         if (!options.placement) return detail::PlacementTable();
         return detail::PlacementTable(options.placement, tree->datasets(), hosts, rank0_runs_jobs);
       });
+  rank0_slots = started.rank0_workers;
 
   const detail::ExecuteRequest execute = [&job = options.process_dataset](const detail::mpi_wire::Request& request,
                                                                           const std::stop_token& stop) {
@@ -649,7 +700,7 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   detail::RunComm run(options.comm);
   detail::RunControls controls(options);
   const detail::StartedRun started = detail::start_run(
-      run, options.max_workers, options.rank0_workers, controls.liveness,
+      run, options.max_workers, options.rank0_workers, options.queue_ahead, controls.liveness,
       [&](int workers) {
         detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
         detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
@@ -698,9 +749,9 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
                   "an option of tasktree::FaultTolerantOptions is missing from mpi::FaultTolerantOptions or "
                   "detail::for_each_shared_option");
     // The scale-out's own: process_dataset, heartbeat_interval, heartbeat_timeout, rank0_workers,
-    // placement, on_attempt_report, comm.
+    // queue_ahead, placement, on_attempt_report, comm.
     static_assert(
-        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 7,
+        detail::field_count<FaultTolerantOptions>() == detail::shared_option_count<Local, FaultTolerantOptions> + 8,
         "a new option of mpi::FaultTolerantOptions: share it with tasktree::FaultTolerantOptions or handle "
         "it here");
     // The job's exception is classified where it ran (`run_remote_attempt` reads `is_job_failure` and

@@ -26,7 +26,9 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <span>
 #include <string_view>
+#include <vector>
 
 namespace tasktree::detail {
 
@@ -182,6 +184,22 @@ class PendingSends {
       return false;
     }
     return true;
+  }
+  /// Starts sending `items` (encoded messages of one kind) to `rank` as batches (see
+  /// `mpi_wire::encode_batch`) of at most `mpi_wire::batch_bytes`, or one item each when larger;
+  /// false if MPI returned an error for one (the rest are not sent). Empties `items`.
+  bool send_batches(MPI_Comm comm, int rank, int tag, std::vector<std::string>& items) {
+    std::size_t first = 0;
+    bool sent = true;
+    while (sent && first < items.size()) {
+      std::size_t last = first + 1;
+      std::size_t bytes = items[first].size();
+      while (last < items.size() && bytes + items[last].size() <= mpi_wire::batch_bytes) bytes += items[last++].size();
+      sent = send(comm, rank, tag, mpi_wire::encode_batch(std::span(items).subspan(first, last - first)));
+      first = last;
+    }
+    items.clear();
+    return sent;
   }
   /// Forgets the sends that completed; returns the destination of one that failed, or -1.
   int test() {

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,8 +28,8 @@ namespace tasktree::detail::mpi_wire {
 
 /// What a message is; used as its MPI tag.
 enum Tag : int {
-  request = 1,    // rank 0 -> worker: run this job
-  outcome = 2,    // worker -> rank 0: how a job ended
+  request = 1,    // rank 0 -> worker: run these jobs (a batch of requests)
+  outcome = 2,    // worker -> rank 0: how these jobs ended (a batch of replies)
   cancel = 3,     // rank 0 -> worker: signal the stop token of one job (run stop or attempt timeout)
   shutdown = 4,   // rank 0 -> worker: the run is over, here is its result
   heartbeat = 5,  // worker -> rank 0: still here (sent when it sent nothing else for a while; empty)
@@ -117,6 +118,29 @@ inline Request decode_request(std::string_view bytes) {
   request.dataset = in.str();
   request.tid = in.str();
   return request;
+}
+
+/// The most bytes of messages that one batch carries (see `encode_batch`); a larger message goes
+/// alone.
+inline constexpr std::size_t batch_bytes = std::size_t{64} << 20;
+
+/// Several encoded messages of one kind (requests, replies) as one: a count, then each as a string.
+inline std::string encode_batch(std::span<const std::string> items) {
+  Writer out;
+  out.u32(static_cast<std::uint32_t>(items.size()));
+  for (const std::string& item : items) out.str(item);
+  return out.take();
+}
+
+/// The messages of a batch; views into `bytes`.
+inline std::vector<std::string_view> decode_batch(std::string_view bytes) {
+  Reader in(bytes);
+  const std::uint32_t count = in.u32();
+  if (count > bytes.size() / 8) throw std::runtime_error("tasktree: malformed MPI message (batch count)");
+  std::vector<std::string_view> items;
+  items.reserve(count);
+  for (std::uint32_t i = 0; i < count; ++i) items.push_back(in.str());
+  return items;
 }
 
 /// Asks the worker that runs job `id` to signal that job's stop token.
@@ -234,8 +258,9 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// What each rank contributes to the agreement at the start of a run: a summary of its arguments,
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
-  // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks; 4: attempt reports
-  static constexpr std::uint32_t protocol_version = 4;
+  // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks; 4: attempt reports; 5: requests
+  // and replies in batches
+  static constexpr std::uint32_t protocol_version = 5;
   static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;

@@ -8,6 +8,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -29,11 +30,17 @@ namespace tasktree::detail {
 /// their own.
 class WorkerLoop {
  public:
-  /// `capacity`: the most jobs rank 0 sends this rank at once; `heartbeat`: how often to tell rank
+  /// `capacity`: the most jobs this rank runs at once; `most_sent`: the most that rank 0 sends it
+  /// at once (more than `capacity` with `queue_ahead`: those wait their turn here); `heartbeat`: how often to tell rank
   /// 0 that this rank is alive when it sent nothing else (zero: never).
-  WorkerLoop(MPI_Comm comm, int rank, const ExecuteRequest& execute, std::size_t capacity,
+  WorkerLoop(MPI_Comm comm, int rank, const ExecuteRequest& execute, std::size_t capacity, std::size_t most_sent,
              std::chrono::nanoseconds heartbeat)
-      : comm_(comm), rank_(rank), execute_(execute), capacity_(capacity), heartbeat_(heartbeat) {}
+      : comm_(comm),
+        rank_(rank),
+        execute_(execute),
+        capacity_(std::max<std::size_t>(capacity, 1)),
+        most_sent_(most_sent),
+        heartbeat_(heartbeat) {}
   WorkerLoop(const WorkerLoop&) = delete;
   WorkerLoop& operator=(const WorkerLoop&) = delete;
   ~WorkerLoop() { close_threads(); }
@@ -80,7 +87,9 @@ class WorkerLoop {
       while (!shutdown && receive(comm_, 0, MPI_ANY_TAG, bytes_, status)) {
         busy = true;
         switch (status.MPI_TAG) {
-          case mpi_wire::request: start(mpi_wire::decode_request(bytes_)); break;
+          case mpi_wire::request:
+            for (const std::string_view item : mpi_wire::decode_batch(bytes_)) start(mpi_wire::decode_request(item));
+            break;
           case mpi_wire::cancel: cancel(mpi_wire::decode_cancel(bytes_)); break;
           case mpi_wire::shutdown: shutdown = mpi_wire::decode_shutdown(bytes_); break;
           default: throw std::runtime_error(fmt::format("tasktree: unexpected MPI message tag {}", status.MPI_TAG));
@@ -90,11 +99,12 @@ class WorkerLoop {
         std::lock_guard lock(mutex_);
         outgoing.swap(outbox_);
       }
-      busy = busy || !outgoing.empty();
-      for (std::string& reply : outgoing) sends_.send(comm_, 0, mpi_wire::outcome, std::move(reply));
+      const bool replied = !outgoing.empty();
+      busy = busy || replied;
+      sends_.send_batches(comm_, 0, mpi_wire::outcome, outgoing);
       if (heartbeat_ > std::chrono::nanoseconds(0)) {
         const auto now = std::chrono::steady_clock::now();
-        if (!outgoing.empty()) {
+        if (replied) {
           last_sent = now;
         } else if (now - last_sent >= heartbeat_) {
           sends_.send(comm_, 0, mpi_wire::heartbeat, std::string());
@@ -120,7 +130,7 @@ class WorkerLoop {
         continue;
       }
       std::unique_lock lock(mutex_);
-      const auto cap = running_ >= capacity_ ? stop_poll_cap : request_poll_cap;
+      const auto cap = running_ >= most_sent_ ? stop_poll_cap : request_poll_cap;
       if (const auto nap = backoff.next(cap); nap > 0us) {
         wake_.wait_for(lock, nap, [this] { return !outbox_.empty(); });
       } else {
@@ -155,7 +165,9 @@ class WorkerLoop {
     });
     live_.emplace(request.id, tasks_.back().stop);
     ++running_;
-    if (tasks_.size() > idle_) {
+    // At most `capacity_` job threads: jobs beyond it wait here, sent ahead by rank 0 (see
+    // `mpi::Options::queue_ahead`), and the next starts as soon as a job thread is done.
+    if (tasks_.size() > idle_ && threads_.size() < capacity_) {
       try {
         threads_.emplace_back([this] { work(); });
       } catch (...) {  // no thread for it: the job fails, the run goes on
@@ -188,7 +200,7 @@ class WorkerLoop {
       live_.erase(task.id);
       outbox_.push_back(std::move(reply));
       --running_;
-      wake_.notify_one();
+      if (outbox_.size() == 1) wake_.notify_one();  // else the loop was woken and has not looked yet
     }
   }
 
@@ -209,7 +221,7 @@ class WorkerLoop {
     }
     reply.id = task.id;
     std::string bytes = mpi_wire::encode(reply);
-    if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
+    if (bytes.size() > static_cast<std::size_t>(INT_MAX) - 64) {  // room for a batch's framing
       const std::size_t size = bytes.size();
       bytes = mpi_wire::encode(mpi_wire::Reply{
           .id = task.id,
@@ -237,6 +249,7 @@ class WorkerLoop {
   int rank_;
   const ExecuteRequest& execute_;
   std::size_t capacity_;
+  std::size_t most_sent_;
   std::chrono::nanoseconds heartbeat_;
 
   // Shared with the job threads, guarded by `mutex_`.
