@@ -59,7 +59,7 @@ case $scenario in
     # flaky fails its first attempt: --retries 1 runs it again.
     echo "flaky test -e $work/flaky || { touch $work/flaky; exit 1; }; echo \$TASKTREE_JOB >> $work/starts" >> "$work/plan.jobs"
     jobs=$(grep -c . "$work/plan.jobs")
-    "$@" -n "$ranks" "$tool" --mpi --tag-host -j 4 --retries 1 --retry-backoff 0 --json "$work/report.json" \
+    "$@" -n "$ranks" "$tool" --mpi --tag-host -j 4 --queue-ahead 2 --retries 1 --retry-backoff 0 --json "$work/report.json" \
       --journal "$work/run.journal" "$work/plan.jobs" > "$work/out" 2> "$work/err"
     status=$?
     show

@@ -386,7 +386,7 @@ TEST_CASE("command line: every option reaches the settings") {
   CHECK(settings_of({"--workers", "7", "plan.jobs"}).run.workers == 7);
 }
 
-TEST_CASE("command line: --mpi, --tag-host and --heartbeat-timeout; --workers over all ranks only when given") {
+TEST_CASE("command line: --mpi, --tag-host, --heartbeat-timeout and --queue-ahead; --workers over all ranks only when given") {
   const CliSettings plain = settings_of({"plan.jobs"});
   CHECK_FALSE(plain.run.mpi);
   CHECK_FALSE(plain.run.tag_host);
@@ -402,6 +402,8 @@ TEST_CASE("command line: --mpi, --tag-host and --heartbeat-timeout; --workers ov
   CHECK(settings_of({"--mpi", "--halt", "now", "plan.jobs"}).run.mpi);
   CHECK_FALSE(mpi.run.place_by_first_component);
   CHECK(settings_of({"--mpi", "--place-by-first-component", "plan.jobs"}).run.place_by_first_component);
+  CHECK(plain.run.queue_ahead == 0);
+  CHECK(settings_of({"--mpi", "--queue-ahead", "3", "plan.jobs"}).run.queue_ahead == 3);
 }
 
 TEST_CASE("command line: --skip-on-error takes the library's mode names") {
@@ -467,6 +469,9 @@ TEST_CASE("command line: each bad option is a usage error (exit 2) naming the op
       {{"--place-by-first-component", "plan.jobs"}, {"--place-by-first-component", "--mpi"}},
       {{"--heartbeat-timeout", "5", "plan.jobs"}, {"--heartbeat-timeout", "--mpi"}},
       {{"--mpi", "--heartbeat-timeout", "1", "plan.jobs"}, {"--heartbeat-timeout", "1"}},
+      {{"--queue-ahead", "2", "plan.jobs"}, {"--queue-ahead", "--mpi"}},
+      {{"--mpi", "--queue-ahead", "-1", "plan.jobs"}, {"--queue-ahead", "-1"}},
+      {{"--mpi", "--queue-ahead", "1001", "plan.jobs"}, {"--queue-ahead", "1001"}},
       {{"--mpi", "--tty", "plan.jobs"}, {"--mpi", "--tty"}},
       {{"--mpi", "--halt", "soon,fail=2", "plan.jobs"}, {"--mpi", "--halt soon,fail=2", "--halt now"}},
   };

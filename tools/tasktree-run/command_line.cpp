@@ -150,6 +150,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   bool tag_host = false;
   bool place_by_first_component = false;
   double heartbeat_timeout = 30;
+  int queue_ahead = 0;
 
   std::vector<std::string> targets;
   bool no_ancestors = false;
@@ -277,6 +278,13 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
       ->check(seconds_in(2.0, 1e6))
       ->needs(mpi_flag)
       ->capture_default_str();
+  app.add_option("--queue-ahead", queue_ahead,
+                 "With --mpi: jobs sent ahead to each job slot of a rank, beyond the one it runs, so that it "
+                 "starts the next without waiting for rank 0; for jobs of a few milliseconds or less. Jobs are "
+                 "then chosen by priority when they are sent")
+      ->check(integer_in(0, 1000))
+      ->needs(mpi_flag)
+      ->capture_default_str();
 
   std::vector<const char*> argv{"tasktree-run"};
   for (const std::string& arg : args) argv.push_back(arg.c_str());
@@ -330,6 +338,7 @@ ParsedCommandLine parse_command_line(const std::vector<std::string>& args) {
   settings.run.mpi = mpi;
   settings.run.tag_host = tag_host;
   settings.run.heartbeat_timeout = to_nanoseconds(heartbeat_timeout);
+  settings.run.queue_ahead = queue_ahead;
   settings.run.place_by_first_component = place_by_first_component;
   settings.run.workers_given = workers_option->count() > 0 || demo;
   settings.action = status ? Action::status : dry_run ? Action::dry_run : dot ? Action::dot : Action::run;

@@ -670,6 +670,7 @@ void schedule(Runner& runner, std::stop_token stop) {
       });
   if (!settings.workers_given) options.max_workers = 0;  // one job per worker rank, and rank 0's own
   options.heartbeat_timeout = settings.heartbeat_timeout;
+  options.queue_ahead = settings.queue_ahead;
   if (settings.place_by_first_component) options.placement = tasktree::mpi::place_by_first_component;
   options.heartbeat_interval = std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), settings.heartbeat_timeout / 2);
   // The scale-out's own notes (a rank lost, a signal caught on a rank) go to the console; the policy

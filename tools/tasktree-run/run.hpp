@@ -87,6 +87,9 @@ struct RunSettings {
   bool place_by_first_component = false;
   /// `--heartbeat-timeout`: with `mpi`, rank 0 declares a rank lost after this long without a word.
   std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(30);
+  /// `--queue-ahead`: with `mpi`, the jobs sent ahead to each job slot of a rank
+  /// (`mpi::FaultTolerantOptions::queue_ahead`).
+  int queue_ahead = 0;
   /// With `mpi`: this rank's host name (`execute` sets it).
   std::string host;
   /// `--halt`: stop the run once this many jobs have failed (after their retries); 0: never.
