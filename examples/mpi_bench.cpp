@@ -2,7 +2,7 @@
 // efficiency against the ideal. docs/scale-out.md has the figures.
 //
 //   mpirun -np 8 build/default/examples/example_mpi_bench [--jobs 2000] [--sleep-us 10000 | --sleep-ms 10]
-//                                                          [--max-workers M] [--rank0-workers R]
+//                                                          [--max-workers M] [--rank0-workers R] [--queue-ahead K]
 //
 // The datasets have the shape of the W2 workload: root `pool`, every node a dataset, fanout 10,
 // breadth first until there are N; so a job's children wait for it, and the run starts with one
@@ -13,7 +13,8 @@
 //   | ranks | slots | jobs | t | wall | ideal | efficiency | ideal (measured) | efficiency (measured) | overhead |
 //   jobs/s |
 //
-// where slots is the most jobs that were in flight at once (rank 0's and the workers'), ideal =
+// where slots is the sum over the ranks of the most jobs each ran at once (jobs sent ahead, see
+// `--queue-ahead`, wait on their rank and do not count), ideal =
 // max(N x t / slots, depth x t) (the longest chain of parents and children, depth jobs, runs one
 // after another), ideal (measured) uses the jobs' measured sleeps instead of t, and overhead is
 // what each job cost beyond its sleep, (wall - ideal (measured)) x slots / N: the time a slot spent
@@ -26,6 +27,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -44,6 +46,7 @@ struct Arguments {
   int sleep_us = 10'000;
   int max_workers = 0;     // 0: one job per worker rank, and rank 0's slots
   int rank0_workers = -1;  // -1: automatic
+  int queue_ahead = 0;     // jobs sent ahead to each worker slot
 };
 
 /// A count: `--jobs` at least 1, the others at least 0.
@@ -69,6 +72,8 @@ Arguments parse(int argc, char** argv) {
       arguments.sleep_us = parse_count(flag, value);
     } else if (flag == "--rank0-workers") {
       arguments.rank0_workers = parse_count(flag, value);
+    } else if (flag == "--queue-ahead") {
+      arguments.queue_ahead = parse_count(flag, value);
     } else if (flag == "--max-workers") {
       arguments.max_workers = parse_count(flag, value);
     } else {
@@ -95,18 +100,21 @@ std::vector<std::string> w2_tree(int count) {
   return datasets;
 }
 
-/// The most jobs in flight at once during the run (rank 0's observer): the slots the run used.
-class PeakInFlight final : public tasktree::RunObserver {
+/// The most jobs that ran at once on this rank.
+class PeakRunning {
  public:
-  void on_submit(std::string_view, std::int64_t) override { peak_ = std::max(peak_, ++in_flight_); }
-  void on_complete(std::string_view, std::chrono::nanoseconds, tasktree::CompletionCallbackResult) override {
-    --in_flight_;
+  void enter() noexcept {
+    const int now = ++running_;
+    int peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
   }
-  [[nodiscard]] int peak() const noexcept { return peak_; }
+  void leave() noexcept { --running_; }
+  [[nodiscard]] int peak() const noexcept { return peak_.load(); }
 
  private:
-  int in_flight_ = 0;
-  int peak_ = 0;
+  std::atomic<int> running_{0};
+  std::atomic<int> peak_{0};
 };
 
 /// The number of jobs on the longest chain from the root down: no run is shorter than that many
@@ -130,7 +138,7 @@ int main(int argc, char** argv) {
     if (mpi.rank() == 0) {
       fmt::print(stderr,
                  "mpi_bench: {}\nusage: mpi_bench [--jobs N] [--sleep-us T | --sleep-ms T] [--max-workers M] "
-                 "[--rank0-workers R]\n",
+                 "[--rank0-workers R] [--queue-ahead K]\n",
                  e.what());
     }
     return EXIT_FAILURE;  // every rank parsed the same arguments
@@ -139,16 +147,18 @@ int main(int argc, char** argv) {
   const auto nap = std::chrono::microseconds(arguments.sleep_us);
   const std::vector<std::string> datasets = w2_tree(arguments.jobs);
   std::int64_t slept_nanos = 0;  // rank 0: the sum of the jobs' measured sleeps
-  const auto slots = std::make_shared<PeakInFlight>();
+  PeakRunning running;
   tasktree::RunStats stats;
   const auto start = std::chrono::steady_clock::now();
   const bool failed = tasktree::mpi::process_datasets_in_parallel(
       {
           .datasets = datasets,
           .process_dataset =
-              [nap](std::string_view, std::int64_t) {
+              [nap, &running](std::string_view, std::int64_t) {
+                running.enter();
                 const auto begin = std::chrono::steady_clock::now();
                 if (nap.count() > 0) std::this_thread::sleep_for(nap);
+                running.leave();
                 const auto nanos =
                     std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - begin)
                         .count();
@@ -160,15 +170,19 @@ int main(int argc, char** argv) {
                 return tasktree::CompletionCallbackResult{};
               },
           .max_workers = arguments.max_workers,
-          .observer = slots,
           .rank0_workers = arguments.rank0_workers,
+          .queue_ahead = arguments.queue_ahead,
       },
       stats);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // The slots the run used: the most jobs that ran at once, rank by rank.
+  int peak = running.peak();
+  int slots = 0;
+  MPI_Reduce(&peak, &slots, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
 
   if (mpi.rank() == 0) {
     // The ideal: every slot busy, or the longest chain of parents and children, whichever is longer.
-    const int workers = std::max(1, slots->peak());
+    const int workers = std::max(1, slots);
     const double t = arguments.sleep_us / 1e6;
     const double mean_sleep = static_cast<double>(slept_nanos) / 1e9 / arguments.jobs;
     const int depth = tree_depth(datasets);
