@@ -192,15 +192,20 @@ class ThreadPoolExecutor {
       bool armed = false;                              ///< jobs were seen waiting, since `since`
       std::chrono::steady_clock::time_point since{};  ///< when this thread first saw them
 
-      /// True if this thread has seen jobs waiting for `steal_delay`.
+      /// Starts timing, unless it has started already.
+      void arm() noexcept {
+        if (armed) return;
+        armed = true;
+        since = std::chrono::steady_clock::now();
+      }
+
+      /// True if this thread has seen jobs waiting for `steal_delay` (and starts timing if it had not).
       bool waited() noexcept {
-        const auto now = std::chrono::steady_clock::now();
         if (!armed) {
-          armed = true;
-          since = now;
+          arm();
           return false;
         }
-        return now - since >= steal_delay;
+        return std::chrono::steady_clock::now() - since >= steal_delay;
       }
     };
 
@@ -270,7 +275,7 @@ class ThreadPoolExecutor {
           // Nothing queued: sleep until woken. A job that waits for its submitter: sleep until it
           // has waited out the delay (or a wake-up), then take it if it is still there.
           const bool jobs_wait = !queue.empty();
-          if (jobs_wait) static_cast<void>(watch.waited());  // arms the watch if it was not
+          if (jobs_wait) watch.arm();
           ++sleeping;
           const auto woken = [this] { return waking > 0 || closing.load(std::memory_order_relaxed); };
           if (jobs_wait) {

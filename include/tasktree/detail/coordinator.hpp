@@ -108,8 +108,6 @@ class JobContext {
   /// The states of `Slot::deferral`.
   enum Deferral : std::uint8_t { not_deferred = 0, deferred = 1, deferral_returned = 2, deferral_finished = 3 };
 
-  using Running = RunningJob;
-
   /// How jobs are timed: not at all, with the run's clock, or with the CPU's counter
   /// (docs/design.md; detail/job_timer.hpp).
   enum class Timing : std::uint8_t { none, clock, ticks };
@@ -148,8 +146,8 @@ class JobContext {
 
   /// Marks the job that runs on this thread (in a run whose jobs may defer) deferred; returns it, or
   /// no context if there is none.
-  static Running defer_running_job() noexcept {
-    const Running job = std::exchange(running_job, Running{});
+  static RunningJob defer_running_job() noexcept {
+    const RunningJob job = std::exchange(running_job, RunningJob{});
     if (job.context != nullptr) job.context->slots_[job.index].deferral.store(deferred, std::memory_order_relaxed);
     return job;
   }
@@ -202,12 +200,12 @@ class JobContext {
       // in pieces, a stall of its own, and was a twentieth of an inline run of W1.
       std::destroy_at(&slot.callback);
       try {
-        if (jobs_defer_) running_job = Running{this, index};
+        if (jobs_defer_) running_job = RunningJob{this, index};
         ::new (static_cast<void*>(&slot.callback))
             CompletionCallback((*process_dataset_)(names_[slot.dataset], slot.submit_count, token_));
-        if (jobs_defer_) running_job = Running{};
+        if (jobs_defer_) running_job = RunningJob{};
       } catch (...) {
-        if (jobs_defer_) running_job = Running{};
+        if (jobs_defer_) running_job = RunningJob{};
         ::new (static_cast<void*>(&slot.callback)) CompletionCallback();
         throw;
       }
@@ -316,7 +314,7 @@ class DeferredJob {
 /// scale-out's rank 0). Only in a run whose executor `lets_jobs_defer()`, on the thread of the job,
 /// at most once per call of `process_dataset`; otherwise throws `std::logic_error`.
 inline DeferredJob defer_job() {
-  const JobContext::Running running = JobContext::defer_running_job();
+  const RunningJob running = JobContext::defer_running_job();
   if (running.context == nullptr) {
     throw std::logic_error(
         "tasktree: defer_job() called outside a job of a run whose executor lets jobs defer (or twice in one job)");

@@ -141,26 +141,34 @@ class Dispatcher {
   [[nodiscard]] bool alone() const noexcept { return local_ != nullptr; }
 
   /// If this thread may run a job (`rank0_may_block`: one of rank 0's own threads, which runs one
-  /// job at a time) and `call` may run on rank 0 (its placement): runs it here and returns its
-  /// reply. Otherwise returns nothing, and `call` is for `post`.
-  std::optional<mpi_wire::Reply> run_here_if_free(Call& call) {
-    call.host = placement_.host_of(call.request->dataset);
+  /// job at a time) and `request` may run on rank 0 (its placement): runs it here and returns its
+  /// reply. Otherwise returns nothing, and the job is for `post`.
+  std::optional<mpi_wire::Reply> try_run_here(const mpi_wire::Request& request, const std::stop_token& stop) {
     if (std::exchange(rank0_job_was_queued, false)) start_queued_here();
     if (!rank0_may_block || here_ == nullptr) return std::nullopt;
-    if (call.host >= 0 && call.host != placement_.host_of_rank(0)) return std::nullopt;
+    const int host = placement_.host_of(request.dataset);
+    if (host >= 0 && host != placement_.host_of_rank(0)) return std::nullopt;
     if (rank0_slot_held == nullptr) {
       std::lock_guard lock(mutex_);
       ++running_here_;
       rank0_slot_held = this;  // given back by `RankZeroExecutor::run_queued`
     }
-    return run_here(*call.request, call.stop, false);
+    const auto start = std::chrono::steady_clock::now();
+    mpi_wire::Reply reply = run_here(request, stop, false);
+    // How long rank 0's jobs take, lately (for `queue_here`): a moving average over about eight.
+    const std::int64_t took =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+    const std::int64_t mean = local_job_nanos_.load(std::memory_order_relaxed);
+    local_job_nanos_.store(mean == unmeasured ? took : mean + (took - mean) / 8, std::memory_order_relaxed);
+    return reply;
   }
 
   /// True if a job should go to rank 0's threads (`RankZeroExecutor`): one of its slots is free,
   /// not counting the jobs queued for them already, or its jobs are too short to be worth sending
   /// (`worth_sending`). Counts the job as queued; `start_queued_here` ends that.
   [[nodiscard]] bool queue_here() {
-    const bool short_jobs = local_job_nanos_.load(std::memory_order_relaxed) < worth_sending.count() * 1000;
+    const bool short_jobs =
+        local_job_nanos_.load(std::memory_order_relaxed) < std::chrono::nanoseconds(worth_sending).count();
     std::lock_guard lock(mutex_);
     if (!short_jobs && running_here_ + queued_here_ >= slots_here_) return false;
     ++queued_here_;
@@ -180,8 +188,8 @@ class Dispatcher {
     slot_freed_.notify_one();
   }
 
-  /// Sends `call` (`own_request` filled in, `host` set by `run_here_if_free`, `job` deferred) to a
-  /// worker rank without waiting: once its reply is in `call.reply`, `call.job.finish()` is called,
+  /// Sends `call` (`own_request`, `stop` and the deferred `job` filled in) to a worker rank
+  /// without waiting: once its reply is in `call.reply`, `call.job.finish()` is called,
   /// on the message loop's thread (or on one of `pool`'s, if it must run on rank 0 after all).
   /// A stop of `call.stop`, the run's token, cancels every posted call. `call` must live until
   /// then; it is not touched after `finish`. Any thread. Terminates if out of memory: a job that
@@ -190,6 +198,7 @@ class Dispatcher {
     call.posted = true;
     call.owner = this;
     call.request = &call.own_request;
+    call.host = placement_.host_of(call.request->dataset);
     if (!watching_stop_.exchange(true)) run_stop_watch_.emplace(call.stop, CancelPosted{this});
     std::lock_guard lock(mutex_);
     new_calls_.push_back(&call);
@@ -296,12 +305,7 @@ class Dispatcher {
   /// back when it returns, if `release`) or held by this thread (`rank0_slot_held`).
   mpi_wire::Reply run_here(const mpi_wire::Request& request, const std::stop_token& stop, bool release = true) {
     const SlotHere slot{*this, release};  // given back however the job ends, if `release`
-    const auto start = std::chrono::steady_clock::now();
     mpi_wire::Reply reply = (*here_)(request, stop);
-    // How long rank 0's jobs take, lately: a moving average over about eight jobs.
-    const std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
-    const std::int64_t mean = local_job_nanos_.load(std::memory_order_relaxed);
-    local_job_nanos_.store(mean == unmeasured ? took : mean + (took - mean) / 8, std::memory_order_relaxed);
     reply.rank = 0;
     return reply;
   }
@@ -317,7 +321,6 @@ class Dispatcher {
     Dispatcher& dispatcher;
     bool release;
   };
-
 
   /// Cancels every posted call (see `post`): the run's stop.
   struct CancelPosted {
@@ -344,6 +347,12 @@ class Dispatcher {
     self.finish(call, std::move(reply));
   }
 
+  /// True if a cancel must reach the worker that runs `call`: its stop token was signalled, or it
+  /// was posted and the run stopped. Under `mutex_`.
+  [[nodiscard]] bool wants_cancel(const Call& call) const noexcept {
+    return call.cancel || (call.posted && posted_cancelled_);
+  }
+
   void note_cancel(Call& call) noexcept {
     std::lock_guard lock(mutex_);
     call.cancel = true;
@@ -360,7 +369,7 @@ class Dispatcher {
     {
       std::lock_guard lock(mutex_);
       for (const auto& [id, call] : outstanding_) {
-        if ((call->cancel || (call->posted && posted_cancelled_)) && !call->cancel_sent) {
+        if (wants_cancel(*call) && !call->cancel_sent) {
           call->cancel_sent = true;
           cancels_.emplace_back(id, call->rank);
         }
@@ -494,7 +503,7 @@ class Dispatcher {
         // Read before `dispatch`, which may finish the call (its stub may then destroy it); a
         // cancel after this read finds it in `outstanding_` as any other.
         std::lock_guard lock(mutex_);
-        cancel = cancel || call->cancel || (call->posted && posted_cancelled_);
+        cancel = cancel || wants_cancel(*call);
       }
       dispatch(*call);
     }
@@ -527,20 +536,18 @@ class Dispatcher {
       dispatch_placed(call);
       return;
     }
-    while (true) {
-      if (by_load_.empty()) {
-        finish(call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
-                                     .text = fmt::format("tasktree: {:?} cannot run: every worker rank was lost",
-                                                         call.request->dataset)});
-        return;
-      }
-      if (send_to(by_load_.begin()->second, call)) return;
+    if (by_load_.empty()) {
+      finish(call, mpi_wire::Reply{.kind = mpi_wire::Reply::threw,
+                                   .text = fmt::format("tasktree: {:?} cannot run: every worker rank was lost",
+                                                       call.request->dataset)});
+      return;
     }
+    send_to(by_load_.begin()->second, call);
   }
 
   /// Queues `call`'s request for worker rank `rank` (`flush_requests` sends it) and counts it
-  /// there; true (a failed send loses the rank later, which sends its jobs elsewhere).
-  bool send_to(int rank, Call& call) {
+  /// there. A failed send loses the rank then, which sends its jobs elsewhere.
+  void send_to(int rank, Call& call) {
     mpi_wire::Request request = *call.request;
     request.id = next_id_++;
     outgoing_[static_cast<std::size_t>(rank)].push_back(mpi_wire::encode(request));
@@ -551,7 +558,6 @@ class Dispatcher {
     call.id = request.id;
     call.rank = rank;
     outstanding_.emplace(request.id, &call);
-    return true;
   }
 
   /// Sends the requests that `send_to` queued, one batch per rank; a rank that MPI cannot send to
@@ -585,18 +591,14 @@ class Dispatcher {
   /// one runs its share; with no live worker rank there, hands it to rank 0 if rank 0 is on that
   /// host and runs jobs, else fails it.
   void dispatch_placed(Call& call) {
-    while (true) {
-      const int rank = least_loaded_on(call.host);
-      if (rank < 0) {
-        no_rank_left_on_host(call);
-        return;
-      }
-      if (load_[static_cast<std::size_t>(rank)] >= share_) {
-        waiting_[static_cast<std::size_t>(call.host)].push_back(&call);
-        ++waiting_count_;
-        return;
-      }
-      if (send_to(rank, call)) return;
+    const int rank = least_loaded_on(call.host);
+    if (rank < 0) {
+      no_rank_left_on_host(call);
+    } else if (load_[static_cast<std::size_t>(rank)] >= share_) {
+      waiting_[static_cast<std::size_t>(call.host)].push_back(&call);
+      ++waiting_count_;
+    } else {
+      send_to(rank, call);
     }
   }
 
@@ -614,7 +616,7 @@ class Dispatcher {
       {
         std::lock_guard lock(mutex_);  // before dispatching: see `lose`
         // Stopped while it waited: the worker must hear of it.
-        cancel = cancel || call->cancel || (call->posted && posted_cancelled_);
+        cancel = cancel || wants_cancel(*call);
       }
       dispatch_placed(*call);
     }
@@ -723,14 +725,14 @@ class Dispatcher {
   int queued_here_ = 0;                 // jobs queued for rank 0's threads (`queue_here`)
   std::condition_variable slot_freed_;  // a call that must run on rank 0 waits on it
 
-  bool posted_cancelled_ = false;        // the run's stop cancelled every posted call
+  bool posted_cancelled_ = false;         // the run's stop cancelled every posted call
   const ExecuteRequest* here_ = nullptr;  // rank 0 runs jobs too (see `run_here`)
   int slots_here_ = 0;
   ThreadPoolExecutor* pool_ = nullptr;  // see `local_pool`
   // The mean time of rank 0's own jobs lately (`run_here`); until one ran, long enough to send.
   static constexpr std::int64_t unmeasured = std::numeric_limits<std::int64_t>::max();
   std::atomic<std::int64_t> local_job_nanos_{unmeasured};
-  int ahead_ = 0;                       // see `queue_ahead`
+  int ahead_ = 0;  // see `queue_ahead`
   std::atomic<bool> watching_stop_{false};
   std::optional<std::stop_callback<CancelPosted>> run_stop_watch_;
 

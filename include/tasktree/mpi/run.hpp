@@ -616,12 +616,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
                                    std::string_view dataset, std::int64_t submit_count,
                                    const std::stop_token& stop) -> CompletionCallback {
               detail::Dispatcher& transport = *dispatcher;
-              auto call = std::make_unique<detail::Dispatcher::Call>();
-              call->own_request = {.submit_count = submit_count, .dataset = dataset};
-              call->request = &call->own_request;
-              call->stop = stop;
+              const detail::mpi_wire::Request request{.submit_count = submit_count, .dataset = dataset};
               std::optional<detail::mpi_wire::Reply> reply =
-                  transport.alone() ? transport.call(call->own_request, stop) : transport.run_here_if_free(*call);
+                  transport.alone() ? transport.call(request, stop) : transport.try_run_here(request, stop);
               if (reply) {  // it ran here, on this thread
                 return CompletionCallback([reply = std::move(*reply), &completion, hosts = journal_hosts, &transport,
                                            dataset](InFlight& in_flight) mutable {
@@ -629,6 +626,9 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
                 });
               }
               // Sent to a worker rank: the job ends when the message loop has its reply.
+              auto call = std::make_unique<detail::Dispatcher::Call>();
+              call->own_request = request;
+              call->stop = stop;
               detail::Dispatcher::Call& posted = *call;
               CompletionCallback callback(
                   [call = std::move(call), &completion, hosts = journal_hosts, &transport](InFlight& in_flight) {
