@@ -784,10 +784,11 @@ TEST_CASE("invalid options are rejected on every rank, naming the value, before 
                    {.datasets = {"a"}, .process_dataset = job, .heartbeat_timeout = std::chrono::nanoseconds(-5)});
              }).what,
              Catch::Contains("heartbeat_timeout -5ns"));
-  CHECK_THAT(thrown_by([&] {
-               tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .queue_ahead = -1});
-             }).what,
-             Catch::Contains("invalid queue_ahead -1: it must be at least 0"));
+  CHECK_THAT(
+      thrown_by([&] {
+        tasktree::mpi::process_datasets_in_parallel({.datasets = {"a"}, .process_dataset = job, .queue_ahead = -1});
+      }).what,
+      Catch::Contains("invalid queue_ahead -1: it must be at least 0"));
   CHECK_THAT(thrown_by([&] {
                tasktree::mpi::process_datasets_in_parallel_and_fault_tolerant({
                    .datasets = {"a"},

@@ -386,7 +386,9 @@ TEST_CASE("command line: every option reaches the settings") {
   CHECK(settings_of({"--workers", "7", "plan.jobs"}).run.workers == 7);
 }
 
-TEST_CASE("command line: --mpi, --tag-host, --heartbeat-timeout and --queue-ahead; --workers over all ranks only when given") {
+TEST_CASE(
+    "command line: --mpi, --tag-host, --heartbeat-timeout and --queue-ahead; --workers over all ranks only when "
+    "given") {
   const CliSettings plain = settings_of({"plan.jobs"});
   CHECK_FALSE(plain.run.mpi);
   CHECK_FALSE(plain.run.tag_host);

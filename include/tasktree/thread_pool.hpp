@@ -85,8 +85,8 @@ class ThreadPoolExecutor {
    public:
     /// A job and the pool thread that submitted it (null: a thread outside the pool).
     struct Entry {
-      Job job;                       ///< the job
-      const void* owner = nullptr;   ///< the pool thread that submitted it, or null
+      Job job;                      ///< the job
+      const void* owner = nullptr;  ///< the pool thread that submitted it, or null
     };
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
@@ -189,7 +189,7 @@ class ThreadPoolExecutor {
     /// idle thread takes at most one such job per `steal_delay`, and several idle threads take
     /// several at once.
     struct Watch {
-      bool armed = false;                              ///< jobs were seen waiting, since `since`
+      bool armed = false;                             ///< jobs were seen waiting, since `since`
       std::chrono::steady_clock::time_point since{};  ///< when this thread first saw them
 
       /// Starts timing, unless it has started already.

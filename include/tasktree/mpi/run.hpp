@@ -196,9 +196,9 @@ StartedRun start_run(const RunComm& run, int requested_max_workers, int requeste
     const auto total = std::int64_t{started.max_workers} * (1 + std::int64_t{started.queue_ahead}) +
                        (requested_max_workers == 0 ? started.rank0_workers : 0);
     if (total > std::int64_t{std::numeric_limits<int>::max()}) {
-      throw std::invalid_argument(fmt::format(
-          "tasktree: invalid queue_ahead {}: with max_workers {} it makes more than {} jobs in flight",
-          requested_queue_ahead, started.max_workers, std::numeric_limits<int>::max()));
+      throw std::invalid_argument(
+          fmt::format("tasktree: invalid queue_ahead {}: with max_workers {} it makes more than {} jobs in flight",
+                      requested_queue_ahead, started.max_workers, std::numeric_limits<int>::max()));
     }
     started.total_workers = static_cast<int>(total);
     validate_liveness(liveness);
@@ -299,8 +299,8 @@ bool run_on_ranks(const RunComm& run, StartedRun started, RunControls& controls,
   if (run.rank != 0) {
     const auto workers = static_cast<std::size_t>(run.size - 1);
     const std::size_t capacity = (static_cast<std::size_t>(started.max_workers) + workers - 1) / workers;
-    WorkerLoop worker(run.comm, run.rank, execute, capacity, capacity * (1 + static_cast<std::size_t>(started.queue_ahead)),
-                      started.agreement.heartbeat);
+    WorkerLoop worker(run.comm, run.rank, execute, capacity,
+                      capacity * (1 + static_cast<std::size_t>(started.queue_ahead)), started.agreement.heartbeat);
     mpi_wire::Shutdown result = worker.run();
     LostRanks::instance().add(result.lost_ranks);
     stats = from_wire(result.counts);
@@ -434,8 +434,8 @@ inline mpi_wire::Reply run_remote_job(const mpi::RemoteJob& job, const mpi_wire:
 /// journal, throws its exception as a `RemoteError`, else hands its outcome to the user's
 /// `completion` (or takes the job's own verdict).
 inline CompletionCallbackResult complete_remote_job(mpi_wire::Reply& reply, std::string_view dataset,
-                                                   const mpi::Completion& completion, JournalHosts& hosts,
-                                                   const Dispatcher& dispatcher, InFlight& in_flight) {
+                                                    const mpi::Completion& completion, JournalHosts& hosts,
+                                                    const Dispatcher& dispatcher, InFlight& in_flight) {
   hosts.note(dataset, dispatcher.host(reply.rank));
   if (reply.kind == mpi_wire::Reply::threw) throw mpi::RemoteError(reply.text, reply.rank);
   mpi::JobOutcome outcome{.no_skip = reply.no_skip, .fail = reply.fail, .payload = std::move(reply.text)};

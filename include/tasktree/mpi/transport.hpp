@@ -23,10 +23,10 @@
 #include <functional>
 #include <iterator>
 #include <list>
+#include <span>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
-#include <span>
 #include <string_view>
 #include <vector>
 
