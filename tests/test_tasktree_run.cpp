@@ -50,7 +50,13 @@ constexpr const char* tool = TASKTREE_RUN_PATH;  // set by tests/CMakeLists.txt
 
 std::string read_file(const fs::path& path) {
   std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  try {
+    return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  } catch (const std::ios_base::failure&) {
+    // A file of /proc vanishes with its process: reading it then fails (ESRCH), which libstdc++'s
+    // stream buffer throws whatever the stream's exception mask. Like a missing file: nothing.
+    return {};
+  }
 }
 
 /// A scratch directory for one test, removed at the end; the runner's TMPDIR
