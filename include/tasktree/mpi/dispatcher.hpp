@@ -181,7 +181,13 @@ class Dispatcher {
     --queued_here_;
   }
 
-  /// Gives back the slot of rank 0 that this thread held (see `rank0_slot_held`).
+  /// Gives back the slot of rank 0 that this thread holds, if any (see `rank0_slot_held`): a thread
+  /// of rank 0's own, done with its job and with whatever job it was given after it.
+  static void release_held_slot() noexcept {
+    if (Dispatcher* const held = std::exchange(rank0_slot_held, nullptr)) held->release_slot_here();
+  }
+
+  /// Gives back one of rank 0's slots.
   void release_slot_here() noexcept {
     std::lock_guard lock(mutex_);
     --running_here_;
@@ -334,17 +340,21 @@ class Dispatcher {
   };
 
   /// Runs a posted call that must run on rank 0 (`no_rank_left_on_host`), on a thread of `pool_`.
+  /// The thread holds the slot it waited for (`rank0_slot_held`) until it goes back to wait for
+  /// work: finishing the call may give it the next job to run, in that slot.
   static void run_posted_here(void* context, std::uint32_t) noexcept {
     auto& call = *static_cast<Call*>(context);
     Dispatcher& self = *call.owner;
     self.take_slot_here(true);
+    rank0_slot_held = &self;
     mpi_wire::Reply reply;
     try {
-      reply = self.run_here(*call.request, call.stop);
+      reply = self.run_here(*call.request, call.stop, false);
     } catch (...) {
       reply = mpi_wire::Reply{.kind = mpi_wire::Reply::threw, .text = describe(std::current_exception())};
     }
     self.finish(call, std::move(reply));
+    release_held_slot();
   }
 
   /// True if a cancel must reach the worker that runs `call`: its stop token was signalled, or it
@@ -811,7 +821,7 @@ class RankZeroExecutor {
     // Still set only if the run stopped before the job's stub ran: it submits nothing more, so the
     // count of queued jobs no longer matters.
     rank0_job_was_queued = false;
-    if (Dispatcher* const held = std::exchange(rank0_slot_held, nullptr)) held->release_slot_here();
+    Dispatcher::release_held_slot();
   }
 
   std::optional<DefaultExecutor> local_;
