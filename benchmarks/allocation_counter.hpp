@@ -1,7 +1,7 @@
 #pragma once
-// Counts the bytes allocated through the global operator new while counting is on, so the benchmark
-// can report the library's own memory per dataset. The replaced operators live in
-// allocation_counter.cpp and apply to the whole benchmark binary.
+// Counts the bytes allocated (malloc and the rest, which operator new calls) while counting is on,
+// so the benchmark can report the library's own memory per dataset. The replaced functions live in
+// allocation_counter.cpp and apply to the whole benchmark binary (glibc only).
 
 #include <cstddef>
 

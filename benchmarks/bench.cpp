@@ -11,9 +11,9 @@
 // each row is several repetitions of construct + run for tasktree, then as many for oneTBB, and
 // reports the minimum, median and maximum of each, tasktree's median / minimum (a figure far above
 // 1 shows a bimodal row), and tasktree / oneTBB from the medians and from the minimums. The
-// library's memory is counted on one extra, untimed, idle repetition by a replaced global operator
-// new (allocation_counter.cpp): the bytes allocated from the start of construction to the end of
-// the run, not counting the caller's input vector.
+// library's memory is counted on one extra, untimed, idle repetition by replaced C allocation
+// functions (allocation_counter.cpp): the bytes allocated from the start of construction to the end
+// of the run, not counting the caller's input vector.
 //
 // W4 runs 10,000 jobs that sleep 1 ms (and a variant that spins 100 us) on 8 workers, against the
 // ideal N x t / workers, several repetitions with the runners interleaved: tasktree, oneTBB and two

@@ -4,6 +4,8 @@
 
 #include <tasktree/dataset_trie.hpp>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -149,7 +151,8 @@ TEST_CASE("job nodes are numbered in name order, also where parked jobs resume")
 }
 
 TEST_CASE("random names with '-' and '.' beside '/': one node per distinct path prefix, each found by its path") {
-  // The build sizes its array from a bound on the node count (exact but where parked jobs resume);
+  // The build grows its array as the names need: first to a guess from the nodes per name so far,
+  // then, if that falls short, to a bound on the node count (exact but where parked jobs resume);
   // names that park and resume jobs at many levels check that the bound holds and the trie is
   // right, and that the array is cut to the nodes used.
   std::uint32_t seed = 12345;
@@ -198,6 +201,47 @@ TEST_CASE("random names with '-' and '.' beside '/': one node per distinct path 
     }
     CHECK(datasets_by_node.size() == names.size());
     CHECK(std::is_sorted(datasets_by_node.begin(), datasets_by_node.end()));
+  }
+}
+
+TEST_CASE("the node array grows as the names need, whichever part of them adds the most nodes") {
+  // Past the names the array first has room for, one node each, it grows to a guess from the
+  // nodes per name so far, and to an exact bound if the guess falls short (deep names after flat
+  // ones), or is cut to size at the end if it was too large (flat names after deep ones).
+  const auto flat = [](int count, std::vector<std::string>& names) {
+    for (int i = 0; i < count; ++i) names.push_back(fmt::format("f{:05}", i));
+  };
+  const auto deep = [](int count, std::vector<std::string>& names) {
+    for (int i = 0; i < count; ++i) names.push_back(fmt::format("z{:05}/a/b/c/d/e", i));
+  };
+  for (const bool flat_first : {true, false}) {
+    std::vector<std::string> names;
+    if (flat_first) {
+      flat(6000, names);
+      deep(3000, names);
+    } else {
+      deep(3000, names);
+      flat(6000, names);
+    }
+    std::sort(names.begin(), names.end());  // "f..." before "z...": deep first needs other names
+    if (!flat_first) {
+      for (std::string& name : names) {
+        if (name.front() == 'f') name.front() = '~';  // sorts after 'z'
+      }
+      std::sort(names.begin(), names.end());
+    }
+    INFO("flat names first: " << flat_first);
+    const DatasetTrie trie(names);
+    CHECK(trie.size() == 1 + 6000 + 3000 * 6);
+    CHECK(trie.dataset_count() == names.size());
+    for (const std::string& name : names) {
+      const Node node = trie.find(name);
+      REQUIRE(node != DatasetTrie::npos);
+      CHECK(trie.is_job(node));
+      CHECK(trie.datasets()[trie.dataset(node)] == name);
+    }
+    CHECK(trie.path(trie.find("z00042/a/b")) == "z00042/a/b");
+    CHECK_FALSE(trie.is_job(trie.find("z02999/a/b/c/d")));
   }
 }
 

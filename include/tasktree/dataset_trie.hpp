@@ -9,12 +9,16 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tasktree {
@@ -42,7 +46,7 @@ inline void validate_barrier_name(std::string_view barrier_name) {
 /// component equals the barrier name is a *barrier node* (never a job).
 ///
 /// Layout: one 16-byte record per node (parent, first child, next sibling, dataset or kind), in
-/// one contiguous vector sized exactly; no allocation per node. Names are not copied: the trie
+/// one contiguous array sized exactly; no allocation per node. Names are not copied: the trie
 /// refers to the caller's dataset strings, which must outlive it and stay where they are.
 ///
 /// Children are ordered by the smallest dataset name below them, so a pre-order walk that stops
@@ -70,7 +74,11 @@ class DatasetTrie {
   static constexpr std::size_t max_datasets = 0x7FFF'FFFFu;
 
   /// A trie with no datasets (only the root).
-  DatasetTrie() : nodes_(1, Node{npos, npos, npos, intermediate}) {}
+  DatasetTrie() {
+    nodes_.reserve(1);
+    nodes_.resize(1);
+    nodes_[root] = Node{npos, npos, npos, intermediate};
+  }
 
   /// Builds the trie of `sorted_datasets`, validating every name.
   ///
@@ -238,9 +246,6 @@ class DatasetTrie {
   static constexpr std::uint32_t intermediate = 0xFFFF'FFFFu;  // `Node::dataset` of other non-jobs
 
   struct Node {
-    // Left uninitialised, so that sizing the array for a build does not write it once before the
-    // build writes every node it uses (a pass over 44 MB for W1 at 1M datasets).
-    Node() noexcept {}  // NOLINT(cppcoreguidelines-pro-type-member-init)
     Node(NodeIndex parent_node, NodeIndex first, NodeIndex next, std::uint32_t kind) noexcept
         : parent(parent_node), first_child(first), next_sibling(next), dataset(kind) {}
     NodeIndex parent;
@@ -273,32 +278,18 @@ class DatasetTrie {
       throw std::invalid_argument(
           fmt::format("tasktree: too many datasets: {} (at most {})", names_.size(), max_datasets));
     }
-    // Every dataset has a node of its own, so the trie has at least this many nodes, and exactly
-    // this many when every node is a job (as in a pool's dataset tree): then one pass fills the
-    // array. Otherwise the pass stops at the first intermediate node (or before a name that might
-    // not fit), a quick pass over the remaining names bounds the number of nodes they add (see
-    // `node_bound`: exact unless a job waits for its children behind a sibling such as "a-x"), and
-    // the fill goes on if they fit after all, else starts over in an array of the bound's size. So
-    // a trie with intermediate nodes costs one full walk plus a scan of the names for '/', and peak
-    // memory stays the final size (growing the array would hold the old and the new one at once).
-    nodes_.resize(names_.size() + 1);
+    // The array starts small and grows as the names need (see `grow_nodes`): one walk over the
+    // names, where counting the nodes first took a second pass over every byte of them (a sixth of
+    // building W1's trie).
+    const std::size_t start = std::min(names_.size(), first_guess) + 1;
+    nodes_.reserve(start);
+    nodes_.resize(start);
     BuildState state;
     state.order = order;
-    walk(state, nodes_.size());
+    walk(state);
     if (state.unsorted) return false;
-    if (state.index < names_.size()) {
-      const std::size_t bound = state.count + node_bound(state.index, state.previous);
-      if (bound > npos - 1) throw std::invalid_argument("tasktree: too many trie nodes (at most 2^32 - 2)");
-      if (bound > nodes_.size()) {
-        nodes_ = std::vector<Node>();  // free the first array before allocating the second
-        nodes_.resize(bound);
-        state = BuildState();
-        state.order = order;
-      }
-      walk(state, npos);  // fits: the bound holds for every name the walk accepts
-      if (state.unsorted) return false;
-    }
     nodes_.resize(state.count);
+    nodes_.shrink_to_fit();
     return true;
   }
 
@@ -315,7 +306,7 @@ class DatasetTrie {
   /// one more than the separators after their common prefix, less one if the name goes on below
   /// the previous one ("a/b" after "a"). Exact except where a parked job resumes (see `walk`),
   /// which adds one node less than counted. One `memchr` per separator and a prefix comparison
-  /// per name: about a quarter of what a walk costs, which had to count with a full walk before.
+  /// per name: about a quarter of what a walk costs.
   std::size_t node_bound(std::size_t from, std::string_view previous) const noexcept {
     std::size_t bound = 0;
     for (std::size_t index = from; index < names_.size(); ++index) {
@@ -444,19 +435,18 @@ class DatasetTrie {
     std::string_view previous;                 // the previous name
     Order order = Order::required;
     bool unsorted = false;  // the walk stopped at a name out of order (`Order::reported`)
+    bool guessed = false;   // the node array grew once (`grow_nodes`)
   };
 
-  /// Walks the sorted names from `state`, validating each and writing their nodes. Given a
-  /// `capacity` (not `npos`), it stops as soon as some node is not a job, or before a name whose
-  /// nodes might not fit (a name has at most one node per component, and at most `size / 2 + 1`
-  /// components); without one, the array must hold every node (see `node_bound`).
+  /// Walks the sorted names from `state`, validating each and writing their nodes, growing the
+  /// array (see `grow_nodes`) when they do not fit.
   ///
   /// Each name is compared with the previous one once, byte-wise: the components that end inside
   /// their common prefix are shared (already in the trie, on `path`), and only the rest of the
   /// name is split into new nodes. Datasets below a node are contiguous in sorted order, except
   /// that a job "p/a" may be followed by siblings "p/a-x" before its own children "p/a/..."
   /// arrive; such jobs are parked on `suspended` until their children come or can no longer come.
-  void walk(BuildState& state, std::size_t capacity) {
+  void walk(BuildState& state) {
     LevelPath& path = state.path;
     std::vector<Suspended>& suspended = state.suspended;
     std::size_t count = state.count;
@@ -467,9 +457,6 @@ class DatasetTrie {
     for (; index < names_.size(); ++index) {
       const std::string_view name = names_[index];
       prefetch_ahead(index);
-      // Stop once an intermediate node exists (the names so far have made more nodes than jobs:
-      // the trie cannot fit one node per dataset), or before a name that might not fit.
-      if (capacity != npos && (count > index + 1 || capacity - count < name.size() / 2 + 1)) break;
       const std::size_t common = common_prefix(previous, name);
       if (index > 0 && !in_order(previous, name, common, state.order)) {
         state.unsorted = true;
@@ -530,10 +517,8 @@ class DatasetTrie {
           }
           has_barriers_ = true;
         }
+        if (count == nodes_.size()) grow_nodes(index, previous, state.guessed);
         const auto node = static_cast<NodeIndex>(count++);
-        // Cannot happen (see `node_bound`); checked so that a mistake there is an error, not a
-        // write past the array.
-        if (node >= nodes_.size()) throw std::logic_error("tasktree: internal error: trie node bound exceeded");
         Level& up = path.back();
         const std::uint32_t kind = last ? static_cast<std::uint32_t>(index) : is_barrier ? barrier : intermediate;
         nodes_[node] = Node{up.node, npos, npos, kind};
@@ -556,7 +541,91 @@ class DatasetTrie {
     state.previous = previous;
   }
 
-  std::vector<Node> nodes_;
+  /// How many names the node array has room for at the start of a build, one node each: enough to
+  /// tell how many nodes a name adds (see `grow_nodes`), little enough to copy when it grows.
+  static constexpr std::size_t first_guess = 4096;
+
+  /// Grows the node array during a build (the nodes written so far stay) when the names before
+  /// `index`, and part of `names_[index]`, have filled it; `previous` is `names_[index - 1]`. The
+  /// first time, to what all the names need if the rest add as many nodes per name as those so far
+  /// (exact for names of one shape, and never less than one node per name); if that falls short,
+  /// to the bound that `node_bound` gives for the names left, which are then few as a rule. So the
+  /// block is the final size or close to it while the names are read, and, as a large block grows
+  /// without a copy (`NodeArray`), the build's peak is the final size.
+  void grow_nodes(std::size_t index, std::string_view previous, bool& guessed) {
+    const std::size_t most = npos;  // indices 0 to npos - 1; npos itself means "no node"
+    const std::size_t size = nodes_.size();
+    if (size >= most) throw std::invalid_argument("tasktree: too many trie nodes (at most 2^32 - 1)");
+    std::size_t grown = 0;
+    if (!guessed) {
+      guessed = true;
+      const double per_name = static_cast<double>(size) / static_cast<double>(std::max<std::size_t>(index, 1));
+      const double expected = std::max(per_name, 1.0) * static_cast<double>(names_.size()) + 1.0;
+      grown = expected >= static_cast<double>(most) ? most : static_cast<std::size_t>(expected);
+    } else {
+      grown = size + node_bound(index, previous);  // counts what `names_[index]` added so far twice
+    }
+    grown = std::min(std::max(grown, size + 16), most);
+    nodes_.reserve(grown);
+    nodes_.resize(grown);
+  }
+
+  /// The nodes: one block from `malloc`, grown with `realloc`, sized exactly once built. For an
+  /// array of a million nodes or more glibc's `realloc` moves no bytes (it remaps the pages of a
+  /// block this large), so a build that grows its array copies nothing, and holds no old and new
+  /// array at once: its peak is the final size (untouched pages take no memory). The elements are
+  /// left uninitialised until written (sizing the array for a build wrote 44 MB for W1 at 1M).
+  class NodeArray {
+   public:
+    NodeArray() noexcept = default;
+    NodeArray(const NodeArray& other) : NodeArray() {
+      reserve(other.size_);
+      if (other.size_ > 0) std::memcpy(data_, other.data_, other.size_ * sizeof(Node));
+      size_ = other.size_;
+    }
+    NodeArray(NodeArray&& other) noexcept
+        : data_(std::exchange(other.data_, nullptr)),
+          size_(std::exchange(other.size_, 0)),
+          capacity_(std::exchange(other.capacity_, 0)) {}
+    NodeArray& operator=(NodeArray other) noexcept {
+      std::swap(data_, other.data_);
+      std::swap(size_, other.size_);
+      std::swap(capacity_, other.capacity_);
+      return *this;
+    }
+    ~NodeArray() { std::free(data_); }
+
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    Node& operator[](std::size_t index) noexcept { return data_[index]; }
+    const Node& operator[](std::size_t index) const noexcept { return data_[index]; }
+
+    /// Makes room for `capacity` nodes, keeping those below `size()`.
+    void reserve(std::size_t capacity) {
+      if (capacity <= capacity_) return;
+      void* grown = std::realloc(data_, capacity * sizeof(Node));
+      if (grown == nullptr) throw std::bad_alloc();
+      data_ = static_cast<Node*>(grown);
+      capacity_ = capacity;
+    }
+    /// Sets the size, at most the capacity; new elements are uninitialised.
+    void resize(std::size_t size) noexcept { size_ = size; }
+    /// Gives back the capacity beyond the size (keeps it if the system cannot).
+    void shrink_to_fit() noexcept {
+      if (size_ == capacity_ || size_ == 0) return;
+      if (void* shrunk = std::realloc(data_, size_ * sizeof(Node))) {
+        data_ = static_cast<Node*>(shrunk);
+        capacity_ = size_;
+      }
+    }
+
+   private:
+    Node* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+  };
+  static_assert(std::is_trivially_copyable_v<Node>, "NodeArray copies nodes as bytes");
+
+  NodeArray nodes_;
   std::span<const std::string> names_;
   std::string barrier_name_{default_barrier_name};
   bool has_siblings_ = false;
