@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -945,6 +946,16 @@ std::vector<std::string> names_starting(const Scratch& scratch, std::string_view
   return names;
 }
 
+/// The temporary files of report `name` in the scratch directory (`NAME.tmp.XXXXXX`).
+std::vector<std::string> report_temporaries(const Scratch& scratch, const std::string& name) {
+  std::vector<std::string> found;
+  for (const auto& entry : fs::directory_iterator(scratch.dir())) {
+    const std::string file = entry.path().filename().string();
+    if (file.starts_with(name + ".tmp.")) found.push_back(file);
+  }
+  return found;
+}
+
 constexpr std::string_view earlier_report = "{\"an\": \"earlier report\"}\n";
 }  // namespace
 
@@ -1023,6 +1034,36 @@ TEST_CASE("tasktree-run: a runner killed in mid-run leaves the earlier --json re
   const pid_t job_pid = read_pid(scratch, "x.pid");
   CHECK(eventually([&] { return gone(job_pid); }));
   CHECK(scratch.read("r.json") == earlier_report);
+  // What the killed runner left: its empty temporary report. The next runner that writes the same
+  // report removes it, and puts its own report in place.
+  CHECK(report_temporaries(scratch, "r.json").size() == 1);
+  const auto quick = scratch.write("quick.jobs", "quick  true\n");
+  const Finished next = run_tool(scratch, {"--json", (scratch / "r.json").string(), quick.string()});
+  CHECK(next.exit_code == 0);
+  CHECK(report_temporaries(scratch, "r.json").empty());
+  CHECK(nlohmann::json::parse(scratch.read("r.json"))["result"] == "succeeded");
+}
+
+TEST_CASE("tasktree-run: a temporary report that no runner holds is removed and one that a live runner holds is kept") {
+  // A runner holds a lock (flock) on its temporary report until it renames it: a live runner's
+  // stays, a dead runner's (unlocked) goes, and names that only look alike are not touched.
+  Scratch scratch;
+  const auto quick = scratch.write("quick.jobs", "quick  true\n");
+  scratch.write("r.json.tmp.AAAAAA", "left by a dead runner");
+  scratch.write("r.json.tmp.BBBBBB", "a live runner's");
+  scratch.write("r.json.tmp.long-name", "not a temporary report");
+  scratch.write("other.json.tmp.CCCCCC", "another report's");
+  const int held = ::open((scratch / "r.json.tmp.BBBBBB").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX) == 0);
+  const Finished run = run_tool(scratch, {"--json", (scratch / "r.json").string(), quick.string()});
+  ::close(held);
+  CHECK(run.exit_code == 0);
+  CHECK_FALSE(fs::exists(scratch / "r.json.tmp.AAAAAA"));
+  CHECK(scratch.read("r.json.tmp.BBBBBB") == "a live runner's");
+  CHECK(scratch.read("r.json.tmp.long-name") == "not a temporary report");
+  CHECK(scratch.read("other.json.tmp.CCCCCC") == "another report's");
+  CHECK(nlohmann::json::parse(scratch.read("r.json"))["result"] == "succeeded");
 }
 
 TEST_CASE("tasktree-run: no job outlives a runner killed with SIGKILL, nor what the job started") {

@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -113,6 +114,10 @@ std::string program_problem(const std::string& program) {
 /// umask). A symbolic link stays one: the file it points to is replaced. Anything else that exists
 /// (a pipe, a terminal, `/dev/null`) is written in place: a rename would replace it, not write to it.
 /// `-` is standard output, written in place.
+///
+/// The runner holds an advisory lock (`flock`) on its temporary file until it is renamed or removed.
+/// The lock ends with the process, so a temporary file beside FILE that nobody holds locked was left
+/// by a runner that died (SIGKILL, a crash, a reboot): the next runner that writes FILE removes it.
 class ReportFile {
  public:
   /// Throws `std::runtime_error` naming the path if the file cannot be created or opened.
@@ -143,9 +148,18 @@ class ReportFile {
       mode = 0666 & ~mask;
     }
     const std::string pattern = target_ + ".tmp.XXXXXX";
-    std::string temporary = pattern;
-    fd_ = ::mkostemp(temporary.data(), O_CLOEXEC);  // close-on-exec: the jobs must not inherit it
-    if (fd_ < 0) fail("create", pattern);
+    remove_stale_temporaries(target_);
+    std::string temporary;
+    while (true) {
+      temporary = pattern;
+      fd_ = ::mkostemp(temporary.data(), O_CLOEXEC);  // close-on-exec: the jobs must not inherit it
+      if (fd_ < 0) fail("create", pattern);
+      // Another runner's sweep may have removed the file between its creation and the lock: then
+      // it has no name any more, and a new one is made.
+      struct stat created {};
+      if (::flock(fd_, LOCK_EX) == 0 && ::fstat(fd_, &created) == 0 && created.st_nlink > 0) break;
+      ::close(std::exchange(fd_, -1));
+    }
     temporary_ = temporary;
     if (::fchmod(fd_, mode) != 0) {
       const int error = errno;
@@ -172,12 +186,17 @@ class ReportFile {
     // fsync before the rename: otherwise a crash of the machine could leave the new name on an
     // empty file. (EINVAL: a file that cannot be synchronized, which is no write error.)
     if (!temporary_.empty() && ::fsync(fd_) != 0 && errno != EINVAL) fail("flush", written);
-    if (::close(std::exchange(fd_, -1)) != 0) fail("close", written);
-    if (temporary_.empty()) return;
+    if (temporary_.empty()) {
+      if (::close(std::exchange(fd_, -1)) != 0) fail("close", written);
+      return;
+    }
+    // Renamed while still open, so still locked: closing first would let another runner's sweep
+    // take it for a dead runner's file and remove it before the rename.
     if (::rename(temporary_.c_str(), target_.c_str()) != 0) {
       fail(fmt::format("rename {:?} to", temporary_), target_);
     }
     temporary_.clear();
+    ::close(std::exchange(fd_, -1));  // written and flushed: what close could report is past
     // Make the rename itself durable. The report is complete and in place by now, whatever this
     // says: a directory that cannot be synchronized is no reason to fail the run.
     std::filesystem::path directory = std::filesystem::path(target_).parent_path();
@@ -198,8 +217,38 @@ class ReportFile {
   }
 
   void discard() noexcept {
-    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    // Unlinked before closing: closing ends the lock, and another runner's sweep must not find the
+    // file unlocked while it still has its name.
     if (!temporary_.empty()) ::unlink(std::exchange(temporary_, {}).c_str());
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+  }
+
+  /// Removes the temporary files of `target` (`TARGET.tmp.` and six characters) that no runner
+  /// holds locked: those of runners that died before they could rename or remove them. Best effort:
+  /// a file that cannot be read or removed stays.
+  static void remove_stale_temporaries(const std::string& target) noexcept {
+    try {
+      const std::filesystem::path path(target);
+      const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
+      const std::string prefix = path.filename().string() + ".tmp.";
+      std::error_code error;
+      for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
+        const std::string name = entry.path().filename().string();
+        if (name.size() != prefix.size() + 6 || !name.starts_with(prefix)) continue;
+        const int fd = ::open(entry.path().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat opened {};
+        struct stat named {};
+        // Unlocked, a regular file, and still the file of that name (not replaced meanwhile).
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &opened) == 0 && S_ISREG(opened.st_mode) &&
+            ::lstat(entry.path().c_str(), &named) == 0 && named.st_dev == opened.st_dev &&
+            named.st_ino == opened.st_ino) {
+          ::unlink(entry.path().c_str());
+        }
+        ::close(fd);
+      }
+    } catch (...) {  // a name that cannot be converted, an allocation: the sweep is only tidying up
+    }
   }
 
   std::string path_;         // as given, for messages
