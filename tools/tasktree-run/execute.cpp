@@ -154,10 +154,16 @@ class ReportFile {
       temporary = pattern;
       fd_ = ::mkostemp(temporary.data(), O_CLOEXEC);  // close-on-exec: the jobs must not inherit it
       if (fd_ < 0) fail("create", pattern);
+      int locked = 0;
+      do {
+        locked = ::flock(fd_, LOCK_EX);
+      } while (locked != 0 && errno == EINTR);
+      // A file system without locks: no sweep can take the file either (it needs the lock).
+      if (locked != 0) break;
       // Another runner's sweep may have removed the file between its creation and the lock: then
       // it has no name any more, and a new one is made.
       struct stat created {};
-      if (::flock(fd_, LOCK_EX) == 0 && ::fstat(fd_, &created) == 0 && created.st_nlink > 0) break;
+      if (::fstat(fd_, &created) != 0 || created.st_nlink > 0) break;
       ::close(std::exchange(fd_, -1));
     }
     temporary_ = temporary;
