@@ -208,7 +208,8 @@ TEST_CASE("a job that a pool thread submits while it runs a long job is run by a
         },
         &parent, 0));
     pool = tasktree::ThreadPoolExecutor(1);  // runs both and joins their threads
-    REQUIRE_FALSE(context.stalled.load());   // so the child started
+    REQUIRE_FALSE(context.stalled.load());
+    CHECK(context.child_started.load());
     CHECK(context.child_thread != context.parent_thread);
   }
 }

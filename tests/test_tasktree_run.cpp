@@ -946,16 +946,6 @@ std::vector<std::string> names_starting(const Scratch& scratch, std::string_view
   return names;
 }
 
-/// The temporary files of report `name` in the scratch directory (`NAME.tmp.XXXXXX`).
-std::vector<std::string> report_temporaries(const Scratch& scratch, const std::string& name) {
-  std::vector<std::string> found;
-  for (const auto& entry : fs::directory_iterator(scratch.dir())) {
-    const std::string file = entry.path().filename().string();
-    if (file.starts_with(name + ".tmp.")) found.push_back(file);
-  }
-  return found;
-}
-
 constexpr std::string_view earlier_report = "{\"an\": \"earlier report\"}\n";
 }  // namespace
 
@@ -1036,11 +1026,11 @@ TEST_CASE("tasktree-run: a runner killed in mid-run leaves the earlier --json re
   CHECK(scratch.read("r.json") == earlier_report);
   // What the killed runner left: its empty temporary report. The next runner that writes the same
   // report removes it, and puts its own report in place.
-  CHECK(report_temporaries(scratch, "r.json").size() == 1);
+  CHECK(names_starting(scratch, ".", "r.json.tmp.").size() == 1);
   const auto quick = scratch.write("quick.jobs", "quick  true\n");
   const Finished next = run_tool(scratch, {"--json", (scratch / "r.json").string(), quick.string()});
   CHECK(next.exit_code == 0);
-  CHECK(report_temporaries(scratch, "r.json").empty());
+  CHECK(names_starting(scratch, ".", "r.json.tmp.").empty());
   CHECK(nlohmann::json::parse(scratch.read("r.json"))["result"] == "succeeded");
 }
 
