@@ -75,7 +75,6 @@ class DatasetTrie {
 
   /// A trie with no datasets (only the root).
   DatasetTrie() {
-    nodes_.reserve(1);
     nodes_.resize(1);
     nodes_[root] = Node{npos, npos, npos, intermediate};
   }
@@ -281,9 +280,7 @@ class DatasetTrie {
     // The array starts small and grows as the names need (see `grow_nodes`): one walk over the
     // names, where counting the nodes first took a second pass over every byte of them (a sixth of
     // building W1's trie).
-    const std::size_t start = std::min(names_.size(), first_guess) + 1;
-    nodes_.reserve(start);
-    nodes_.resize(start);
+    nodes_.resize(std::min(names_.size(), first_guess) + 1);
     BuildState state;
     state.order = order;
     walk(state);
@@ -565,9 +562,7 @@ class DatasetTrie {
     } else {
       grown = size + node_bound(index, previous);  // counts what `names_[index]` added so far twice
     }
-    grown = std::min(std::max(grown, size + 16), most);
-    nodes_.reserve(grown);
-    nodes_.resize(grown);
+    nodes_.resize(std::min(std::max(grown, size + 16), most));
   }
 
   /// The nodes: one block from `malloc`, grown with `realloc`, sized exactly once built. For an
@@ -579,9 +574,8 @@ class DatasetTrie {
    public:
     NodeArray() noexcept = default;
     NodeArray(const NodeArray& other) : NodeArray() {
-      reserve(other.size_);
+      resize(other.size_);
       if (other.size_ > 0) std::memcpy(data_, other.data_, other.size_ * sizeof(Node));
-      size_ = other.size_;
     }
     NodeArray(NodeArray&& other) noexcept
         : data_(std::exchange(other.data_, nullptr)),
@@ -599,16 +593,17 @@ class DatasetTrie {
     Node& operator[](std::size_t index) noexcept { return data_[index]; }
     const Node& operator[](std::size_t index) const noexcept { return data_[index]; }
 
-    /// Makes room for `capacity` nodes, keeping those below `size()`.
-    void reserve(std::size_t capacity) {
-      if (capacity <= capacity_) return;
-      void* grown = std::realloc(data_, capacity * sizeof(Node));
-      if (grown == nullptr) throw std::bad_alloc();
-      data_ = static_cast<Node*>(grown);
-      capacity_ = capacity;
+    /// Sets the size, growing the block if it is too small (the nodes below the old size stay);
+    /// new elements are uninitialised. A smaller size keeps the block (see `shrink_to_fit`).
+    void resize(std::size_t size) {
+      if (size > capacity_) {
+        void* grown = std::realloc(data_, size * sizeof(Node));
+        if (grown == nullptr) throw std::bad_alloc();
+        data_ = static_cast<Node*>(grown);
+        capacity_ = size;
+      }
+      size_ = size;
     }
-    /// Sets the size, at most the capacity; new elements are uninitialised.
-    void resize(std::size_t size) noexcept { size_ = size; }
     /// Gives back the capacity beyond the size (keeps it if the system cannot).
     void shrink_to_fit() noexcept {
       if (size_ == capacity_ || size_ == 0) return;

@@ -151,7 +151,7 @@ class Dispatcher {
     if (rank0_slot_held == nullptr) {
       std::lock_guard lock(mutex_);
       ++running_here_;
-      rank0_slot_held = this;  // given back by `RankZeroExecutor::run_queued`
+      rank0_slot_held = this;  // given back by `release_held_slot`
     }
     const auto start = std::chrono::steady_clock::now();
     mpi_wire::Reply reply = run_here(request, stop, false);
