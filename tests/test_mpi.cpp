@@ -561,6 +561,40 @@ TEST_CASE("queue_ahead sends jobs ahead to the worker ranks, which still run onl
   }
 }
 
+TEST_CASE("a short job's reply is not held back by the job sent ahead behind it on the same worker") {
+  // With two ranks both jobs go to rank 1, "b" queued behind "a" in its one slot. A worker sends
+  // short jobs' replies together, but "a"'s must still reach rank 0 while "b" runs: "b" waits for
+  // what rank 0's completion callback of "a" does.
+  const std::filesystem::path a_done = shared_path("reply-not-held");
+  std::atomic<std::uint64_t> saw_a{0};
+  std::atomic<std::uint64_t> gave_up{0};
+  RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = {"a", "b"},
+          .process_dataset =
+              [&](std::string_view dataset, std::int64_t) {
+                if (dataset == "b") ++(eventually([&] { return std::filesystem::exists(a_done); }) ? saw_a : gave_up);
+                return JobOutcome{};
+              },
+          .completion =
+              [&](std::string_view dataset, JobOutcome&, InFlight&) {
+                if (dataset == "a") std::ofstream(a_done).put('a');
+                return CompletionCallbackResult{};
+              },
+          .max_workers = 1,
+          .rank0_workers = 0,
+          .queue_ahead = 1,
+      },
+      stats);
+  CHECK_FALSE(failed);
+  CHECK(stats.completed == 2);
+  CHECK(sum_over_ranks(gave_up.load()) == 0);
+  CHECK(sum_over_ranks(saw_a.load()) == 1);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) std::filesystem::remove(a_done);
+}
+
 TEST_CASE("a worker rank busy for longer than heartbeat_timeout, or idle while rank 0 works, is not lost") {
   // A job of 600 ms against a timeout of 400 ms: the workers' message loops keep sending heartbeats
   // (every 20 ms) while their jobs run. Rank 0's completion callback takes 600 ms with nothing out:

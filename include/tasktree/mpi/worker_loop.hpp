@@ -30,6 +30,10 @@ namespace tasktree::detail {
 /// their own.
 class WorkerLoop {
  public:
+  /// A job thread wakes the message loop for each reply while its jobs take at least this long;
+  /// shorter jobs' replies go out together (see `work`).
+  static constexpr std::chrono::microseconds worth_a_wake{20};
+
   /// `capacity`: the most jobs this rank runs at once; `most_sent`: the most that rank 0 sends it
   /// at once (more than `capacity` with `queue_ahead`: those wait their turn here); `heartbeat`: how often to tell rank
   /// 0 that this rank is alive when it sent nothing else (zero: never).
@@ -87,9 +91,7 @@ class WorkerLoop {
       while (!shutdown && receive(comm_, 0, MPI_ANY_TAG, bytes_, status)) {
         busy = true;
         switch (status.MPI_TAG) {
-          case mpi_wire::request:
-            for (const std::string_view item : mpi_wire::decode_batch(bytes_)) start(mpi_wire::decode_request(item));
-            break;
+          case mpi_wire::request: start(mpi_wire::decode_batch(bytes_)); break;
           case mpi_wire::cancel: cancel(mpi_wire::decode_cancel(bytes_)); break;
           case mpi_wire::shutdown: shutdown = mpi_wire::decode_shutdown(bytes_); break;
           default: throw std::runtime_error(fmt::format("tasktree: unexpected MPI message tag {}", status.MPI_TAG));
@@ -98,6 +100,7 @@ class WorkerLoop {
       {
         std::lock_guard lock(mutex_);
         outgoing.swap(outbox_);
+        loop_woken_ = false;
       }
       const bool replied = !outgoing.empty();
       busy = busy || replied;
@@ -152,9 +155,21 @@ class WorkerLoop {
     stop.request_stop();  // outside the lock: it runs the job's stop callbacks
   }
 
-  /// Queues a job for a job thread, starting one if none is idle.
-  void start(const mpi_wire::Request& request) {
+  /// Queues the jobs of a batch of requests for the job threads, starting threads for them while
+  /// fewer than `capacity_` run, and wakes idle ones.
+  void start(const std::vector<std::string_view>& items) {
     std::unique_lock lock(mutex_);
+    for (const std::string_view item : items) start(mpi_wire::decode_request(item));
+    if (idle_ == 0) return;
+    if (items.size() > 1) {
+      task_ready_.notify_all();
+    } else {
+      task_ready_.notify_one();
+    }
+  }
+
+  /// Queues a job for a job thread, starting one if none is idle (under `mutex_`).
+  void start(const mpi_wire::Request& request) {
     tasks_.push_back(Task{
         .id = request.id,
         .submit_count = request.submit_count,
@@ -167,9 +182,10 @@ class WorkerLoop {
     ++running_;
     // At most `capacity_` job threads: jobs beyond it wait here, sent ahead by rank 0 (see
     // `mpi::Options::queue_ahead`), and the next starts as soon as a job thread is done.
-    if (tasks_.size() > idle_ && threads_.size() < capacity_) {
+    if (tasks_.size() > idle_ + starting_ && threads_.size() < capacity_) {
       try {
         threads_.emplace_back([this] { work(); });
+        ++starting_;
       } catch (...) {  // no thread for it: the job fails, the run goes on
         live_.erase(request.id);
         tasks_.pop_back();
@@ -181,12 +197,20 @@ class WorkerLoop {
         return;
       }
     }
-    task_ready_.notify_one();
   }
 
   /// A job thread: runs queued jobs until the run ends.
+  ///
+  /// Replies of short jobs (shorter than `worth_a_wake`, lately) go out together: the thread wakes
+  /// the message loop when it runs out of jobs, when a reply has waited `worth_a_wake`, or at once
+  /// while jobs are long; else the loop finds them when it looks on its own (every
+  /// `request_poll_cap` at most). A wake costs each side a trip through the kernel, more than a
+  /// job of a few microseconds takes.
   void work() {
     std::unique_lock lock(mutex_);
+    --starting_;
+    std::int64_t mean_nanos = 0;  // of this thread's jobs lately (0 until one ran: long enough)
+    bool measured = false;
     while (true) {
       ++idle_;
       task_ready_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
@@ -195,12 +219,22 @@ class WorkerLoop {
       const Task task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
+      const auto begin = std::chrono::steady_clock::now();
       std::string reply = run_job(task);
+      const auto end = std::chrono::steady_clock::now();
+      const std::int64_t took = std::chrono::duration_cast<std::chrono::nanoseconds>(end - begin).count();
+      mean_nanos = measured ? mean_nanos + (took - mean_nanos) / 8 : took;
+      measured = true;
+      const bool short_jobs = mean_nanos < std::chrono::nanoseconds(worth_a_wake).count();
       lock.lock();
       live_.erase(task.id);
+      if (outbox_.empty()) oldest_reply_ = end;
       outbox_.push_back(std::move(reply));
       --running_;
-      if (outbox_.size() == 1) wake_.notify_one();  // else the loop was woken and has not looked yet
+      if (!loop_woken_ && (!short_jobs || tasks_.empty() || end - oldest_reply_ >= worth_a_wake)) {
+        loop_woken_ = true;
+        wake_.notify_one();
+      }
     }
   }
 
@@ -260,7 +294,10 @@ class WorkerLoop {
   std::unordered_map<std::uint64_t, std::stop_source> live_;  // every job received and not replied to
   std::vector<std::string> outbox_;
   std::size_t idle_ = 0;
-  std::size_t running_ = 0;  // received and not yet replied to
+  std::size_t starting_ = 0;  // job threads started that have not taken the lock yet
+  std::size_t running_ = 0;   // received and not yet replied to
+  std::chrono::steady_clock::time_point oldest_reply_{};  // when the first reply in `outbox_` came
+  bool loop_woken_ = false;  // the message loop was woken and has not looked at `outbox_` since
   bool closing_ = false;
 
   // The message loop's own.
