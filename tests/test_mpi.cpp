@@ -881,6 +881,72 @@ TEST_CASE("ranks given different datasets refuse to run, all of them") {
   }
 }
 
+TEST_CASE("a worker rank given rank 0's datasets in another order runs them") {
+  // The ranks compare their datasets in any order: only rank 0 puts them in order, for its tree.
+  std::vector<std::string> datasets{"r", "r/a", "r/b", "r/a/x", "s"};
+  if (world_rank() % 2 == 1) std::reverse(datasets.begin(), datasets.end());
+  std::atomic<std::uint64_t> executed{0};
+  RunStats stats;
+  const bool failed = tasktree::mpi::process_datasets_in_parallel(
+      {
+          .datasets = datasets,
+          .process_dataset =
+              [&executed](std::string_view, std::int64_t) {
+                ++executed;
+                return JobOutcome{};
+              },
+      },
+      stats);
+  CHECK_FALSE(failed);
+  CHECK(stats.completed == datasets.size());
+  CHECK(sum_over_ranks(executed.load()) == datasets.size());
+}
+
+TEST_CASE("a worker rank whose own datasets or tree options are invalid names them, though rank 0's are valid") {
+  // A worker validates its own tree only where it differs from rank 0's: here it does, and its own
+  // error is what it reports, not a disagreement.
+  const int odd_rank = world_size() - 1;
+  const bool odd = world_rank() == odd_rank && world_size() > 1;
+  std::atomic<std::uint64_t> executed{0};
+  const auto job = [&executed](std::string_view, std::int64_t) {
+    ++executed;
+    return JobOutcome{};
+  };
+  SECTION("a duplicate dataset") {
+    const Thrown thrown = thrown_by([&] {
+      tasktree::mpi::process_datasets_in_parallel({
+          .datasets = {"a", odd ? "a" : "b"},
+          .process_dataset = job,
+      });
+    });
+    if (world_size() > 1) {
+      CHECK_THAT(thrown.what, Catch::Contains("duplicate dataset name \"a\""));
+      if (!odd) CHECK_THAT(thrown.what, Catch::Contains(fmt::format("rank {} could not start the run", odd_rank)));
+      CHECK(sum_over_ranks(executed.load()) == 0);
+    } else {  // alone: nobody differs
+      CHECK(thrown.what == "<nothing thrown>");
+      CHECK(executed.load() == 2);
+    }
+  }
+  SECTION("the same datasets, but barriers turned off while one is a barrier") {
+    const Thrown thrown = thrown_by([&] {
+      tasktree::mpi::process_datasets_in_parallel({
+          .datasets = {"a", "a/~/b"},
+          .process_dataset = job,
+          .enable_barriers = odd ? std::optional<bool>(false) : std::nullopt,
+      });
+    });
+    if (world_size() > 1) {
+      CHECK_THAT(thrown.what, Catch::Contains("enable_barriers is false but dataset \"a/~/b\""));
+      if (!odd) CHECK_THAT(thrown.what, Catch::Contains(fmt::format("rank {} could not start the run", odd_rank)));
+      CHECK(sum_over_ranks(executed.load()) == 0);
+    } else {
+      CHECK(thrown.what == "<nothing thrown>");
+      CHECK(executed.load() == 2);
+    }
+  }
+}
+
 TEST_CASE("broadcast copies rank 0's strings to every rank") {
   std::vector<std::string> strings;
   if (world_rank() == 0) {

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -45,22 +46,50 @@ inline int effective_max_workers(int requested, int ranks) {
   return ranks > 1 ? ranks - 1 : default_max_workers();
 }
 
-/// The summary of a validated tree that the ranks compare.
-inline mpi_wire::Fingerprint fingerprint(MpiEntryPoint entry_point, std::span<const std::string> sorted_datasets,
-                                         int max_workers) noexcept {
-  return mpi_wire::Fingerprint{
-      .entry_point = static_cast<std::uint32_t>(entry_point),
-      .datasets = sorted_datasets.size(),
-      .hash = mpi_wire::hash_names(sorted_datasets),
-      .max_workers = max_workers,
-  };
+/// A hash of one name, for `TreeDigest`: eight bytes at a time, then scrambled (the finalizer of
+/// splitmix64) so that a sum of these is a good hash of a multiset of names.
+inline std::uint64_t scrambled_name_hash(std::string_view name) noexcept {
+  std::uint64_t hash = 0x9e3779b97f4a7c15ull ^ name.size();
+  std::size_t i = 0;
+  for (; i + 8 <= name.size(); i += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, name.data() + i, 8);
+    hash = std::rotl(hash ^ word, 29) * 0xbf58476d1ce4e5b9ull;
+  }
+  std::uint64_t tail = 0;
+  if (i < name.size()) std::memcpy(&tail, name.data() + i, name.size() - i);
+  hash = std::rotl(hash ^ tail, 29) * 0x94d049bb133111ebull;
+  hash ^= hash >> 30;
+  hash *= 0xbf58476d1ce4e5b9ull;
+  hash ^= hash >> 27;
+  hash *= 0x94d049bb133111ebull;
+  hash ^= hash >> 31;
+  return hash;
+}
+
+/// What the ranks compare of a run's tree, computed without validating it or putting the names in
+/// order: how many datasets, a hash of them that does not depend on their order, and a hash of the
+/// options that their validation depends on besides the names.
+struct TreeDigest {
+  std::uint64_t datasets = 0;
+  std::uint64_t hash = 0;
+  std::uint64_t tree_options = 0;
+
+  friend bool operator==(const TreeDigest&, const TreeDigest&) = default;
+};
+
+inline TreeDigest tree_digest(std::span<const std::string> datasets, std::optional<bool> enable_barriers,
+                              std::string_view barrier_name) noexcept {
+  TreeDigest digest{.datasets = datasets.size()};
+  for (const std::string& name : datasets) digest.hash += scrambled_name_hash(name);
+  digest.tree_options = scrambled_name_hash(barrier_name) + (enable_barriers ? 1 + (*enable_barriers ? 1 : 0) : 0);
+  return digest;
 }
 
 /// Validates a run's datasets and tree options on a rank that builds no tree for the run, exactly
-/// as the tree on rank 0 does (throwing what it throws), and returns the run's fingerprint.
-inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, std::vector<std::string> datasets,
-                                                   int max_workers, std::optional<bool> enable_barriers,
-                                                   std::string barrier_name) {
+/// as the tree on rank 0 does (throwing what it throws).
+inline void validate_tree(std::vector<std::string> datasets, int max_workers, std::optional<bool> enable_barriers,
+                          std::string barrier_name) {
   const ParallelTaskTree<SynchronousExecutor> check(tasktree::Options<SynchronousExecutor>{
       .datasets = std::move(datasets),
       .process_dataset = [](std::string_view, std::int64_t) { return CompletionCallbackResult{}; },
@@ -68,7 +97,6 @@ inline mpi_wire::Fingerprint validated_fingerprint(MpiEntryPoint entry_point, st
       .enable_barriers = enable_barriers,
       .barrier_name = std::move(barrier_name),
   });
-  return fingerprint(entry_point, check.datasets(), max_workers);
 }
 
 /// The environment variable that, set and not empty, names this rank's host in place of

@@ -151,16 +151,25 @@ inline int ranks_on_this_host(MPI_Comm comm) {
 }
 
 /// The start of every run (collective): checks MPI's thread level, `max_workers`,
-/// `rank0_workers`, `queue_ahead` and `liveness`, validates this rank's arguments with `validate(total_workers)`,
-/// which returns the run's fingerprint, settles on rank 0 where placed jobs run with
-/// `place(hosts, rank0_runs_jobs)`, which returns a `PlacementTable` (`hosts`: every rank's, by
-/// rank), and agrees on the run with the other ranks (see `agree_on_run`), so that every rank
-/// throws if any of these threw on one.
+/// `rank0_workers`, `queue_ahead` and `liveness`, validates this rank's arguments with
+/// `validate(total_workers, tree)` (`tree`: its datasets and tree options too; see below),
+/// settles on rank 0 where placed jobs run with `place(hosts, rank0_runs_jobs)`, which returns a
+/// `PlacementTable` (`hosts`: every rank's, by rank), and agrees on the run with the other ranks
+/// (see `agree_on_run`), so that every rank throws if any of these threw on one. `digest`: this
+/// rank's datasets and tree options, as the ranks compare them.
+///
+/// Rank 0 validates its tree, which it builds for the run. A worker rank, which needs none,
+/// validates its own datasets and tree options only when they are not rank 0's (by `digest`) or
+/// rank 0 rejected its own: the same datasets and options validate the same way on every rank, so
+/// each rank's error still names what is wrong with its own arguments, and a worker does not sort
+/// and build a tree of every dataset only to drop it.
 template <class Validate, class Place>
-StartedRun start_run(const RunComm& run, int requested_max_workers, int requested_rank0_workers,
-                     int requested_queue_ahead, const Liveness& liveness, Validate&& validate, Place&& place) {
+StartedRun start_run(const RunComm& run, MpiEntryPoint entry_point, const TreeDigest& digest,
+                     int requested_max_workers, int requested_rank0_workers, int requested_queue_ahead,
+                     const Liveness& liveness, Validate&& validate, Place&& place) {
   std::exception_ptr rejected;
-  mpi_wire::Fingerprint mine;
+  mpi_wire::Fingerprint mine{
+      .entry_point = static_cast<std::uint32_t>(entry_point), .datasets = digest.datasets, .hash = digest.hash};
   StartedRun started;
   const int on_host = run.size > 1 ? ranks_on_this_host(run.comm) : 1;
   std::string host;
@@ -202,12 +211,24 @@ StartedRun start_run(const RunComm& run, int requested_max_workers, int requeste
     }
     started.total_workers = static_cast<int>(total);
     validate_liveness(liveness);
-    mine = validate(started.total_workers);
+    validate(started.total_workers, run.rank == 0);
     mine.max_workers = started.max_workers;  // what every rank must agree on
     mine.heartbeat_nanos = liveness.heartbeat.count();
     if (run.rank == 0) started.placement = place(std::as_const(hosts), run.size == 1 || started.rank0_workers > 0);
   } catch (...) {
     rejected = std::current_exception();
+  }
+  if (run.size > 1) {  // rank 0's verdict on its tree (collective)
+    std::array<std::uint64_t, 4> verdict{rejected ? 1u : 0u, digest.datasets, digest.hash, digest.tree_options};
+    check_mpi(MPI_Bcast(verdict.data(), static_cast<int>(verdict.size()), MPI_UINT64_T, 0, run.comm), "MPI_Bcast");
+    const TreeDigest rank0{.datasets = verdict[1], .hash = verdict[2], .tree_options = verdict[3]};
+    if (run.rank != 0 && !rejected && (verdict[0] != 0 || rank0 != digest)) {
+      try {
+        validate(started.total_workers, true);
+      } catch (...) {
+        rejected = std::current_exception();
+      }
+    }
   }
   started.agreement = agree_on_run(run, mine, rejected);
   started.agreement.hosts = std::move(hosts);
@@ -603,12 +624,15 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
   std::optional<ParallelTaskTree<detail::RankZeroExecutor>> tree;
   detail::RunControls controls(options);
   const detail::StartedRun started = detail::start_run(
-      run, options.max_workers, options.rank0_workers, options.queue_ahead, controls.liveness,
-      [&](int workers) {
+      run, detail::MpiEntryPoint::core,
+      detail::tree_digest(options.datasets, options.enable_barriers, options.barrier_name), options.max_workers,
+      options.rank0_workers, options.queue_ahead, controls.liveness,
+      [&](int workers, bool validate_tree) {
         if (!options.process_dataset) throw std::invalid_argument("tasktree: process_dataset is not set");
+        if (!validate_tree) return;
         if (run.rank != 0) {  // a worker needs no tree
-          return detail::validated_fingerprint(detail::MpiEntryPoint::core, std::move(options.datasets), workers,
-                                               options.enable_barriers, options.barrier_name);
+          detail::validate_tree(std::move(options.datasets), workers, options.enable_barriers, options.barrier_name);
+          return;
         }
         using Core = tasktree::Options<detail::RankZeroExecutor>;
         Core core{
@@ -657,7 +681,6 @@ inline bool process_datasets_in_parallel(Options options, RunStats& stats) {
           return detail::RankZeroExecutor(DefaultExecutor(threads, threads > 1));
         };
         tree.emplace(std::move(core));
-        return detail::fingerprint(detail::MpiEntryPoint::core, tree->datasets(), workers);
       },
       [&](std::span<const std::string> hosts, bool rank0_runs_jobs) {
         if (!options.placement) return detail::PlacementTable();
@@ -700,15 +723,17 @@ inline bool process_datasets_in_parallel_and_fault_tolerant(FaultTolerantOptions
   detail::RunComm run(options.comm);
   detail::RunControls controls(options);
   const detail::StartedRun started = detail::start_run(
-      run, options.max_workers, options.rank0_workers, options.queue_ahead, controls.liveness,
-      [&](int workers) {
+      run, detail::MpiEntryPoint::policy,
+      detail::tree_digest(options.datasets, options.enable_barriers, options.barrier_name), options.max_workers,
+      options.rank0_workers, options.queue_ahead, controls.liveness,
+      [&](int workers, bool validate_tree) {
         detail::validate_policy(options.process_dataset, options.skip_on_error, options.retry_policy);
         detail::validate_attempt_timeout(options.attempt_timeout, options.stall_interval);
+        if (!validate_tree) return;
         // Validated as the policy layer will on rank 0, which keeps its datasets for the run; a worker
         // needs no tree and gives them away.
-        return detail::validated_fingerprint(detail::MpiEntryPoint::policy,
-                                             run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
-                                             options.enable_barriers, options.barrier_name);
+        detail::validate_tree(run.rank == 0 ? options.datasets : std::move(options.datasets), workers,
+                              options.enable_barriers, options.barrier_name);
       },
       [&](std::span<const std::string> hosts, bool rank0_runs_jobs) {
         if (!options.placement) return detail::PlacementTable();

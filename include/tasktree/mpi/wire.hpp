@@ -259,15 +259,15 @@ inline Shutdown decode_shutdown(std::string_view bytes) {
 /// so that ranks called with different datasets refuse to run instead of running something else.
 struct Fingerprint {
   // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks; 4: attempt reports; 5: requests
-  // and replies in batches
-  static constexpr std::uint32_t protocol_version = 5;
+  // and replies in batches; 6: `hash` of the names in any order (`TreeDigest`)
+  static constexpr std::uint32_t protocol_version = 6;
   static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;
   std::uint32_t entry_point = 0;     // 1: process_datasets_in_parallel, 2: ..._and_fault_tolerant
   std::uint32_t rejected = 0;        // 1: this rank could not start the run (its options were invalid)
   std::uint64_t datasets = 0;        // how many
-  std::uint64_t hash = 0;            // FNV-1a of the sorted names
+  std::uint64_t hash = 0;            // of the names, in any order (`TreeDigest::hash`)
   std::int64_t max_workers = 0;      // the effective value
   std::int64_t heartbeat_nanos = 0;  // rank 0's: how often a worker that sent nothing else says it is alive
 
