@@ -149,11 +149,10 @@ struct RunAgreement {
   std::vector<std::string> hosts{};
 };
 
-/// The agreement that starts every run (collective): each rank says whether it could start and
-/// what it was asked to run. Throws on every rank, before anything runs, unless all ranks could
-/// start the same run; a rank that could not rethrows its own error, and the others throw a
-/// `std::invalid_argument` that names that rank and quotes its error.
-inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine, const std::exception_ptr& rejected) {
+/// Every rank's fingerprint, by rank (collective): whether it could start and what it was asked to
+/// run; `mine` marked as rejected if `rejected`.
+inline std::vector<mpi_wire::Fingerprint> exchange_fingerprints(const RunComm& run, mpi_wire::Fingerprint mine,
+                                                                const std::exception_ptr& rejected) {
   mine.rejected = rejected ? 1 : 0;
   const auto bytes = mine.encode();
   constexpr int size = static_cast<int>(mpi_wire::Fingerprint::size);
@@ -165,6 +164,15 @@ inline RunAgreement agree_on_run(const RunComm& run, mpi_wire::Fingerprint mine,
     prints.push_back(mpi_wire::Fingerprint::decode(std::string_view(
         all.data() + static_cast<std::size_t>(r) * mpi_wire::Fingerprint::size, mpi_wire::Fingerprint::size)));
   }
+  return prints;
+}
+
+/// The agreement that starts every run (collective), on every rank's fingerprint
+/// (`exchange_fingerprints`). Throws on every rank, before anything runs, unless all ranks could
+/// start the same run; a rank that could not rethrows its own error (`rejected`), and the others
+/// throw a `std::invalid_argument` that names that rank and quotes its error.
+inline RunAgreement agree_on_run(const RunComm& run, const std::vector<mpi_wire::Fingerprint>& prints,
+                                 const std::exception_ptr& rejected) {
   // The first rank that could not start tells the others why (collective), so that every rank's
   // error names the offending value: under a launcher that ends the job when the first process
   // exits with an error, the message of the rank that rejected the run may never be printed.

@@ -168,8 +168,10 @@ StartedRun start_run(const RunComm& run, MpiEntryPoint entry_point, const TreeDi
                      int requested_max_workers, int requested_rank0_workers, int requested_queue_ahead,
                      const Liveness& liveness, Validate&& validate, Place&& place) {
   std::exception_ptr rejected;
-  mpi_wire::Fingerprint mine{
-      .entry_point = static_cast<std::uint32_t>(entry_point), .datasets = digest.datasets, .hash = digest.hash};
+  mpi_wire::Fingerprint mine{.entry_point = static_cast<std::uint32_t>(entry_point),
+                             .datasets = digest.datasets,
+                             .hash = digest.hash,
+                             .tree_options = digest.tree_options};
   StartedRun started;
   const int on_host = run.size > 1 ? ranks_on_this_host(run.comm) : 1;
   std::string host;
@@ -218,19 +220,25 @@ StartedRun start_run(const RunComm& run, MpiEntryPoint entry_point, const TreeDi
   } catch (...) {
     rejected = std::current_exception();
   }
-  if (run.size > 1) {  // rank 0's verdict on its tree (collective)
-    std::array<std::uint64_t, 4> verdict{rejected ? 1u : 0u, digest.datasets, digest.hash, digest.tree_options};
-    check_mpi(MPI_Bcast(verdict.data(), static_cast<int>(verdict.size()), MPI_UINT64_T, 0, run.comm), "MPI_Bcast");
-    const TreeDigest rank0{.datasets = verdict[1], .hash = verdict[2], .tree_options = verdict[3]};
-    if (run.rank != 0 && !rejected && (verdict[0] != 0 || rank0 != digest)) {
+  std::vector<mpi_wire::Fingerprint> prints = exchange_fingerprints(run, mine, rejected);
+  // A worker whose tree is not rank 0's, or any worker if rank 0 rejected its own, validates its
+  // own now, and the ranks compare again (only then: a run that starts costs one exchange).
+  const mpi_wire::Fingerprint root = prints[0];
+  const auto unchecked = [&root](const mpi_wire::Fingerprint& print) {
+    return print.rejected == 0 && (root.rejected != 0 || print.datasets != root.datasets || print.hash != root.hash ||
+                                   print.tree_options != root.tree_options);
+  };
+  if (std::any_of(prints.begin() + 1, prints.end(), unchecked)) {
+    if (run.rank != 0 && unchecked(prints[static_cast<std::size_t>(run.rank)])) {
       try {
         validate(started.total_workers, true);
       } catch (...) {
         rejected = std::current_exception();
       }
     }
+    prints = exchange_fingerprints(run, mine, rejected);
   }
-  started.agreement = agree_on_run(run, mine, rejected);
+  started.agreement = agree_on_run(run, prints, rejected);
   started.agreement.hosts = std::move(hosts);
   return started;
 }

@@ -261,13 +261,14 @@ struct Fingerprint {
   // 2: per-job cancel, RunStats::resumed; 3: heartbeats, lost ranks; 4: attempt reports; 5: requests
   // and replies in batches; 6: `hash` of the names in any order (`TreeDigest`)
   static constexpr std::uint32_t protocol_version = 6;
-  static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8;
+  static constexpr std::size_t size = 4 + 4 + 4 + 8 + 8 + 8 + 8 + 8;
 
   std::uint32_t version = protocol_version;
   std::uint32_t entry_point = 0;     // 1: process_datasets_in_parallel, 2: ..._and_fault_tolerant
   std::uint32_t rejected = 0;        // 1: this rank could not start the run (its options were invalid)
   std::uint64_t datasets = 0;        // how many
   std::uint64_t hash = 0;            // of the names, in any order (`TreeDigest::hash`)
+  std::uint64_t tree_options = 0;    // `TreeDigest::tree_options`
   std::int64_t max_workers = 0;      // the effective value
   std::int64_t heartbeat_nanos = 0;  // rank 0's: how often a worker that sent nothing else says it is alive
 
@@ -278,6 +279,7 @@ struct Fingerprint {
     out.u32(rejected);
     out.u64(datasets);
     out.u64(hash);
+    out.u64(tree_options);
     out.i64(max_workers);
     out.i64(heartbeat_nanos);
     const std::string bytes = out.take();
@@ -294,6 +296,7 @@ struct Fingerprint {
     print.rejected = in.u32();
     print.datasets = in.u64();
     print.hash = in.u64();
+    print.tree_options = in.u64();
     print.max_workers = in.i64();
     print.heartbeat_nanos = in.i64();
     return print;
