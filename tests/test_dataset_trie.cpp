@@ -3,12 +3,14 @@
 #include "catch.hpp"
 
 #include <tasktree/dataset_trie.hpp>
+#include <tasktree/detail/sort_names.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -368,4 +370,32 @@ TEST_CASE("build_if_sorted rejects invalid sorted input as the constructor does"
   // a sorted list gives.
   const std::vector<std::string> unsorted_invalid{"b", "a/", "a"};
   CHECK_FALSE(DatasetTrie::build_if_sorted(unsorted_invalid).has_value());
+}
+
+TEST_CASE("sort_names puts names in the order std::sort gives them, whatever their bytes") {
+  // Ties on eight bytes at a time are what the sort works through: names that share prefixes of
+  // 0 to 40 bytes, end inside or at the end of an 8-byte word, hold NUL and bytes from 0x80 up,
+  // are empty, or repeat.
+  std::mt19937_64 random(20261208);
+  const std::string alphabet{'a', 'b', '/', '\0', '\xff', '\x80'};
+  std::vector<std::string> names{"", "", "a", std::string("a\0", 2), std::string("a\0\0\0\0\0\0\0\0", 9), "a/b/c/d/", "a/b/c/d"};
+  for (int i = 0; i < 5000; ++i) {
+    std::string name(random() % 41, 'p');  // a shared prefix of 0..40 bytes
+    const std::size_t extra = random() % 12;
+    for (std::size_t j = 0; j < extra; ++j) name.push_back(alphabet[random() % alphabet.size()]);
+    names.push_back(name);
+    if (random() % 10 == 0) names.push_back(name);  // a duplicate
+  }
+  std::shuffle(names.begin(), names.end(), random);
+  std::vector<std::string> expected = names;
+  std::sort(expected.begin(), expected.end());
+  tasktree::detail::sort_names(names);
+  CHECK(names == expected);
+
+  std::vector<std::string> none;
+  tasktree::detail::sort_names(none);
+  CHECK(none.empty());
+  std::vector<std::string> reversed{"c", "b", "a/b", "a"};
+  tasktree::detail::sort_names(reversed);
+  CHECK(reversed == std::vector<std::string>{"a", "a/b", "b", "c"});
 }

@@ -9,6 +9,7 @@
 #include <tasktree/detail/coordinator.hpp>
 #include <tasktree/detail/ready_queue.hpp>
 #include <tasktree/detail/simple_enqueue.hpp>
+#include <tasktree/detail/sort_names.hpp>
 #include <tasktree/executor.hpp>
 #include <tasktree/observer.hpp>
 #include <tasktree/options.hpp>
@@ -100,7 +101,7 @@ class ParallelTaskTree {
     if (std::optional<DatasetTrie> sorted = DatasetTrie::build_if_sorted(datasets, options_.barrier_name)) {
       trie_ = std::move(*sorted);
     } else {
-      std::sort(datasets.begin(), datasets.end());
+      detail::sort_names(datasets);
       trie_ = DatasetTrie(datasets, options_.barrier_name);
     }
     if (options_.enable_barriers == false && trie_.has_barriers()) {
