@@ -24,6 +24,8 @@
 
 #include <tasktree/mpi.hpp>
 
+#include <mpi.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -149,6 +151,8 @@ int main(int argc, char** argv) {
   std::int64_t slept_nanos = 0;  // rank 0: the sum of the jobs' measured sleeps
   PeakRunning running;
   tasktree::RunStats stats;
+  // Timed from when every rank is ready: not how much later one rank was started, or made its list.
+  MPI_Barrier(MPI_COMM_WORLD);
   const auto start = std::chrono::steady_clock::now();
   const bool failed = tasktree::mpi::process_datasets_in_parallel(
       {
