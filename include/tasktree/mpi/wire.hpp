@@ -10,8 +10,6 @@
 /// overtake each other on one communicator, which the protocol relies on: a worker sees a job's
 /// request before its cancel or the shutdown that rank 0 sent after it.
 
-#include <tasktree/detail/name_hash.hpp>
-
 #include <fmt/format.h>
 
 #include <array>
@@ -302,7 +300,5 @@ struct Fingerprint {
     return print;
   }
 };
-
-using detail::hash_names;
 
 }  // namespace tasktree::detail::mpi_wire

@@ -209,8 +209,8 @@ class WorkerLoop {
   void work() {
     std::unique_lock lock(mutex_);
     --starting_;
-    std::int64_t mean_nanos = 0;  // of this thread's jobs lately (0 until one ran: long enough)
-    bool measured = false;
+    std::int64_t mean_nanos = 0;  // of this thread's jobs lately: a moving average, from its first job
+    bool measured = false;        // a job ran on this thread, so `mean_nanos` holds something
     while (true) {
       ++idle_;
       task_ready_.wait(lock, [this] { return closing_ || !tasks_.empty(); });
@@ -294,8 +294,8 @@ class WorkerLoop {
   std::unordered_map<std::uint64_t, std::stop_source> live_;  // every job received and not replied to
   std::vector<std::string> outbox_;
   std::size_t idle_ = 0;
-  std::size_t starting_ = 0;  // job threads started that have not taken the lock yet
-  std::size_t running_ = 0;   // received and not yet replied to
+  std::size_t starting_ = 0;                              // job threads started that have not taken the lock yet
+  std::size_t running_ = 0;                               // received and not yet replied to
   std::chrono::steady_clock::time_point oldest_reply_{};  // when the first reply in `outbox_` came
   bool loop_woken_ = false;  // the message loop was woken and has not looked at `outbox_` since
   bool closing_ = false;
